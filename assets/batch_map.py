@@ -1,0 +1,107 @@
+"""Memoised map over a batch's images: memo -> working copy -> core function -> entry.
+
+Shared by the stages that need pixels. A stage looks its entries up by SHA-256 in one
+concurrent batch; only misses load a working copy (the small normalised PNG that
+raw_images stored), and only a missing working copy sends it back to the upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+from PIL import Image
+
+from assets.versions import RAW_IMAGES_VERSION
+from photogroup import Rejection, decode_image, encode_work_image, open_work_image
+from resources.memo import MemoStore
+from resources.uploads import UploadsBucket
+
+WORK_NAMESPACE = f"work/{RAW_IMAGES_VERSION}"
+#: Images decoded and computed per chunk: bounds memory to a chunk of working copies.
+CHUNK = 64
+
+
+@dataclass
+class MapResult:
+    entries: dict[str, dict] = field(default_factory=dict)  # by SHA-256
+    hits: int = 0
+    misses: int = 0
+    work_images_loaded: int = 0
+    originals_fetched: int = 0
+    bytes_fetched: int = 0
+    corrupt_entries: int = 0
+
+    def metadata(self) -> dict:
+        lookups = self.hits + self.misses
+        return {
+            "memo_hits": self.hits,
+            "memo_misses": self.misses,
+            "memo_hit_rate": round(self.hits / lookups, 4) if lookups else 0.0,
+            "memo_corrupt_entries": self.corrupt_entries,
+            "work_images_loaded": self.work_images_loaded,
+            "originals_fetched": self.originals_fetched,
+            "image_bytes_fetched": self.bytes_fetched,
+        }
+
+
+def map_images(
+    sources: dict[str, str],
+    namespace: str,
+    compute: Callable[[Sequence[Image.Image]], list[dict]],
+    *,
+    memo: MemoStore,
+    uploads: UploadsBucket,
+    log,
+    label: str,
+) -> MapResult:
+    """Entries for every SHA-256 in ``sources`` (sha -> upload key), computing only misses."""
+    result = MapResult()
+
+    def corrupt(key: str, why: str) -> None:
+        result.corrupt_entries += 1
+        log.warning(f"{label}: memo entry {key[:12]} ignored and recomputed ({why})")
+
+    result.entries = memo.get_json_many(namespace, sources, on_corrupt=corrupt)
+    result.hits = len(result.entries)
+    missing = [sha for sha in sources if sha not in result.entries]
+    result.misses = len(missing)
+    log.info(f"{label}: {result.hits} memo hits, {result.misses} to compute")
+    for start in range(0, len(missing), CHUNK):
+        chunk = missing[start : start + CHUNK]
+        images = _working_images(chunk, sources, memo, uploads, result)
+        computed = dict(zip(chunk, compute([images[sha] for sha in chunk]), strict=True))
+        memo.put_json_many(namespace, computed)
+        result.entries.update(computed)
+        done = start + len(chunk)
+        log.info(f"{label}: computed {done}/{len(missing)} ({100 * done // len(missing)}%)")
+    return result
+
+
+def _working_images(shas, sources, memo, uploads, result: MapResult) -> dict[str, Image.Image]:
+    blobs, _ = memo.get_many(WORK_NAMESPACE, shas)
+    result.work_images_loaded += len(blobs)
+    result.bytes_fetched += sum(len(b) for b in blobs.values())
+    images = {sha: open_work_image(blob) for sha, blob in blobs.items()}
+    lost = [sha for sha in shas if sha not in images]
+    if lost:
+        # Working copies are a cache too: rebuild them from the uploads if they are gone.
+        report = uploads.fetch([sources[sha] for sha in lost])
+        if report.errors:
+            raise dg.Failure(f"could not re-fetch {len(report.errors)} uploads: {report.errors}")
+        result.originals_fetched += len(report.data)
+        result.bytes_fetched += report.bytes_fetched
+        rebuilt = {}
+        for sha in lost:
+            data = report.data[sources[sha]]
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise dg.Failure(f"{sources[sha]} changed since raw_images ran: re-run it first")
+            try:
+                rebuilt[sha] = decode_image(data).image
+            except Rejection as exc:
+                raise dg.Failure(f"{sources[sha]} no longer decodes: {exc}") from exc
+        memo.put_many(WORK_NAMESPACE, {s: encode_work_image(im) for s, im in rebuilt.items()})
+        images.update(rebuilt)
+    return images

@@ -1,0 +1,67 @@
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from assets.tables import content_version, preview
+from assets.versions import CLUSTERS_VERSION
+from orchestration.partitions import upload_batch_partitions
+from photogroup import GroupingParams, group_images
+
+COLUMNS = ["key", "file", "sha256", "group_id", "product_id", "confidence",
+           "is_group_centre", "group_size", "product_size"]  # fmt: skip
+
+
+def cluster_table(features: pd.DataFrame, embeddings: pd.DataFrame) -> pd.DataFrame:
+    """Group unique bytes, then give every file the group of its bytes."""
+    unique = features.drop_duplicates("sha256").set_index("sha256")
+    vectors = embeddings.drop_duplicates("sha256").set_index("sha256").embedding
+    shas = list(unique.index)
+    matrix = np.stack([vectors[s] for s in shas]) if shas else np.zeros((0, 1), np.float32)
+    assignments = group_images(shas, [list(unique.phash_d4[s]) for s in shas], matrix)
+    by_sha = pd.DataFrame([a.__dict__ for a in assignments]).rename(columns={"image_id": "sha256"})
+    if by_sha.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    table = features[["key", "file", "sha256"]].merge(by_sha, on="sha256", how="left")
+    # A file whose bytes repeat another's is a copy, not a second centre.
+    table["is_group_centre"] &= ~table.duplicated("sha256")
+    table["group_size"] = table.groupby("group_id").key.transform("count")
+    table["product_size"] = table.groupby("product_id").key.transform("count")
+    return table[COLUMNS].sort_values(["product_id", "group_id", "file"], ignore_index=True)
+
+
+@dg.asset(
+    partitions_def=upload_batch_partitions,
+    group_name="image_pipeline",
+    kinds={"python", "s3"},
+    code_version=CLUSTERS_VERSION,
+    check_specs=[dg.AssetCheckSpec("one_group_per_image", asset="image_clusters")],
+)
+def image_clusters(
+    context: dg.AssetExecutionContext, image_features: pd.DataFrame, image_embeddings: pd.DataFrame
+):
+    """One row per accepted image: its strict group (copies and edits of one photo), its
+    product (groups showing the same product) and the group's confidence."""
+    table = cluster_table(image_features, image_embeddings)
+    groups = table.drop_duplicates("group_id")
+    context.log.info(f"{len(table)} images -> {len(groups)} groups, "
+                     f"{table.product_id.nunique()} products")  # fmt: skip
+    multi = table[table.group_size > 1]
+    yield dg.Output(
+        table,
+        data_version=content_version(table, ["sha256", "group_id", "product_id"]),
+        metadata={
+            "images": len(table),
+            "groups": len(groups),
+            "products": int(table.product_id.nunique()),
+            "singletons": int((groups.group_size == 1).sum()),
+            "largest_group": int(table.group_size.max()) if len(table) else 0,
+            "grouping_params": dg.MetadataValue.json(GroupingParams().as_dict()),
+            "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
+        },
+    )
+    missing = set(image_features.key) - set(table.key)
+    yield dg.AssetCheckResult(
+        check_name="one_group_per_image",
+        passed=bool(not missing and table.key.is_unique and table.group_id.notna().all()),
+        metadata={"images": len(image_features), "rows": len(table), "ungrouped": len(missing)},
+    )

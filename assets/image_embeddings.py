@@ -1,0 +1,82 @@
+import base64
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from assets.batch_map import map_images
+from assets.image_features import accepted_sources
+from assets.tables import content_version, preview
+from assets.versions import EMBEDDINGS_VERSION
+from orchestration.partitions import upload_batch_partitions
+from photogroup.manifest import ACCEPTED
+from resources.embedder import EmbedderResource
+from resources.memo import MemoStore
+from resources.uploads import UploadsBucket
+
+
+def _encode(vectors: np.ndarray) -> list[dict]:
+    return [{"vector": base64.b64encode(v.astype("<f4").tobytes()).decode()} for v in vectors]
+
+
+def _decode(entry: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4")
+
+
+@dg.asset(
+    partitions_def=upload_batch_partitions,
+    group_name="image_pipeline",
+    kinds={"python", "s3"},
+    code_version=EMBEDDINGS_VERSION,
+    check_specs=[dg.AssetCheckSpec("unit_norms", asset="image_embeddings")],
+)
+def image_embeddings(
+    context: dg.AssetExecutionContext,
+    raw_images: pd.DataFrame,
+    embedder: EmbedderResource,
+    memo: MemoStore,
+    uploads: UploadsBucket,
+):
+    """One row per accepted image: an L2-normalised float32 embedding and the model id."""
+    model = embedder.get_embedder()
+    calls = 0
+
+    def embed(images):
+        nonlocal calls
+        vectors = []
+        for start in range(0, len(images), embedder.batch_size):
+            calls += 1
+            vectors.append(model.embed(images[start : start + embedder.batch_size]))
+        return _encode(np.concatenate(vectors))
+
+    result = map_images(
+        accepted_sources(raw_images),
+        f"embeddings/{EMBEDDINGS_VERSION}/{model.model_id}-{model.dim}",
+        embed,
+        memo=memo,
+        uploads=uploads,
+        log=context.log,
+        label="embeddings",
+    )
+    table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
+    table["model_id"] = model.model_id
+    table["embedding"] = [_decode(result.entries[sha]) for sha in table.sha256]
+    norms = np.array([np.linalg.norm(v) for v in table.embedding])
+    yield dg.Output(
+        table.reset_index(drop=True),
+        data_version=content_version(table, ["sha256", "model_id", "embedding"]),
+        metadata={
+            "images": len(table),
+            "model_id": model.model_id,
+            "dimensions": model.dim,
+            "embedder_calls": calls,
+            **result.metadata(),
+            "preview": preview(table, ["file", "sha256", "model_id"]),
+        },
+    )
+    bad = int((~np.isfinite(norms) | (np.abs(norms - 1) > 1e-3)).sum())
+    yield dg.AssetCheckResult(
+        check_name="unit_norms",
+        passed=bad == 0,
+        metadata={"vectors": len(norms), "not_unit_or_not_finite": bad},
+    )

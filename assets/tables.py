@@ -1,0 +1,29 @@
+"""Helpers the assets share: content data versions and Markdown previews."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+
+def content_version(table: pd.DataFrame, columns: list[str]) -> dg.DataVersion:
+    """A data version from the table's content, independent of row order and run."""
+    rows = sorted(json.dumps([_cell(v) for v in row]) for row in table[columns].itertuples(False))
+    digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    return dg.DataVersion(digest[:24])
+
+
+def _cell(value) -> str:
+    if isinstance(value, np.ndarray):
+        return hashlib.sha256(value.tobytes()).hexdigest()
+    return str(value)
+
+
+def preview(table: pd.DataFrame, columns: list[str], rows: int = 10) -> dg.MetadataValue:
+    if table.empty:
+        return dg.MetadataValue.md("_empty_")
+    return dg.MetadataValue.md(table[columns].head(rows).to_markdown(index=False))

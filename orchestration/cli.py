@@ -1,0 +1,200 @@
+"""``python -m orchestration``: the command-line contract of ../shared/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from orchestration.partitions import BatchKey
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _batch(args) -> BatchKey:
+    try:
+        return BatchKey(args.tenant, args.batch)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_s3(args) -> int:
+    from orchestration.environment import local_s3
+
+    server = local_s3()
+    if args.action == "start":
+        from orchestration.environment import ensure_environment
+
+        os.environ.pop("S3_ENDPOINT_URL", None)  # `s3 start` always means the embedded one
+        ensure_environment()
+        print(f"local S3 running at {server.status().endpoint_url} (data: {server.dir})")
+    elif args.action == "stop":
+        print("local S3 stopped" if server.stop() else "local S3 was not running")
+    else:
+        state = server.status()
+        print(f"running at {state.endpoint_url}, pid {state.pid}" if state else "not running")
+        return 0 if state else 3
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from tqdm import tqdm
+
+    from orchestration.environment import ensure_environment, uploads_from_env
+    from resources.uploads import SEAL_MARKER
+
+    batch = _batch(args)
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SEAL_MARKER)
+    if not files:
+        raise CliError(f"{folder} holds no files")
+    ensure_environment()
+    uploads = uploads_from_env()
+    client, prefix = uploads.s3.get_client(), uploads.batch_prefix(batch.tenant, batch.batch)
+
+    def put(path: Path) -> str:
+        name = path.relative_to(folder).as_posix()
+        client.put_object(Bucket=uploads.bucket, Key=prefix + name, Body=path.read_bytes())
+        return name
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = list(tqdm(pool.map(put, files), total=len(files), desc="upload", unit="file"))
+    seal = {"files": names, "bytes": sum(p.stat().st_size for p in files)}
+    client.put_object(Bucket=uploads.bucket, Key=prefix + SEAL_MARKER, Body=json.dumps(seal))
+    print(f"uploaded {len(names)} files to s3://{uploads.bucket}/{prefix} and sealed the batch")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import dagster as dg
+
+    from orchestration.environment import ensure_environment, uploads_from_env
+    from orchestration.instance import ensure_dagster_home
+    from orchestration.runner import run_batch
+
+    batch = _batch(args)
+    ensure_dagster_home()
+    ensure_environment()
+    uploads = uploads_from_env()
+    if not uploads.list_batch(batch.tenant, batch.batch):
+        where = f"s3://{uploads.bucket}/{uploads.batch_prefix(batch.tenant, batch.batch)}"
+        raise CliError(f"no uploads under {where}; run `ingest` first")
+    with dg.DagsterInstance.get() as instance:
+        ok, summary = run_batch(batch, instance)
+    print(json.dumps(summary))
+    return 0 if ok else 1
+
+
+def cmd_groups(args) -> int:
+    import botocore.exceptions
+    import dagster as dg
+
+    from orchestration.environment import ensure_environment, tables_from_env
+
+    batch = _batch(args)
+    ensure_environment()
+    try:
+        table = tables_from_env().read(dg.AssetKey("image_clusters"), batch.partition_key)
+    except botocore.exceptions.ClientError as exc:
+        raise CliError(f"no groups for {batch.partition_key}: run it first ({exc})") from exc
+    groups = [
+        {
+            "group_id": group_id,
+            "product_id": rows.product_id.iloc[0],
+            "confidence": round(float(rows.confidence.iloc[0]), 4),
+            "members": sorted(rows.file),
+        }
+        for group_id, rows in table.groupby("group_id", sort=True)
+    ]
+    if args.json:
+        print(json.dumps({"groups": groups}))
+    else:
+        for g in groups:
+            print(f"{g['group_id']}  {g['product_id']}  {', '.join(g['members'])}")
+    return 0
+
+
+def cmd_seed(args) -> int:
+    from orchestration.environment import ensure_environment, uploads_from_env
+    from orchestration.samples import seed
+
+    ensure_environment()
+    for tenant, name in seed(uploads_from_env()):
+        print(f"sample batch {tenant}/{name} sealed")
+    return 0
+
+
+def cmd_up(args) -> int:
+    """Embedded S3, sample batches materialised, then `dagster dev` in the foreground."""
+    import dagster as dg
+
+    from orchestration.environment import ensure_environment, uploads_from_env
+    from orchestration.instance import ensure_dagster_home
+    from orchestration.runner import run_batch
+    from orchestration.samples import seed
+
+    ensure_dagster_home()
+    ensure_environment()
+    with dg.DagsterInstance.get() as instance:
+        for tenant, name in seed(uploads_from_env()):
+            batch = BatchKey(tenant, name)
+            if instance.has_dynamic_partition("upload_batches", batch.partition_key):
+                continue
+            _, summary = run_batch(batch, instance)
+            print(f"{batch.partition_key}: {json.dumps(summary)}")
+    command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    print(f"starting {' '.join(command)} (Ctrl-C stops it; `s3 stop` stops the local S3)")
+    bin_dir = Path(sys.executable).parent
+    os.execve(str(bin_dir / "dagster"), command, os.environ)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestration", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s3 = sub.add_parser("s3", help="manage the embedded local S3 (SeaweedFS)")
+    s3.add_argument("action", choices=["start", "stop", "status"])
+    s3.set_defaults(handler=cmd_s3)
+
+    def batch_args(p):
+        p.add_argument("--tenant", required=True, help="shop id, e.g. demo-shop")
+        p.add_argument("--batch", required=True, help="upload batch id, e.g. 2026-11-01")
+
+    ingest = sub.add_parser("ingest", help="upload every file of DIR as one batch and seal it")
+    ingest.add_argument("dir")
+    batch_args(ingest)
+    ingest.set_defaults(handler=cmd_ingest)
+
+    run = sub.add_parser("run", help="materialise every asset of one batch, in-process")
+    batch_args(run)
+    run.set_defaults(handler=cmd_run)
+
+    groups = sub.add_parser("groups", help="print the groups of a materialised batch")
+    batch_args(groups)
+    groups.add_argument("--json", action="store_true", help="print JSON (the contract)")
+    groups.set_defaults(handler=cmd_groups)
+
+    seed_cmd = sub.add_parser("seed", help="upload and seal the sample batches")
+    seed_cmd.set_defaults(handler=cmd_seed)
+
+    up = sub.add_parser("up", help="local S3 + samples + `dagster dev` (the README's command)")
+    up.add_argument("--port", type=int, default=3000, help="webserver port")
+    up.set_defaults(handler=cmd_up)
+    return parser

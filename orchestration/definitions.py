@@ -1,0 +1,37 @@
+"""The one code location: assets, job, sensor and resources, listed explicitly.
+
+Connection settings are read from the environment when a run starts (``EnvVar``), so the
+UI shows variable names, never values. ``python -m orchestration`` and ``./dev up`` fill
+in the embedded defaults (local SeaweedFS) when ``S3_ENDPOINT_URL`` is unset.
+"""
+
+import dagster as dg
+
+from assets import ALL_ASSETS
+from orchestration.jobs import image_pipeline_job
+from resources.embedder import EmbedderResource
+from resources.memo import MemoStore
+from resources.parquet_io_manager import ParquetS3IOManager
+from resources.s3 import S3Resource
+from resources.uploads import UploadsBucket
+from sensors.upload_sensor import upload_sensor
+
+s3 = S3Resource(
+    endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
+    region_name=dg.EnvVar("AWS_REGION"),
+    aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+    aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[image_pipeline_job],
+    sensors=[upload_sensor],
+    resources={
+        "s3": s3,
+        "uploads": UploadsBucket(s3=s3, bucket=dg.EnvVar("UPLOADS_BUCKET")),
+        "memo": MemoStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
+        "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
+        "embedder": EmbedderResource(),
+    },
+)

@@ -1,0 +1,64 @@
+"""Resolve where the pipeline's S3 lives, filling in the embedded defaults when unset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import botocore.exceptions
+
+from orchestration.local_s3 import DEFAULT_DIR, LocalS3
+from resources.memo import MemoStore
+from resources.parquet_io_manager import ParquetS3IOManager
+from resources.s3 import S3Resource
+from resources.uploads import UploadsBucket
+
+DEFAULTS = {
+    "UPLOADS_BUCKET": "shop-uploads",
+    "PIPELINE_BUCKET": "shop-pipeline",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def local_s3() -> LocalS3:
+    return LocalS3(Path(os.environ.get("LOCAL_S3_DIR", DEFAULT_DIR)))
+
+
+def ensure_environment() -> bool:
+    """Fill os.environ for this process and its children; True if the embedded S3 is used.
+
+    With ``S3_ENDPOINT_URL`` set, nothing is started and the given credentials are used.
+    """
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    embedded = not os.environ.get("S3_ENDPOINT_URL")
+    if embedded:
+        os.environ.update(local_s3().start().env())
+        client = s3_from_env().get_client()
+        for bucket in (os.environ["UPLOADS_BUCKET"], os.environ["PIPELINE_BUCKET"]):
+            try:
+                client.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError:
+                client.create_bucket(Bucket=bucket)
+    return embedded
+
+
+def s3_from_env() -> S3Resource:
+    return S3Resource(
+        endpoint_url=os.environ["S3_ENDPOINT_URL"],
+        region_name=os.environ.get("AWS_REGION"),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    )
+
+
+def uploads_from_env() -> UploadsBucket:
+    return UploadsBucket(s3=s3_from_env(), bucket=os.environ["UPLOADS_BUCKET"])
+
+
+def tables_from_env() -> ParquetS3IOManager:
+    return ParquetS3IOManager(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+
+
+def memo_from_env() -> MemoStore:
+    return MemoStore(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])

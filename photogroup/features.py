@@ -1,0 +1,129 @@
+"""Perceptual features of one normalised image.
+
+Besides imagehash's five hashes, :func:`dihedral_phash` gives the pHash of each of the
+8 flips/90-degree rotations of the border-trimmed image, so that comparing an image's
+identity hash with another's eight (min Hamming distance) is invariant to those edits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+import scipy.fftpack
+from PIL import Image, ImageChops, ImageStat
+
+#: Per-channel difference from the corner colour below which a border pixel is "uniform".
+BORDER_TOLERANCE = 16
+#: Trim only if what remains keeps at least this fraction of each side (guards blank images).
+MIN_TRIMMED_FRACTION = 0.2
+PALETTE_SIZE = 5
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    """Hashes are 64-bit hex strings; colours are ``#rrggbb``; sharpness is a variance."""
+
+    average_hash: str
+    phash: str
+    dhash: str
+    whash: str
+    colorhash: str
+    phash_d4: tuple[str, ...]  # pHash of the 8 dihedral transforms; [0] is the identity
+    dominant_colors: tuple[str, ...]  # most frequent first
+    dominant_fractions: tuple[float, ...]  # share of pixels, same order, sums to ~1
+    mean_color: str
+    sharpness: float  # variance of the 4-neighbour Laplacian of the grey working copy
+    work_width: int
+    work_height: int
+
+
+def compute_features(img: Image.Image) -> ImageFeatures:
+    """All features of an RGB working copy (see :mod:`photogroup.decode`)."""
+    palette, fractions = dominant_colors(img)
+    return ImageFeatures(
+        average_hash=str(imagehash.average_hash(img)),
+        phash=str(imagehash.phash(img)),
+        dhash=str(imagehash.dhash(img)),
+        whash=str(imagehash.whash(img)),
+        colorhash=str(imagehash.colorhash(img)),
+        phash_d4=dihedral_phash(trim_uniform_border(img)),
+        dominant_colors=palette,
+        dominant_fractions=fractions,
+        mean_color=_hex(ImageStat.Stat(img).mean),
+        sharpness=laplacian_variance(img),
+        work_width=img.width,
+        work_height=img.height,
+    )
+
+
+def trim_uniform_border(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> Image.Image:
+    """Crop away padding or letterboxing of one uniform colour (that of the corners)."""
+    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    corners = np.stack([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]])
+    colour = tuple(int(v) for v in np.median(corners, axis=0))
+    diff = ImageChops.difference(img.convert("RGB"), Image.new("RGB", img.size, colour))
+    mask = diff.convert("L").point(lambda v: 255 if v > tolerance else 0)
+    box = mask.getbbox()
+    if box is None:
+        return img
+    left, top, right, bottom = box
+    if (right - left) < MIN_TRIMMED_FRACTION * img.width:
+        return img
+    if (bottom - top) < MIN_TRIMMED_FRACTION * img.height:
+        return img
+    return img.crop(box)
+
+
+def dihedral_phash(img: Image.Image, hash_size: int = 8, highfreq_factor: int = 4) -> tuple:
+    """pHash (Zauner 2010, as imagehash.phash) of the 8 elements of the dihedral group D4.
+
+    The grey thumbnail is computed once and permuted, which is exact for flips and
+    quarter turns. Element 0 is the identity and equals ``imagehash.phash(img)``.
+    """
+    size = hash_size * highfreq_factor
+    pixels = np.asarray(img.convert("L").resize((size, size), Image.Resampling.LANCZOS))
+    variants = [np.rot90(pixels, k) for k in range(4)]
+    variants += [np.fliplr(v) for v in variants]
+    return tuple(_phash_hex(v, hash_size) for v in variants)
+
+
+def _phash_hex(pixels: np.ndarray, hash_size: int) -> str:
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels.astype(np.float64), axis=0), axis=1)
+    low = dct[:hash_size, :hash_size]
+    return str(imagehash.ImageHash(low > np.median(low)))
+
+
+def dominant_colors(img: Image.Image, k: int = PALETTE_SIZE) -> tuple[tuple, tuple]:
+    """Median-cut palette of ``k`` colours with the share of pixels each one covers."""
+    small = img.convert("RGB")
+    small.thumbnail((128, 128))
+    quantised = small.quantize(colors=k, method=Image.Quantize.MEDIANCUT)
+    palette = quantised.getpalette() or []
+    counts = sorted(quantised.getcolors(k) or [], reverse=True)
+    total = sum(count for count, _ in counts) or 1
+    colours = tuple(_hex(palette[3 * idx : 3 * idx + 3]) for _, idx in counts)
+    return colours, tuple(round(count / total, 4) for count, _ in counts)
+
+
+def laplacian_variance(img: Image.Image) -> float:
+    """Focus measure (Pech-Pacheco et al. 2000): higher is sharper; 0 for a flat image."""
+    grey = np.asarray(img.convert("L"), dtype=np.float64)
+    if min(grey.shape) < 3:
+        return 0.0
+    lap = (
+        -4 * grey[1:-1, 1:-1] + grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    )
+    return float(lap.var())
+
+
+def hamming_d4(a_identity: str, b_d4: tuple[str, ...] | list[str]) -> int:
+    """Min Hamming distance between one image's identity pHash and another's eight."""
+    a = int(a_identity, 16)
+    return min(bin(a ^ int(h, 16)).count("1") for h in b_d4)
+
+
+def _hex(rgb) -> str:
+    r, g, b = (round(float(c)) for c in list(rgb)[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"

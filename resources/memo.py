@@ -1,0 +1,72 @@
+"""Content-addressed memo entries on the pipeline bucket, standing in for a cache server.
+
+An entry lives at ``<prefix>/<namespace>/<key[:2]>/<key>`` where the namespace names the
+stage and everything its result depends on besides the key (code version, model id), and
+the key is a SHA-256. Entries are immutable: two runs writing one key write the same
+bytes, and S3 PUTs are atomic, so concurrent writers are safe. An unreadable entry is a
+miss (logged by the caller), and the recomputed value overwrites it.
+"""
+
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+from pydantic import Field
+
+from resources.s3 import S3Resource, fetch_objects
+
+
+class MemoStore(dg.ConfigurableResource):
+    """Memo entries next to the data; bump a stage's code version to invalidate it."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) that holds the entries.")
+    prefix: str = Field(default="memo", description="Key prefix of all memo entries.")
+    max_concurrency: int = Field(default=16, description="Parallel lookups and writes.")
+
+    def entry_key(self, namespace: str, key: str) -> str:
+        return f"{self.prefix}/{namespace}/{key[:2]}/{key}"
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> tuple[dict[str, bytes], dict]:
+        """Found entries by key, and lookup errors other than 'not found' by key."""
+        wanted = {self.entry_key(namespace, k): k for k in dict.fromkeys(keys)}
+        report = fetch_objects(
+            self.s3.get_client(), self.bucket, list(wanted), max_concurrency=self.max_concurrency
+        )
+        found = {wanted[k]: v for k, v in report.data.items()}
+        errors = {wanted[k]: e for k, e in report.errors.items() if not e.startswith("NoSuchKey")}
+        return found, errors
+
+    def get_json_many(
+        self, namespace: str, keys: Iterable[str], on_corrupt: Callable[[str, str], None]
+    ) -> dict[str, dict]:
+        """Like get_many, decoded; corrupt or unreadable entries are reported and missed."""
+        raw, errors = self.get_many(namespace, keys)
+        for key, error in errors.items():
+            on_corrupt(key, error)
+        out = {}
+        for key, blob in raw.items():
+            try:
+                out[key] = json.loads(blob)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                on_corrupt(key, f"unreadable entry: {exc}")
+        return out
+
+    def put_many(self, namespace: str, entries: dict[str, bytes]) -> int:
+        """Write entries concurrently; returns how many were written."""
+        client = self.s3.get_client()
+
+        def put(item: tuple[str, bytes]) -> None:
+            client.put_object(
+                Bucket=self.bucket, Key=self.entry_key(namespace, item[0]), Body=item[1]
+            )
+
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            list(pool.map(put, entries.items()))
+        return len(entries)
+
+    def put_json_many(self, namespace: str, entries: dict[str, dict]) -> int:
+        return self.put_many(
+            namespace, {k: json.dumps(v, sort_keys=True).encode() for k, v in entries.items()}
+        )

@@ -1,0 +1,50 @@
+"""The uploads bucket: ``uploads/<tenant>/<batch>/<file>``, sealed by a ``_SUCCESS`` object."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+from pydantic import Field
+
+from resources.s3 import FetchReport, S3Resource, fetch_objects
+
+SEAL_MARKER = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    key: str
+    file: str  # path below the batch prefix: what the shop uploaded
+    size: int
+    etag: str
+
+
+class UploadsBucket(dg.ConfigurableResource):
+    """Where shops upload batches; read-only for the pipeline."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str = Field(description="Bucket holding shop uploads (UPLOADS_BUCKET).")
+    prefix: str = Field(default="uploads", description="Key prefix above <tenant>/<batch>/.")
+    max_concurrency: int = Field(default=8, description="Parallel GETs when fetching images.")
+
+    def batch_prefix(self, tenant: str, batch: str) -> str:
+        return f"{self.prefix}/{tenant}/{batch}/"
+
+    def list_batch(self, tenant: str, batch: str) -> list[UploadedObject]:
+        """Every object of the batch except the seal marker, paginated, sorted by key."""
+        prefix = self.batch_prefix(tenant, batch)
+        paginator = self.s3.get_client().get_paginator("list_objects_v2")
+        objects = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                file = obj["Key"][len(prefix) :]
+                if file == SEAL_MARKER or obj["Key"].endswith("/"):
+                    continue
+                objects.append(
+                    UploadedObject(obj["Key"], file, int(obj["Size"]), obj["ETag"].strip('"'))
+                )
+        return sorted(objects, key=lambda o: o.key)
+
+    def fetch(self, keys: list[str]) -> FetchReport:
+        return fetch_objects(
+            self.s3.get_client(), self.bucket, keys, max_concurrency=self.max_concurrency
+        )
