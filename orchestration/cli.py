@@ -33,9 +33,9 @@ def _batch(args) -> BatchKey:
 
 
 def cmd_s3(args) -> int:
-    from orchestration.environment import local_s3
+    from orchestration import local_s3
 
-    server = local_s3()
+    server = local_s3.configured()
     if args.action == "start":
         from orchestration.environment import ensure_environment
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import botocore.exceptions
 
-from orchestration.local_s3 import DEFAULT_DIR, LocalS3
+from orchestration import local_s3
 from resources.memo import MemoStore
 from resources.parquet_io_manager import ParquetS3IOManager
 from resources.s3 import S3Resource
@@ -20,10 +19,6 @@ DEFAULTS = {
 }
 
 
-def local_s3() -> LocalS3:
-    return LocalS3(Path(os.environ.get("LOCAL_S3_DIR", DEFAULT_DIR)))
-
-
 def ensure_environment() -> bool:
     """Fill os.environ for this process and its children; True if the embedded S3 is used.
 
@@ -33,7 +28,7 @@ def ensure_environment() -> bool:
         os.environ.setdefault(name, value)
     embedded = not os.environ.get("S3_ENDPOINT_URL")
     if embedded:
-        os.environ.update(local_s3().start().env())
+        os.environ.update(local_s3.configured().start().env())
         client = s3_from_env().get_client()
         for bucket in (os.environ["UPLOADS_BUCKET"], os.environ["PIPELINE_BUCKET"]):
             try:

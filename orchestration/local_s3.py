@@ -86,7 +86,7 @@ class LocalS3:
             f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
             f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
             "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
             f"-s3.config={self.dir / 'identities.json'}",
         ]  # fmt: skip
         with open(log_file, "ab") as log:
@@ -105,8 +105,12 @@ class LocalS3:
         self.state_file.write_text(json.dumps(asdict(state)))
         return self._wait(state, process, timeout)
 
-    def stop(self, timeout: float = 15.0) -> bool:
-        """Stop the server started from this folder; False if none was running."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the server started from this folder; False if none was running.
+
+        SIGTERM takes ~16 s: weed's filer waits out a 15 s gRPC graceful-stop timeout for
+        the S3 gateway's metadata subscription. SIGKILL only if that is exceeded.
+        """
         if not self.state_file.exists():
             return False
         state = LocalS3State(**json.loads(self.state_file.read_text()))
@@ -150,6 +154,11 @@ class LocalS3:
                 return state
             time.sleep(0.3)
         raise TimeoutError(f"SeaweedFS did not answer on {state.endpoint_url} in {timeout:.0f}s")
+
+
+def configured() -> LocalS3:
+    """The embedded server of this checkout (``LOCAL_S3_DIR`` moves its data folder)."""
+    return LocalS3(Path(os.environ.get("LOCAL_S3_DIR", DEFAULT_DIR)))
 
 
 def weed_binary() -> str:

@@ -30,7 +30,7 @@ _BLOCK_ELEMENTS = 4_000_000
 class GroupingParams:
     """Thresholds, chosen on the seeded sample set (see ``bench/grouping.py``)."""
 
-    hash_strict: int = 8  # dihedral pHash bits (of 64): below this, same photo
+    hash_strict: int = 8  # dihedral pHash bits (of 64): at most this, same photo
     hash_loose: int = 18  # ... up to this, same photo if the embeddings agree too
     cos_strict: float = 0.90  # embedding cosine needed with a loose hash match
     cos_product: float = 0.86  # centroid cosine for two groups to share a product

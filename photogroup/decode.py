@@ -112,11 +112,12 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
     width, height = img.size
     if width * height > max_pixels:
         raise Rejection("too_many_pixels", f"{width}x{height} > limit of {max_pixels} pixels")
-    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    if orientation in _SWAPS_AXES:
-        width, height = height, width
-    frames = getattr(img, "n_frames", 1)
     try:
+        # Inside the guard: for PNG, getexif() decodes the file looking for an eXIf chunk.
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation in _SWAPS_AXES:
+            width, height = height, width
+        frames = getattr(img, "n_frames", 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if img.format == "JPEG":

@@ -79,8 +79,10 @@ def trim_uniform_border(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> 
 def dihedral_phash(img: Image.Image, hash_size: int = 8, highfreq_factor: int = 4) -> tuple:
     """pHash (Zauner 2010, as imagehash.phash) of the 8 elements of the dihedral group D4.
 
-    The grey thumbnail is computed once and permuted, which is exact for flips and
-    quarter turns. Element 0 is the identity and equals ``imagehash.phash(img)``.
+    The grey 32 x 32 thumbnail is computed once and permuted. Element 0 is the identity
+    and equals ``imagehash.phash(img)``. For a flipped or half-turned copy the set of
+    eight is identical; for a quarter-turned one, Pillow's 8-bit resampling rounds
+    differently, so one or two bits may differ (well inside the grouping thresholds).
     """
     size = hash_size * highfreq_factor
     pixels = np.asarray(img.convert("L").resize((size, size), Image.Resampling.LANCZOS))

@@ -1,0 +1,62 @@
+"""Session SeaweedFS on free ports (always stopped, by the PID we started); per-test buckets."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from orchestration.local_s3 import LocalS3, LocalS3State, _free_port
+from resources.s3 import client_config
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
+    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), s3_port=_free_port())
+    state = server.start()
+    try:
+        yield state
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_client(seaweed: LocalS3State):
+    return boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint_url,
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+        region_name="us-east-1",
+        config=client_config(),
+    )
+
+
+@pytest.fixture
+def s3_env(
+    seaweed: LocalS3State, s3_client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Fresh buckets and DAGSTER_HOME for one test, exported like production settings."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        **seaweed.env(),
+        "UPLOADS_BUCKET": f"test-uploads-{suffix}",
+        "PIPELINE_BUCKET": f"test-pipeline-{suffix}",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    Path(env["DAGSTER_HOME"]).mkdir()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
+        s3_client.create_bucket(Bucket=bucket)
+    return env
+
+
+@pytest.fixture
+def subprocess_env(s3_env: dict[str, str]) -> dict[str, str]:
+    """Environment for `python -m orchestration` children, pointing at the session S3."""
+    return {**os.environ, **s3_env}

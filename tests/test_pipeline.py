@@ -1,0 +1,119 @@
+"""Integration: materialise the four assets of a batch on the session SeaweedFS."""
+
+import io
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets import ALL_ASSETS
+from orchestration.definitions import defs
+from orchestration.partitions import upload_batch_partitions
+from tests.helpers import photo_batch, upload
+
+pytestmark = pytest.mark.integration
+
+PHOTOS = {
+    "astronaut": ["resized", "recompressed", "flipped", "rotated90"],
+    "coffee": ["brightened", "padded", "watermarked"],
+    "rocket": ["resized"],
+    "coins": [],
+}
+
+
+def materialise(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
+    if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
+        instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
+    return dg.materialize(
+        ALL_ASSETS, partition_key=key, resources=defs.resources, instance=instance
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    (event,) = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def read_table(s3_client, bucket: str, asset: str, key: str) -> pd.DataFrame:
+    """Plain pandas on the object the IO manager wrote: no Dagster involved."""
+    body = s3_client.get_object(Bucket=bucket, Key=f"tables/{asset}/{key}.parquet")["Body"]
+    return pd.read_parquet(io.BytesIO(body.read()))
+
+
+@pytest.fixture
+def batch(s3_env, s3_client):
+    files = photo_batch(PHOTOS)
+    files["notes.jpg"] = b"price list, not a photo\n"
+    files["empty.png"] = b""
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop-a", "b1", files)
+    return files
+
+
+def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
+    with dg.instance_for_test() as instance:
+        result = materialise(instance, "shop-a/b1")
+    assert result.success
+    pipeline = s3_env["PIPELINE_BUCKET"]
+    manifest = read_table(s3_client, pipeline, "raw_images", "shop-a/b1")
+    assert sorted(manifest.file) == sorted(batch)
+    rejected = manifest.set_index("file").loc[["notes.jpg", "empty.png"]]
+    assert list(rejected.status) == ["rejected", "rejected"]
+    assert rejected.reason.iloc[0].startswith("not_an_image")
+    assert rejected.reason.iloc[1].startswith("empty_file")
+    accepted = manifest[manifest.status == "accepted"]
+    assert len(accepted) == len(batch) - 2
+    assert set(accepted.content_type) == {"image/jpeg"}
+    assert (accepted.width > 0).all() and (accepted.height > 0).all()
+
+    features = read_table(s3_client, pipeline, "image_features", "shop-a/b1")
+    embeddings = read_table(s3_client, pipeline, "image_embeddings", "shop-a/b1")
+    assert sorted(features.file) == sorted(accepted.file) == sorted(embeddings.file)
+    assert features.phash.str.len().eq(16).all()
+    assert embeddings.embedding.map(len).nunique() == 1
+
+    clusters = read_table(s3_client, pipeline, "image_clusters", "shop-a/b1")
+    assert sorted(clusters.file) == sorted(accepted.file)
+    group_of = dict(zip(clusters.file, clusters.group_id, strict=True))
+    for photo, edits in PHOTOS.items():
+        assert {group_of[f"{photo}-{e}.jpg"] for e in edits} <= {group_of[f"{photo}.jpg"]}
+    originals = [group_of[f"{photo}.jpg"] for photo in PHOTOS]
+    assert len(set(originals)) == len(PHOTOS)
+
+    raw_meta = metadata(result, "raw_images")
+    assert (raw_meta["objects"], raw_meta["rejected"]) == (len(batch), 2)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "every_object_accounted_for": True,
+        "unit_norms": True,
+        "one_group_per_image": True,
+    }
+
+
+def test_second_run_and_shared_images_hit_the_memo(s3_env, s3_client, batch):
+    with dg.instance_for_test() as instance:
+        cold = materialise(instance, "shop-a/b1")
+        warm = materialise(instance, "shop-a/b1")
+        # A new batch: two known photos (new file names) and one new photo.
+        shared = {f"again-{n}": batch[n] for n in ("astronaut.jpg", "coffee.jpg")}
+        upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop-a", "b2",
+               {**shared, **photo_batch({"chelsea": []})})  # fmt: skip
+        third = materialise(instance, "shop-a/b2")
+    assert metadata(cold, "image_embeddings")["memo_hits"] == 0
+    for node in ("raw_images", "image_features", "image_embeddings"):
+        meta = metadata(warm, node)
+        assert meta["memo_misses"] == 0 and meta["memo_hit_rate"] == 1.0, node
+    assert metadata(warm, "raw_images")["bytes_fetched"] == 0
+    assert metadata(warm, "image_embeddings")["embedder_calls"] == 0
+    assert metadata(warm, "image_features")["image_bytes_fetched"] == 0
+    embeddings = metadata(third, "image_embeddings")
+    assert (embeddings["memo_hits"], embeddings["memo_misses"]) == (2, 1)
+    assert metadata(third, "raw_images")["objects_fetched"] == 1
+
+
+def test_unchanged_input_gives_the_same_data_version(s3_env, batch):
+    with dg.instance_for_test() as instance:
+        materialise(instance, "shop-a/b1")
+        materialise(instance, "shop-a/b1")
+        records = instance.fetch_materializations(dg.AssetKey("image_clusters"), limit=2).records
+    versions = {r.asset_materialization.tags["dagster/data_version"] for r in records}
+    assert len(records) == 2 and len(versions) == 1
