@@ -71,7 +71,7 @@ def map_images(
     log.info(f"{label}: {result.hits} memo hits, {result.misses} to compute")
     for start in range(0, len(missing), CHUNK):
         chunk = missing[start : start + CHUNK]
-        images = _working_images(chunk, sources, memo, uploads, result)
+        images = _working_images(chunk, sources, memo, uploads, result, log)
         computed = dict(zip(chunk, compute([images[sha] for sha in chunk]), strict=True))
         memo.put_json_many(namespace, computed)
         result.entries.update(computed)
@@ -80,11 +80,17 @@ def map_images(
     return result
 
 
-def _working_images(shas, sources, memo, uploads, result: MapResult) -> dict[str, Image.Image]:
+def _working_images(shas, sources, memo, uploads, result: MapResult, log) -> dict:
     blobs, _ = memo.get_many(WORK_NAMESPACE, shas)
     result.work_images_loaded += len(blobs)
     result.bytes_fetched += sum(len(b) for b in blobs.values())
-    images = {sha: open_work_image(blob) for sha, blob in blobs.items()}
+    images = {}
+    for sha, blob in blobs.items():
+        try:
+            images[sha] = open_work_image(blob)
+        except Exception as exc:  # any unreadable copy is rebuilt below
+            result.corrupt_entries += 1
+            log.warning(f"working copy {sha[:12]} unreadable, rebuilt from the upload ({exc})")
     lost = [sha for sha in shas if sha not in images]
     if lost:
         # Working copies are a cache too: rebuild them from the uploads if they are gone.

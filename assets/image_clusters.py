@@ -1,26 +1,43 @@
+import hashlib
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from assets.tables import content_version, preview
-from assets.versions import CLUSTERS_VERSION
+from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import GroupingParams, group_images
+from resources.memo import MemoStore
 
 COLUMNS = ["key", "file", "sha256", "group_id", "product_id", "confidence",
            "is_group_centre", "group_size", "product_size"]  # fmt: skip
+NAMESPACE = f"clusters/{CLUSTERS_VERSION}"
 
 
-def cluster_table(features: pd.DataFrame, embeddings: pd.DataFrame) -> pd.DataFrame:
-    """Group unique bytes, then give every file the group of its bytes."""
+def cluster_memo_key(shas: list[str], model_ids: list[str], params: GroupingParams) -> str:
+    """Everything a grouping depends on: member bytes, feature/model versions, thresholds."""
+    basis = {"shas": sorted(set(shas)), "features": FEATURES_VERSION,
+             "models": sorted(set(model_ids)), "params": params.as_dict()}  # fmt: skip
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
+def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingParams) -> list:
+    """Group the unique bytes of the batch; one assignment dict per SHA-256."""
     unique = features.drop_duplicates("sha256").set_index("sha256")
     vectors = embeddings.drop_duplicates("sha256").set_index("sha256").embedding
     shas = list(unique.index)
     matrix = np.stack([vectors[s] for s in shas]) if shas else np.zeros((0, 1), np.float32)
-    assignments = group_images(shas, [list(unique.phash_d4[s]) for s in shas], matrix)
-    by_sha = pd.DataFrame([a.__dict__ for a in assignments]).rename(columns={"image_id": "sha256"})
-    if by_sha.empty:
+    result = group_images(shas, [list(unique.phash_d4[s]) for s in shas], matrix, params)
+    return [a.__dict__ for a in result]
+
+
+def cluster_table(features: pd.DataFrame, assignments: list[dict]) -> pd.DataFrame:
+    """Every file gets the group of its bytes; sizes count files."""
+    if not assignments:
         return pd.DataFrame(columns=COLUMNS)
+    by_sha = pd.DataFrame(assignments).rename(columns={"image_id": "sha256"})
     table = features[["key", "file", "sha256"]].merge(by_sha, on="sha256", how="left")
     # A file whose bytes repeat another's is a copy, not a second centre.
     table["is_group_centre"] &= ~table.duplicated("sha256")
@@ -37,11 +54,24 @@ def cluster_table(features: pd.DataFrame, embeddings: pd.DataFrame) -> pd.DataFr
     check_specs=[dg.AssetCheckSpec("one_group_per_image", asset="image_clusters")],
 )
 def image_clusters(
-    context: dg.AssetExecutionContext, image_features: pd.DataFrame, image_embeddings: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    image_features: pd.DataFrame,
+    image_embeddings: pd.DataFrame,
+    memo: MemoStore,
 ):
     """One row per accepted image: its strict group (copies and edits of one photo), its
     product (groups showing the same product) and the group's confidence."""
-    table = cluster_table(image_features, image_embeddings)
+    params = GroupingParams()
+    key = cluster_memo_key(list(image_features.sha256), list(image_embeddings.model_id), params)
+    found = memo.get_json_many(
+        NAMESPACE, [key], lambda k, why: context.log.warning(f"cluster memo {k[:12]}: {why}")
+    )
+    if key in found:
+        assignments = found[key]["assignments"]
+    else:
+        assignments = assign(image_features, image_embeddings, params)
+        memo.put_json_many(NAMESPACE, {key: {"assignments": assignments}})
+    table = cluster_table(image_features, assignments)
     groups = table.drop_duplicates("group_id")
     context.log.info(f"{len(table)} images -> {len(groups)} groups, "
                      f"{table.product_id.nunique()} products")  # fmt: skip
@@ -55,7 +85,8 @@ def image_clusters(
             "products": int(table.product_id.nunique()),
             "singletons": int((groups.group_size == 1).sum()),
             "largest_group": int(table.group_size.max()) if len(table) else 0,
-            "grouping_params": dg.MetadataValue.json(GroupingParams().as_dict()),
+            "memo_hit": key in found,
+            "grouping_params": dg.MetadataValue.json(params.as_dict()),
             "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
         },
     )

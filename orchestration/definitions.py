@@ -16,22 +16,28 @@ from resources.s3 import S3Resource
 from resources.uploads import UploadsBucket
 from sensors.upload_sensor import upload_sensor
 
-s3 = S3Resource(
-    endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
-    region_name=dg.EnvVar("AWS_REGION"),
-    aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-    aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-)
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[image_pipeline_job],
-    sensors=[upload_sensor],
-    resources={
+def pipeline_resources(s3: S3Resource) -> dict:
+    """Every resource the assets and sensor use, all sharing one S3 connection config."""
+    return {
         "s3": s3,
         "uploads": UploadsBucket(s3=s3, bucket=dg.EnvVar("UPLOADS_BUCKET")),
         "memo": MemoStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "embedder": EmbedderResource(),
-    },
+    }
+
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[image_pipeline_job],
+    sensors=[upload_sensor],
+    resources=pipeline_resources(
+        S3Resource(
+            endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
+            region_name=dg.EnvVar("AWS_REGION"),
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        )
+    ),
 )

@@ -43,7 +43,7 @@ def inspect_upload(
         decoded = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     except Rejection as rejection:
         reason = str(rejection)
-    except Exception as exc:
+    except Exception as exc:  # a decoder bug on a hostile file must not fail a batch
         reason = f"decoder_error: {type(exc).__name__}: {exc}"
     else:
         return Inspection(

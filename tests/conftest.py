@@ -14,6 +14,13 @@ from orchestration.local_s3 import LocalS3, LocalS3State, _free_port
 from resources.s3 import client_config
 
 
+class RedactedEnv(dict):
+    """Shown in failure reports without the secret key."""
+
+    def __repr__(self) -> str:
+        return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
     server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), s3_port=_free_port())
@@ -42,12 +49,12 @@ def s3_env(
 ) -> dict[str, str]:
     """Fresh buckets and DAGSTER_HOME for one test, exported like production settings."""
     suffix = uuid.uuid4().hex[:10]
-    env = {
+    env = RedactedEnv(
         **seaweed.env(),
-        "UPLOADS_BUCKET": f"test-uploads-{suffix}",
-        "PIPELINE_BUCKET": f"test-pipeline-{suffix}",
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-    }
+        UPLOADS_BUCKET=f"test-uploads-{suffix}",
+        PIPELINE_BUCKET=f"test-pipeline-{suffix}",
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
     Path(env["DAGSTER_HOME"]).mkdir()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -59,4 +66,4 @@ def s3_env(
 @pytest.fixture
 def subprocess_env(s3_env: dict[str, str]) -> dict[str, str]:
     """Environment for `python -m orchestration` children, pointing at the session S3."""
-    return {**os.environ, **s3_env}
+    return RedactedEnv({**os.environ, **s3_env})

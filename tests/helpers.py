@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import dagster as dg
+import pandas as pd
 from PIL import Image
 
 from photogroup.samples import load_photo
@@ -31,3 +33,29 @@ def upload(client, bucket: str, tenant: str, batch: str, files: dict[str, bytes]
     for name, body in files.items():
         client.put_object(Bucket=bucket, Key=prefix + name, Body=body)
     client.put_object(Bucket=bucket, Key=prefix + "_SUCCESS", Body=b"")
+
+
+def materialise(
+    instance: dg.DagsterInstance, key: str, resources: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """All four assets of one partition, in-process, with the project's resources."""
+    from assets import ALL_ASSETS
+    from orchestration.definitions import defs
+    from orchestration.partitions import upload_batch_partitions
+
+    if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
+        instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
+    return dg.materialize(
+        ALL_ASSETS, partition_key=key, resources=resources or defs.resources, instance=instance
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    (event,) = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def read_table(s3_client, bucket: str, asset: str, key: str) -> pd.DataFrame:
+    """Plain pandas on the object the IO manager wrote: no Dagster involved."""
+    body = s3_client.get_object(Bucket=bucket, Key=f"tables/{asset}/{key}.parquet")["Body"]
+    return pd.read_parquet(io.BytesIO(body.read()))

@@ -1,15 +1,9 @@
 """Integration: materialise the four assets of a batch on the session SeaweedFS."""
 
-import io
-
 import dagster as dg
-import pandas as pd
 import pytest
 
-from assets import ALL_ASSETS
-from orchestration.definitions import defs
-from orchestration.partitions import upload_batch_partitions
-from tests.helpers import photo_batch, upload
+from tests.helpers import materialise, metadata, photo_batch, read_table, upload
 
 pytestmark = pytest.mark.integration
 
@@ -19,25 +13,6 @@ PHOTOS = {
     "rocket": ["resized"],
     "coins": [],
 }
-
-
-def materialise(instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
-    if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
-        instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
-    return dg.materialize(
-        ALL_ASSETS, partition_key=key, resources=defs.resources, instance=instance
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    (event,) = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in event.metadata.items()}
-
-
-def read_table(s3_client, bucket: str, asset: str, key: str) -> pd.DataFrame:
-    """Plain pandas on the object the IO manager wrote: no Dagster involved."""
-    body = s3_client.get_object(Bucket=bucket, Key=f"tables/{asset}/{key}.parquet")["Body"]
-    return pd.read_parquet(io.BytesIO(body.read()))
 
 
 @pytest.fixture

@@ -1,0 +1,150 @@
+"""Memoisation proven with counters: S3 GETs of image objects and embedder calls."""
+
+import json
+from collections import Counter
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import pipeline_resources
+from photogroup.embed import LocalEmbedder
+from resources.embedder import EmbedderResource
+from resources.s3 import S3Resource
+from tests.helpers import materialise, metadata, photo_batch, upload
+
+pytestmark = pytest.mark.integration
+
+GETS: list[tuple[str, str]] = []
+EMBEDDED: Counter = Counter()  # model id -> images embedded
+
+
+class CountingS3Resource(S3Resource):
+    """The real client, with a botocore hook that records every GetObject."""
+
+    def get_client(self):
+        client = super().get_client()
+        client.meta.events.register(
+            "provide-client-params.s3.GetObject",
+            lambda params, **_: GETS.append((params["Bucket"], params["Key"])),
+        )
+        return client
+
+
+class CountingEmbedder(LocalEmbedder):
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    def embed(self, images):
+        EMBEDDED[self.model_id] += len(images)
+        return super().embed(images)
+
+
+class CountingEmbedderResource(EmbedderResource):
+    model_id: str = LocalEmbedder.model_id
+
+    def get_embedder(self):
+        return CountingEmbedder(self.model_id)
+
+
+def counted_resources(model_id: str = LocalEmbedder.model_id) -> dict:
+    s3 = CountingS3Resource(
+        endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
+        region_name=dg.EnvVar("AWS_REGION"),
+        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
+    return {**pipeline_resources(s3), "embedder": CountingEmbedderResource(model_id=model_id)}
+
+
+def image_gets(env: dict) -> int:
+    """GETs of uploaded images or of their working copies (not memo entries or tables)."""
+    return sum(
+        1 for bucket, key in GETS if bucket == env["UPLOADS_BUCKET"] or key.startswith("memo/work/")
+    )
+
+
+PHOTOS = {"astronaut": ["flipped"], "coffee": ["resized"], "chelsea": ["brightened"],
+          "rocket": ["recompressed"], "coins": ["padded"]}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def reset_counters():
+    GETS.clear()
+    EMBEDDED.clear()
+
+
+@pytest.fixture
+def files(s3_env, s3_client):
+    files = photo_batch(PHOTOS)
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "b1", files)
+    return files
+
+
+def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files):
+    with dg.instance_for_test() as instance:
+        materialise(instance, "shop/b1", counted_resources())
+        assert image_gets(s3_env) >= len(files)  # the cold run did read the images
+        assert EMBEDDED[LocalEmbedder.model_id] == len(files)
+        GETS.clear()
+        EMBEDDED.clear()
+        warm = materialise(instance, "shop/b1", counted_resources())
+    assert image_gets(s3_env) == 0
+    assert sum(EMBEDDED.values()) == 0
+    assert metadata(warm, "image_embeddings")["embedder_calls"] == 0
+    assert metadata(warm, "image_clusters")["memo_hit"] is True
+
+
+def test_batch_sharing_80_percent_embeds_only_the_new_20(s3_env, s3_client, files):
+    shared = dict(list(files.items())[:8])
+    new = photo_batch({"immunohistochemistry": ["flipped"]})
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "b2",
+           {f"reupload-{name}": body for name, body in shared.items()} | new)  # fmt: skip
+    with dg.instance_for_test() as instance:
+        materialise(instance, "shop/b1", counted_resources())
+        GETS.clear()
+        EMBEDDED.clear()
+        second = materialise(instance, "shop/b2", counted_resources())
+    emb = metadata(second, "image_embeddings")
+    assert emb["memo_hit_rate"] >= 0.8
+    assert (emb["memo_hits"], emb["memo_misses"]) == (8, 2)
+    assert EMBEDDED[LocalEmbedder.model_id] == 2
+    # Only the two new uploads are fetched; known ones are recognised by ETag and size.
+    assert {k for b, k in GETS if b == s3_env["UPLOADS_BUCKET"]} == {
+        f"uploads/shop/b2/{name}" for name in new
+    }
+
+
+def test_bumping_the_model_id_misses_every_embedding(s3_env, files):
+    with dg.instance_for_test() as instance:
+        materialise(instance, "shop/b1", counted_resources())
+        EMBEDDED.clear()
+        bumped = materialise(instance, "shop/b1", counted_resources(model_id="local-v2-test"))
+    emb = metadata(bumped, "image_embeddings")
+    assert (emb["memo_hits"], emb["memo_misses"]) == (0, len(files))
+    assert Counter({"local-v2-test": len(files)}) == EMBEDDED
+    assert metadata(bumped, "image_features")["memo_misses"] == 0  # other stages unaffected
+
+
+def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client, files):
+    pipeline = s3_env["PIPELINE_BUCKET"]
+    with dg.instance_for_test() as instance:
+        first = materialise(instance, "shop/b1", counted_resources())
+        features = [
+            o["Key"]
+            for o in s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/features/")["Contents"]
+        ]
+        good = s3_client.get_object(Bucket=pipeline, Key=features[0])["Body"].read()
+        sha = features[0].rsplit("/", 1)[1]
+        s3_client.put_object(Bucket=pipeline, Key=features[0], Body=b"{not json")
+        work = f"memo/work/1/{sha[:2]}/{sha}"
+        s3_client.put_object(Bucket=pipeline, Key=work, Body=b"\x89PNG garbage")
+        again = materialise(instance, "shop/b1", counted_resources())
+    assert again.success
+    meta = metadata(again, "image_features")
+    assert (meta["memo_hits"], meta["memo_misses"]) == (len(files) - 1, 1)
+    assert meta["memo_corrupt_entries"] == 2  # the entry and its working copy
+    assert meta["originals_fetched"] == 1
+    rewritten = s3_client.get_object(Bucket=pipeline, Key=features[0])["Body"].read()
+    assert json.loads(rewritten) == json.loads(good)
+    clusters = metadata(first, "image_clusters")["groups"]
+    assert metadata(again, "image_clusters")["groups"] == clusters
