@@ -56,15 +56,20 @@ def map_images(
     uploads: UploadsBucket,
     log,
     label: str,
+    pack: str | None = None,
 ) -> MapResult:
-    """Entries for every SHA-256 in ``sources`` (sha -> upload key), computing only misses."""
+    """Entries for every SHA-256 in ``sources`` (sha -> upload key), computing only misses.
+
+    ``pack`` (the partition key) names the batch's pack of entries, read first and
+    rewritten when it did not already hold every entry.
+    """
     result = MapResult()
 
     def corrupt(key: str, why: str) -> None:
         result.corrupt_entries += 1
         log.warning(f"{label}: memo entry {key[:12]} ignored and recomputed ({why})")
 
-    result.entries = memo.get_json_many(namespace, sources, on_corrupt=corrupt)
+    result.entries, pack_complete = memo.lookup(namespace, sources, corrupt, pack=pack)
     result.hits = len(result.entries)
     missing = [sha for sha in sources if sha not in result.entries]
     result.misses = len(missing)
@@ -77,6 +82,8 @@ def map_images(
         result.entries.update(computed)
         done = start + len(chunk)
         log.info(f"{label}: computed {done}/{len(missing)} ({100 * done // len(missing)}%)")
+    if pack and not pack_complete:
+        memo.write_pack(namespace, pack, {sha: result.entries[sha] for sha in sources})
     return result
 
 

@@ -57,6 +57,7 @@ def image_embeddings(
         uploads=uploads,
         log=context.log,
         label="embeddings",
+        pack=context.partition_key,
     )
     table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
     table["model_id"] = model.model_id

@@ -41,6 +41,7 @@ def image_features(
         uploads=uploads,
         log=context.log,
         label="features",
+        pack=context.partition_key,
     )
     accepted = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]]
     rows = [{**row, **result.entries[row["sha256"]]} for row in accepted.to_dict("records")]

@@ -36,10 +36,11 @@ def raw_images(context: dg.AssetExecutionContext, uploads: UploadsBucket, memo: 
     batch = BatchKey.parse(context.partition_key)
     objects = uploads.list_batch(batch.tenant, batch.batch)
     memo_keys = {obj.key: _object_memo_key(obj) for obj in objects}
-    known = memo.get_json_many(
+    known, pack_complete = memo.lookup(
         FINGERPRINT_NAMESPACE,
         memo_keys.values(),
-        on_corrupt=lambda k, why: context.log.warning(f"memo entry {k[:12]} recomputed: {why}"),
+        lambda k, why: context.log.warning(f"memo entry {k[:12]} recomputed: {why}"),
+        pack=context.partition_key,
     )
     new = [obj for obj in objects if memo_keys[obj.key] not in known]
     context.log.info(f"{len(objects)} objects, {len(objects) - len(new)} known, {len(new)} new")
@@ -52,11 +53,11 @@ def raw_images(context: dg.AssetExecutionContext, uploads: UploadsBucket, memo: 
     with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
         inspected = list(pool.map(inspect_upload, (report.data[o.key] for o in new)))
     memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_png for i in inspected if i.work_png})
-    memo.put_json_many(
-        FINGERPRINT_NAMESPACE,
-        {memo_keys[o.key]: i.row() for o, i in zip(new, inspected, strict=True)},
-    )
-    found = {**{memo_keys[o.key]: i.row() for o, i in zip(new, inspected, strict=True)}, **known}
+    fresh = {memo_keys[o.key]: i.row() for o, i in zip(new, inspected, strict=True)}
+    memo.put_json_many(FINGERPRINT_NAMESPACE, fresh)
+    found = {**fresh, **known}
+    if not pack_complete:
+        memo.write_pack(FINGERPRINT_NAMESPACE, context.partition_key, found)
     table = pd.DataFrame(
         [{**obj.__dict__, **found[memo_keys[obj.key]]} for obj in objects], columns=COLUMNS
     )

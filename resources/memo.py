@@ -5,6 +5,10 @@ stage and everything its result depends on besides the key (code version, model 
 the key is a SHA-256. Entries are immutable: two runs writing one key write the same
 bytes, and S3 PUTs are atomic, so concurrent writers are safe. An unreadable entry is a
 miss (logged by the caller), and the recomputed value overwrites it.
+
+Lookups are batched: a stage first reads its batch's *pack* (``<namespace>/packs/<batch>``,
+every entry the batch used last time, in one object), then fetches only the keys the pack
+lacks, concurrently. A re-run of an unchanged batch is one GET per stage, not one per image.
 """
 
 import json
@@ -52,6 +56,47 @@ class MemoStore(dg.ConfigurableResource):
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 on_corrupt(key, f"unreadable entry: {exc}")
         return out
+
+    def lookup(
+        self,
+        namespace: str,
+        keys: Iterable[str],
+        on_corrupt: Callable[[str, str], None],
+        pack: str | None = None,
+    ) -> tuple[dict[str, dict], bool]:
+        """Entries for ``keys``, and whether the pack named ``pack`` held all of them."""
+        wanted = list(dict.fromkeys(keys))
+        packed = self._read_pack(namespace, pack, on_corrupt) if pack else {}
+        found = {k: packed[k] for k in wanted if k in packed}
+        complete = len(found) == len(wanted)
+        rest = [k for k in wanted if k not in found]
+        found.update(self.get_json_many(namespace, rest, on_corrupt))
+        return found, complete
+
+    def write_pack(self, namespace: str, pack: str, entries: dict[str, dict]) -> None:
+        body = json.dumps(entries, sort_keys=True).encode()
+        self.s3.get_client().put_object(
+            Bucket=self.bucket, Key=self.pack_key(namespace, pack), Body=body
+        )
+
+    def pack_key(self, namespace: str, pack: str) -> str:
+        return f"{self.prefix}/{namespace}/packs/{pack}.json"
+
+    def _read_pack(self, namespace: str, pack: str, on_corrupt) -> dict[str, dict]:
+        key = self.pack_key(namespace, pack)
+        report = fetch_objects(self.s3.get_client(), self.bucket, [key])
+        if key not in report.data:
+            if not report.errors.get(key, "").startswith("NoSuchKey"):
+                on_corrupt(f"pack {pack}", report.errors[key])
+            return {}
+        try:
+            entries = json.loads(report.data[key])
+            if not isinstance(entries, dict):
+                raise ValueError("not a JSON object")
+        except (UnicodeDecodeError, ValueError) as exc:
+            on_corrupt(f"pack {pack}", f"unreadable pack: {exc}")
+            return {}
+        return entries
 
     def put_many(self, namespace: str, entries: dict[str, bytes]) -> int:
         """Write entries concurrently; returns how many were written."""

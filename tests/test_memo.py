@@ -21,8 +21,8 @@ EMBEDDED: Counter = Counter()  # model id -> images embedded
 class CountingS3Resource(S3Resource):
     """The real client, with a botocore hook that records every GetObject."""
 
-    def get_client(self):
-        client = super().get_client()
+    def create_client(self):
+        client = super().create_client()
         client.meta.events.register(
             "provide-client-params.s3.GetObject",
             lambda params, **_: GETS.append((params["Bucket"], params["Key"])),
@@ -90,6 +90,9 @@ def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files
         warm = materialise(instance, "shop/b1", counted_resources())
     assert image_gets(s3_env) == 0
     assert sum(EMBEDDED.values()) == 0
+    # Batched: one pack per image stage plus the cluster entry, not one GET per image.
+    memo_gets = sorted(k for _, k in GETS if k.startswith("memo/"))
+    assert len(memo_gets) == 4, memo_gets
     assert metadata(warm, "image_embeddings")["embedder_calls"] == 0
     assert metadata(warm, "image_clusters")["memo_hit"] is True
 
@@ -129,22 +132,25 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
         first = materialise(instance, "shop/b1", counted_resources())
-        features = [
-            o["Key"]
-            for o in s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/features/")["Contents"]
-        ]
+        listing = s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/features/1/")
+        features = [o["Key"] for o in listing["Contents"] if "/packs/" not in o["Key"]]
         good = s3_client.get_object(Bucket=pipeline, Key=features[0])["Body"].read()
         sha = features[0].rsplit("/", 1)[1]
         s3_client.put_object(Bucket=pipeline, Key=features[0], Body=b"{not json")
+        # The batch's pack would answer first: corrupt it too, so the entry is read.
+        pack = "memo/features/1/packs/shop/b1.json"
+        s3_client.put_object(Bucket=pipeline, Key=pack, Body=b"\x00\x01")
         work = f"memo/work/1/{sha[:2]}/{sha}"
         s3_client.put_object(Bucket=pipeline, Key=work, Body=b"\x89PNG garbage")
         again = materialise(instance, "shop/b1", counted_resources())
     assert again.success
     meta = metadata(again, "image_features")
     assert (meta["memo_hits"], meta["memo_misses"]) == (len(files) - 1, 1)
-    assert meta["memo_corrupt_entries"] == 2  # the entry and its working copy
+    assert meta["memo_corrupt_entries"] == 3  # the pack, the entry and its working copy
     assert meta["originals_fetched"] == 1
     rewritten = s3_client.get_object(Bucket=pipeline, Key=features[0])["Body"].read()
     assert json.loads(rewritten) == json.loads(good)
+    repacked = json.loads(s3_client.get_object(Bucket=pipeline, Key=pack)["Body"].read())
+    assert repacked[sha] == json.loads(good)
     clusters = metadata(first, "image_clusters")["groups"]
     assert metadata(again, "image_clusters")["groups"] == clusters
