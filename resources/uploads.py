@@ -25,6 +25,11 @@ class UploadsBucket(dg.ConfigurableResource):
     bucket: str = Field(description="Bucket holding shop uploads (UPLOADS_BUCKET).")
     prefix: str = Field(default="uploads", description="Key prefix above <tenant>/<batch>/.")
     max_concurrency: int = Field(default=8, description="Parallel GETs when fetching images.")
+    quiet_period_seconds: int = Field(
+        default=0,
+        description="Also treat a batch without _SUCCESS as finished after this many seconds "
+        "without changes (UPLOAD_QUIET_SECONDS); 0 waits for _SUCCESS.",
+    )
 
     def batch_prefix(self, tenant: str, batch: str) -> str:
         return f"{self.prefix}/{tenant}/{batch}/"

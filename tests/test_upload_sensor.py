@@ -1,52 +1,144 @@
-"""The upload sensor on real S3: open batches wait, sealed ones run once."""
+"""The upload sensor on the session SeaweedFS, invoked tick by tick as the daemon would."""
 
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import botocore.exceptions
 import dagster as dg
 import pytest
 
-from orchestration.definitions import defs
-from sensors.batch_discovery import sealed_batches
+from orchestration.definitions import defs, pipeline_resources
+from resources.s3 import S3Resource
+from resources.uploads import UploadsBucket
+from sensors.upload_sensor import MAX_RUNS_PER_TICK, upload_sensor
 
 pytestmark = pytest.mark.integration
 
 
-def tick(instance: dg.DagsterInstance):
-    """Invoke the sensor as the daemon would, returning its raw result."""
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
-        return defs.resolve_sensor_def("upload_sensor")(context)
+def tick(instance, cursor=None, resources=None):
+    """One evaluation; returns the SensorResult (or raises what the tick would report)."""
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources or defs.resources
+    ) as context:
+        return upload_sensor(context)
 
 
-def test_only_sealed_unregistered_batches_are_requested(s3_env, s3_client):
-    bucket = s3_env["UPLOADS_BUCKET"]
-    s3_client.put_object(Bucket=bucket, Key="uploads/shop-a/open/a.jpg", Body=b"x")
-    for batch in ("b1", "b2"):
-        s3_client.put_object(Bucket=bucket, Key=f"uploads/shop-b/{batch}/a.jpg", Body=b"x")
-        s3_client.put_object(Bucket=bucket, Key=f"uploads/shop-b/{batch}/_SUCCESS", Body=b"")
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("upload_batches", ["shop-b/b1"])
-        result = tick(instance)
-    requests = result.run_requests
-    assert [r.partition_key for r in requests] == ["shop-b/b2"]
-    assert requests[0].run_key == "shop-b/b2" and requests[0].tags["tenant"] == "shop-b"
-    (add,) = result.dynamic_partitions_requests
-    assert list(add.partition_keys) == ["shop-b/b2"]
-
-
-def test_nothing_new_skips_with_a_reason(s3_env, s3_client):
-    s3_client.put_object(Bucket=s3_env["UPLOADS_BUCKET"], Key="uploads/s/b/a.jpg", Body=b"x")
-    with dg.instance_for_test() as instance:
-        result = tick(instance)
-    assert isinstance(result, dg.SkipReason)
-    assert "1 open" in result.skip_message
-
-
-def test_discovery_pages_past_one_thousand_keys(s3_env, s3_client):
-    from concurrent.futures import ThreadPoolExecutor
-
-    bucket = s3_env["UPLOADS_BUCKET"]
-    keys = [f"uploads/big/b1/{i:05d}.jpg" for i in range(1100)] + ["uploads/big/b1/_SUCCESS"]
-    keys.append("uploads/zz-last/b9/_SUCCESS")  # sorts after every key of the big batch
+def put_all(client, bucket, keys, body=b"x"):
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: s3_client.put_object(Bucket=bucket, Key=k, Body=b""), keys))
-    sealed, open_count = sealed_batches(s3_client, bucket)
-    assert {b.partition_key for b in sealed} == {"big/b1", "zz-last/b9"}
-    assert open_count == 0
+        list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=body), keys))
+
+
+def seal(client, bucket, batch, body=b""):
+    client.put_object(Bucket=bucket, Key=f"uploads/{batch}/_SUCCESS", Body=body)
+
+
+def requested(result) -> list[str]:
+    return [r.partition_key for r in result.run_requests]
+
+
+@pytest.fixture
+def bucket(s3_env):
+    return s3_env["UPLOADS_BUCKET"]
+
+
+def test_sealed_batches_run_once_and_open_ones_wait(bucket, s3_client):
+    put_all(s3_client, bucket, ["uploads/a/open/1.jpg", "uploads/b/b1/1.jpg", "uploads/b/b2/1.jpg"])
+    seal(s3_client, bucket, "b/b1")
+    seal(s3_client, bucket, "b/b2")
+    with dg.instance_for_test() as instance:
+        first = tick(instance)
+        assert requested(first) == ["b/b1", "b/b2"]
+        assert {r.tags["tenant"] for r in first.run_requests} == {"b"}
+        (add,) = first.dynamic_partitions_requests
+        assert sorted(add.partition_keys) == ["b/b1", "b/b2"]
+        second = tick(instance, first.cursor)
+    assert requested(second) == []  # a re-tick never requests the same sealing again
+    assert "1 waiting" in second.skip_reason.skip_message
+
+
+def test_run_keys_are_stable_and_a_reseal_runs_again(bucket, s3_client):
+    put_all(s3_client, bucket, ["uploads/t/b/1.jpg"])
+    seal(s3_client, bucket, "t/b")
+    with dg.instance_for_test() as instance:
+        first = tick(instance)
+        # Same listing, no cursor: the same run key, which Dagster refuses to launch twice.
+        assert tick(instance).run_requests[0].run_key == first.run_requests[0].run_key
+        instance.add_dynamic_partitions("upload_batches", ["t/b"])
+        time.sleep(1.1)  # LastModified has one-second resolution
+        put_all(s3_client, bucket, ["uploads/t/b/2.jpg"])
+        seal(s3_client, bucket, "t/b")
+        resealed = tick(instance, first.cursor)
+    assert requested(resealed) == ["t/b"]
+    assert resealed.run_requests[0].run_key != first.run_requests[0].run_key
+    assert not resealed.dynamic_partitions_requests[0].partition_keys  # already registered
+
+
+def test_quiet_period_seals_a_batch_without_marker(s3_env, bucket, s3_client):
+    resources = pipeline_resources(defs.resources["s3"])
+    resources["uploads"] = UploadsBucket(
+        s3=defs.resources["s3"], bucket=bucket, quiet_period_seconds=2
+    )
+    put_all(s3_client, bucket, ["uploads/q/b1/1.jpg"])
+    with dg.instance_for_test() as instance:
+        early = tick(instance, resources=resources)
+        assert requested(early) == []
+        time.sleep(2.5)
+        late = tick(instance, early.cursor, resources=resources)
+    assert requested(late) == ["q/b1"]
+
+
+def test_manifest_gates_readiness_and_a_malformed_one_does_not_block_others(
+    bucket, s3_client, capfd
+):
+    put_all(s3_client, bucket, ["uploads/m/partial/1.jpg", "uploads/m/bad/1.jpg",
+                                "uploads/m/good/1.jpg"])  # fmt: skip
+    seal(s3_client, bucket, "m/partial", json.dumps({"files": ["1.jpg", "2.jpg"]}).encode())
+    seal(s3_client, bucket, "m/bad", b"{oops")
+    seal(s3_client, bucket, "m/good", json.dumps({"files": ["1.jpg"]}).encode())
+    with dg.instance_for_test() as instance:
+        result = tick(instance)
+        assert requested(result) == ["m/good"]
+        assert "m/bad: _SUCCESS is neither empty nor JSON" in capfd.readouterr().err
+        put_all(s3_client, bucket, ["uploads/m/partial/2.jpg"])
+        later = tick(instance, result.cursor)
+    assert requested(later) == ["m/partial"]
+
+
+def test_round_robin_cap_does_not_starve_a_small_tenant(bucket, s3_client):
+    big = [f"big/b{i:03d}" for i in range(MAX_RUNS_PER_TICK + 5)]
+    put_all(s3_client, bucket, [f"uploads/{b}/_SUCCESS" for b in big]
+            + ["uploads/small/only/_SUCCESS", "uploads/zed/z1/_SUCCESS"], body=b"")  # fmt: skip
+    with dg.instance_for_test() as instance:
+        first = tick(instance)
+        second = tick(instance, first.cursor)
+        third = tick(instance, second.cursor)
+    assert len(first.run_requests) == MAX_RUNS_PER_TICK
+    assert {"small/only", "zed/z1"} <= set(requested(first))
+    assert sorted(requested(first) + requested(second)) == sorted([*big, "small/only", "zed/z1"])
+    assert requested(third) == []
+
+
+def test_listing_pages_past_one_thousand_keys(bucket, s3_client):
+    keys = [f"uploads/p/b1/{i:05d}.jpg" for i in range(2500)]
+    put_all(s3_client, bucket, [*keys, "uploads/zz/last/_SUCCESS"], body=b"")
+    seal(s3_client, bucket, "p/b1", json.dumps({"files": [k.rsplit("/", 1)[1] for k in keys]}))
+    with dg.instance_for_test() as instance:
+        result = tick(instance)
+    # Both need the last page: zz/last sorts after everything, p/b1's manifest names all.
+    assert requested(result) == ["p/b1", "zz/last"]
+
+
+def test_s3_down_fails_the_tick_and_keeps_the_cursor(s3_env):
+    dead = S3Resource(endpoint_url="http://127.0.0.1:9", aws_access_key_id="k",
+                      aws_secret_access_key="s", region_name="us-east-1", max_attempts=2,
+                      connect_timeout=1)  # fmt: skip
+    resources = {"uploads": UploadsBucket(s3=dead, bucket=s3_env["UPLOADS_BUCKET"])}
+    cursor = json.dumps({"done": {"t/b": "abc"}, "last_tenant": "t"})
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context,
+    ):
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            upload_sensor(context)
+        assert context.cursor == cursor
