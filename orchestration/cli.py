@@ -130,6 +130,67 @@ def cmd_groups(args) -> int:
     return 0
 
 
+def cmd_backfill(args) -> int:
+    """Register every batch found under uploads/ and launch one asset backfill per tenant."""
+    import time
+    from datetime import UTC, datetime
+
+    import dagster as dg
+    from tqdm import tqdm
+
+    from orchestration import backfill
+    from orchestration.environment import ensure_environment, uploads_from_env
+    from orchestration.instance import ensure_dagster_home
+    from sensors.batch_discovery import list_batches
+
+    ensure_dagster_home()
+    ensure_environment()
+    uploads = uploads_from_env()
+    batches, stray = list_batches(uploads.s3.get_client(), uploads.bucket, uploads.prefix)
+    wanted = [b for b, listing in sorted(batches.items()) if listing.files]
+    if args.tenant:
+        wanted = [b for b in wanted if b.tenant in set(args.tenant)]
+    if args.sealed_only:
+        now = datetime.now(UTC)
+        wanted = [b for b in wanted if batches[b].seal_token(now, 0) is not None]
+    if not wanted:
+        raise CliError(f"no batches with files under s3://{uploads.bucket}/{uploads.prefix}/")
+    if stray:
+        print(f"ignored {len(stray)} keys outside <tenant>/<batch>/<file>", file=sys.stderr)
+    with dg.DagsterInstance.get() as instance:
+        added = backfill.register(instance, wanted)
+        by_tenant: dict[str, list[str]] = {}
+        for b in wanted:
+            by_tenant.setdefault(b.tenant, []).append(b.partition_key)
+        ids = {t: backfill.launch(instance, t, keys) for t, keys in by_tenant.items()}
+        for tenant, backfill_id in ids.items():
+            print(f"backfill {backfill_id}: {len(by_tenant[tenant])} batches of {tenant}",
+                  file=sys.stderr)  # fmt: skip
+        print(f"registered {len(added)} new partitions; see the UI's Overview > Backfills",
+              file=sys.stderr)  # fmt: skip
+        if not backfill.daemon_is_running(instance):
+            print("note: no Dagster daemon is running for this instance; the backfills start "
+                  "when one does (`./dev up`, `dagster dev` or `dagster-daemon run`)",
+                  file=sys.stderr)  # fmt: skip
+        statuses = {i: backfill.status(instance, i) for i in ids.values()}
+        if args.wait:
+            deadline = time.monotonic() + args.timeout
+            with tqdm(total=len(ids), desc="backfills", unit="backfill") as bar:
+                while not all(backfill.is_terminal(s) for s in statuses.values()):
+                    if time.monotonic() > deadline:
+                        raise CliError(f"backfills not finished after {args.timeout} s")
+                    time.sleep(2)
+                    statuses = {i: backfill.status(instance, i) for i in ids.values()}
+                    bar.n = sum(backfill.is_terminal(s) for s in statuses.values())
+                    bar.refresh()
+    print(json.dumps({
+        "partitions": [b.partition_key for b in wanted],
+        "registered": added,
+        "backfills": {i: s.value for i, s in statuses.items()},
+    }))  # fmt: skip
+    return 0 if not args.wait or all(backfill.succeeded(s) for s in statuses.values()) else 1
+
+
 def cmd_seed(args) -> int:
     from orchestration.environment import ensure_environment, uploads_from_env
     from orchestration.samples import seed
@@ -190,6 +251,16 @@ def _parser() -> argparse.ArgumentParser:
     batch_args(groups)
     groups.add_argument("--json", action="store_true", help="print JSON (the contract)")
     groups.set_defaults(handler=cmd_groups)
+
+    back = sub.add_parser(
+        "backfill",
+        help="register every batch under uploads/ and launch a Dagster backfill over them",
+    )
+    back.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
+    back.add_argument("--sealed-only", action="store_true", help="skip batches without _SUCCESS")
+    back.add_argument("--wait", action="store_true", help="wait until the backfills finish")
+    back.add_argument("--timeout", type=float, default=1800, help="seconds to --wait at most")
+    back.set_defaults(handler=cmd_backfill)
 
     seed_cmd = sub.add_parser("seed", help="upload and seal the sample batches")
     seed_cmd.set_defaults(handler=cmd_seed)

@@ -21,11 +21,8 @@ def pipeline_resources(s3: S3Resource) -> dict:
     """Every resource the assets and sensor use, all sharing one S3 connection config."""
     return {
         "s3": s3,
-        "uploads": UploadsBucket(
-            s3=s3,
-            bucket=dg.EnvVar("UPLOADS_BUCKET"),
-            quiet_period_seconds=dg.EnvVar.int("UPLOAD_QUIET_SECONDS"),
-        ),
+        # Set quiet_period_seconds here to also finish batches that never get a _SUCCESS.
+        "uploads": UploadsBucket(s3=s3, bucket=dg.EnvVar("UPLOADS_BUCKET")),
         "memo": MemoStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "embedder": EmbedderResource(),

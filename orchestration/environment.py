@@ -16,7 +16,6 @@ DEFAULTS = {
     "UPLOADS_BUCKET": "shop-uploads",
     "PIPELINE_BUCKET": "shop-pipeline",
     "AWS_REGION": "us-east-1",
-    "UPLOAD_QUIET_SECONDS": "0",  # 0: a batch is finished only when _SUCCESS is written
 }
 
 

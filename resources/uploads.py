@@ -28,7 +28,7 @@ class UploadsBucket(dg.ConfigurableResource):
     quiet_period_seconds: int = Field(
         default=0,
         description="Also treat a batch without _SUCCESS as finished after this many seconds "
-        "without changes (UPLOAD_QUIET_SECONDS); 0 waits for _SUCCESS.",
+        "without changes; 0 waits for _SUCCESS.",
     )
 
     def batch_prefix(self, tenant: str, batch: str) -> str:

@@ -54,7 +54,6 @@ def s3_env(
         UPLOADS_BUCKET=f"test-uploads-{suffix}",
         PIPELINE_BUCKET=f"test-pipeline-{suffix}",
         DAGSTER_HOME=str(tmp_path / "dagster_home"),
-        UPLOAD_QUIET_SECONDS="0",
     )
     Path(env["DAGSTER_HOME"]).mkdir()
     for name, value in env.items():
