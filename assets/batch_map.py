@@ -57,6 +57,7 @@ def map_images(
     log,
     label: str,
     pack: str | None = None,
+    chunk: int = CHUNK,
 ) -> MapResult:
     """Entries for every SHA-256 in ``sources`` (sha -> upload key), computing only misses.
 
@@ -74,13 +75,14 @@ def map_images(
     missing = [sha for sha in sources if sha not in result.entries]
     result.misses = len(missing)
     log.info(f"{label}: {result.hits} memo hits, {result.misses} to compute")
-    for start in range(0, len(missing), CHUNK):
-        chunk = missing[start : start + CHUNK]
-        images = _working_images(chunk, sources, memo, uploads, result, log)
-        computed = dict(zip(chunk, compute([images[sha] for sha in chunk]), strict=True))
+    for start in range(0, len(missing), chunk):
+        shas = missing[start : start + chunk]
+        images = _working_images(shas, sources, memo, uploads, result, log)
+        # Written per chunk: a run that dies later keeps what it finished.
+        computed = dict(zip(shas, compute([images[sha] for sha in shas]), strict=True))
         memo.put_json_many(namespace, computed)
         result.entries.update(computed)
-        done = start + len(chunk)
+        done = start + len(shas)
         log.info(f"{label}: computed {done}/{len(missing)} ({100 * done // len(missing)}%)")
     if pack and not pack_complete:
         memo.write_pack(namespace, pack, {sha: result.entries[sha] for sha in sources})

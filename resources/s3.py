@@ -6,6 +6,7 @@ off mid-read is not covered by botocore, so :func:`fetch_objects` retries that i
 """
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,15 @@ class S3Resource(DagsterS3Resource):
         default=32, description="HTTP connections kept per client; >= any max_concurrency."
     )
 
+    server_side_encryption: str = Field(
+        default="AES256",
+        description="ServerSideEncryption sent with every write: 'AES256', 'aws:kms', or '' "
+        "for none.",
+    )
+    sse_kms_key_id: str | None = Field(
+        default=None, description="KMS key id or ARN when server_side_encryption is aws:kms."
+    )
+
     _client: Any = PrivateAttr(default=None)
 
     def get_client(self):
@@ -45,7 +55,7 @@ class S3Resource(DagsterS3Resource):
 
     def create_client(self):
         session = boto3.session.Session(profile_name=self.profile_name)
-        return session.client(
+        client = session.client(
             "s3",
             region_name=self.region_name,
             endpoint_url=self.endpoint_url,
@@ -61,6 +71,39 @@ class S3Resource(DagsterS3Resource):
                 self.max_pool_connections,
             ),
         )
+        if self.server_side_encryption:
+            add_encryption(client, self.server_side_encryption, self.sse_kms_key_id)
+        return client
+
+
+#: Every S3 operation that creates an object.
+WRITE_OPERATIONS = ("PutObject", "CreateMultipartUpload", "CopyObject")
+
+
+def add_encryption(client, algorithm: str, kms_key_id: str | None = None) -> None:
+    """Make every write through ``client`` request server-side encryption."""
+
+    def encrypt(params: dict, **_) -> None:
+        params.setdefault("ServerSideEncryption", algorithm)
+        if algorithm == "aws:kms" and kms_key_id:
+            params.setdefault("SSEKMSKeyId", kms_key_id)
+
+    for operation in WRITE_OPERATIONS:
+        client.meta.events.register(f"provide-client-params.s3.{operation}", encrypt)
+
+
+_BUCKET_NAME = re.compile(r"(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_bucket_name(name: str) -> str:
+    """Raise a clear error for a name S3 would refuse (3-63 lower-case letters, digits,
+    dots, hyphens; starting and ending with a letter or digit)."""
+    if not _BUCKET_NAME.fullmatch(name or ""):
+        raise ValueError(
+            f"invalid bucket name {name!r}: use 3-63 lower-case letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
 
 
 def client_config(
@@ -85,7 +128,7 @@ class FetchReport:
     errors: dict[str, str] = field(default_factory=dict)
     bytes_fetched: int = 0
     seconds: float = 0.0
-    stream_retries: int = 0
+    retries: int = 0  # retried requests, botocore's and ours
 
     def metadata(self) -> dict[str, float | int]:
         fetched = len(self.data)
@@ -94,7 +137,7 @@ class FetchReport:
             "objects_failed": len(self.errors),
             "bytes_fetched": self.bytes_fetched,
             "fetch_seconds": round(self.seconds, 3),
-            "fetch_stream_retries": self.stream_retries,
+            "fetch_retries": self.retries,
         }
 
 
@@ -114,22 +157,26 @@ def fetch_objects(
     def one(key: str) -> tuple[str, bytes | None, str | None, int]:
         for attempt in range(stream_attempts):
             try:
-                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                return key, body, None, attempt
+                response = client.get_object(Bucket=bucket, Key=key)
+                body = response["Body"].read()
+                # botocore's own retries (throttling, 5xx, dropped connections) plus ours.
+                retried = attempt + response["ResponseMetadata"].get("RetryAttempts", 0)
+                return key, body, None, retried
             except _STREAM_ERRORS as exc:
                 if attempt == stream_attempts - 1:
                     return key, None, f"{type(exc).__name__}: {exc}", attempt
                 time.sleep(min(4.0, 0.25 * 2**attempt) * (0.5 + random.random()))
             except botocore.exceptions.ClientError as exc:
                 error = exc.response.get("Error", {})
-                return key, None, f"{error.get('Code')}: {error.get('Message')}", attempt
+                retried = attempt + exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+                return key, None, f"{error.get('Code')}: {error.get('Message')}", retried
             except botocore.exceptions.BotoCoreError as exc:
                 return key, None, f"{type(exc).__name__}: {exc}", attempt
         raise AssertionError("unreachable")
 
     with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
         for done, (key, body, error, retries) in enumerate(pool.map(one, keys), start=1):
-            report.stream_retries += retries
+            report.retries += retries
             if body is None:
                 report.errors[key] = error or "unknown error"
             else:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import dagster as dg
 from pydantic import Field
 
-from resources.s3 import FetchReport, S3Resource, fetch_objects
+from resources.s3 import FetchReport, S3Resource, check_bucket_name, fetch_objects
 
 SEAL_MARKER = "_SUCCESS"
 
@@ -30,6 +30,9 @@ class UploadsBucket(dg.ConfigurableResource):
         description="Also treat a batch without _SUCCESS as finished after this many seconds "
         "without changes; 0 waits for _SUCCESS.",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_bucket_name(self.bucket)
 
     def batch_prefix(self, tenant: str, batch: str) -> str:
         return f"{self.prefix}/{tenant}/{batch}/"
