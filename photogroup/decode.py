@@ -9,6 +9,7 @@ transparency flattened onto white, CMYK converted, the first frame of an animati
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -25,6 +26,24 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
+
+#: What Pillow raises on malformed bytes once a plugin has accepted the file. Besides the
+#: usual OSError/ValueError/SyntaxError/EOFError, plugins let parse errors escape that
+#: ``Image.open`` only converts while opening: an animated GIF cut off after its first frame
+#: raises IndexError or struct.error from ``n_frames``, a TIFF whose later IFD lacks its
+#: dimensions raises TypeError. Pillow's AVIF plugin reports libavif decode failures (e.g.
+#: damaged coded data) as RuntimeError, when opening or loading. Without these they ended
+#: as ``decoder_error`` instead of ``corrupt_image``.
+_MALFORMED = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    RuntimeError,
+)
 
 
 class Rejection(Exception):
@@ -103,7 +122,7 @@ def decode_image(
         raise Rejection("unsupported_format", f"{content_type} cannot be decoded here") from exc
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:  # RuntimeError: AVIF
         raise Rejection("corrupt_image", str(exc)) from exc
     return _load(img, content_type, max_pixels, work_size)
 
@@ -127,7 +146,7 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
             img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except _MALFORMED as exc:
         raise Rejection("corrupt_image", str(exc)) from exc
     rgb = to_rgb(img)
     rgb.thumbnail((work_size, work_size), Image.Resampling.LANCZOS)
