@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.tables import content_version, preview
+from assets.tables import content_version, coverage_check, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import GroupingParams, group_images
@@ -51,7 +51,7 @@ def cluster_table(features: pd.DataFrame, assignments: list[dict]) -> pd.DataFra
     group_name="image_pipeline",
     kinds={"python", "s3"},
     code_version=CLUSTERS_VERSION,
-    check_specs=[dg.AssetCheckSpec("one_group_per_image", asset="image_clusters")],
+    check_specs=[dg.AssetCheckSpec("every_image_in_exactly_one_group", asset="image_clusters")],
 )
 def image_clusters(
     context: dg.AssetExecutionContext,
@@ -90,9 +90,7 @@ def image_clusters(
             "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
         },
     )
-    missing = set(image_features.key) - set(table.key)
-    yield dg.AssetCheckResult(
-        check_name="one_group_per_image",
-        passed=bool(not missing and table.key.is_unique and table.group_id.notna().all()),
-        metadata={"images": len(image_features), "rows": len(table), "ungrouped": len(missing)},
+    grouped = table[table.group_id.notna()]
+    yield coverage_check(
+        "every_image_in_exactly_one_group", grouped, image_features.assign(status="accepted")
     )

@@ -6,7 +6,7 @@ import pandas as pd
 
 from assets.batch_map import map_images
 from assets.image_features import accepted_sources
-from assets.tables import content_version, preview
+from assets.tables import content_version, coverage_check, preview
 from assets.versions import EMBEDDINGS_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup.manifest import ACCEPTED
@@ -28,7 +28,10 @@ def _decode(entry: dict) -> np.ndarray:
     group_name="image_pipeline",
     kinds={"python", "s3"},
     code_version=EMBEDDINGS_VERSION,
-    check_specs=[dg.AssetCheckSpec("unit_norms", asset="image_embeddings")],
+    check_specs=[
+        dg.AssetCheckSpec("unit_norms", asset="image_embeddings"),
+        dg.AssetCheckSpec("every_accepted_image_has_an_embedding", asset="image_embeddings"),
+    ],
 )
 def image_embeddings(
     context: dg.AssetExecutionContext,
@@ -82,3 +85,4 @@ def image_embeddings(
         passed=bad == 0,
         metadata={"vectors": len(norms), "not_unit_or_not_finite": bad},
     )
+    yield coverage_check("every_accepted_image_has_an_embedding", table, raw_images)

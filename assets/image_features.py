@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.batch_map import map_images
-from assets.tables import content_version, preview
+from assets.tables import content_version, coverage_check, preview
 from assets.versions import FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import compute_features
@@ -24,13 +24,14 @@ def accepted_sources(raw_images: pd.DataFrame) -> dict[str, str]:
     group_name="image_pipeline",
     kinds={"python", "s3"},
     code_version=FEATURES_VERSION,
+    check_specs=[dg.AssetCheckSpec("every_accepted_image_has_features", asset="image_features")],
 )
 def image_features(
     context: dg.AssetExecutionContext,
     raw_images: pd.DataFrame,
     memo: MemoStore,
     uploads: UploadsBucket,
-) -> dg.Output[pd.DataFrame]:
+):
     """One row per accepted image: imagehash's average, perceptual, difference, wavelet and
     colour hashes, a flip/rotation-invariant pHash set, dominant and mean colours, sharpness."""
     result = map_images(
@@ -46,7 +47,7 @@ def image_features(
     accepted = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]]
     rows = [{**row, **result.entries[row["sha256"]]} for row in accepted.to_dict("records")]
     table = pd.DataFrame(rows, columns=[*accepted.columns, *FEATURE_COLUMNS])
-    return dg.Output(
+    yield dg.Output(
         table,
         data_version=content_version(table, ["sha256", "phash", "colorhash"]),
         metadata={
@@ -55,6 +56,7 @@ def image_features(
             "preview": preview(table, ["file", "phash", "dominant_colors", "sharpness"]),
         },
     )
+    yield coverage_check("every_accepted_image_has_features", table, raw_images)
 
 
 FEATURE_COLUMNS = ["average_hash", "phash", "dhash", "whash", "colorhash", "phash_d4",

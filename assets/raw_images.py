@@ -89,6 +89,7 @@ def raw_images(context: dg.AssetExecutionContext, uploads: UploadsBucket, memo: 
         metadata={
             "objects_listed": len(listed_again),
             "manifest_rows": len(table),
+            "rejected": len(rejected),
             "not_in_manifest": dg.MetadataValue.json(missing[:100]),
         },
     )

@@ -27,3 +27,22 @@ def preview(table: pd.DataFrame, columns: list[str], rows: int = 10) -> dg.Metad
     if table.empty:
         return dg.MetadataValue.md("_empty_")
     return dg.MetadataValue.md(table[columns].head(rows).to_markdown(index=False))
+
+
+def coverage_check(
+    check_name: str, table: pd.DataFrame, raw_images: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """Every accepted upload has exactly one row in ``table``, and no upload has two."""
+    accepted = set(raw_images.key[raw_images.status == "accepted"])
+    missing = sorted(accepted - set(table.key))
+    duplicated = sorted(set(table.key[table.key.duplicated()]))
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not missing and not duplicated,
+        metadata={
+            "accepted_images": len(accepted),
+            "rows": len(table),
+            "missing": dg.MetadataValue.json(missing[:100]),
+            "duplicated": dg.MetadataValue.json(duplicated[:100]),
+        },
+    )

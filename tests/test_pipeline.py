@@ -59,8 +59,10 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "every_object_accounted_for": True,
+        "every_accepted_image_has_features": True,
+        "every_accepted_image_has_an_embedding": True,
         "unit_norms": True,
-        "one_group_per_image": True,
+        "every_image_in_exactly_one_group": True,
     }
 
 
