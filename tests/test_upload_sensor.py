@@ -142,3 +142,5 @@ def test_s3_down_fails_the_tick_and_keeps_the_cursor(s3_env):
         with pytest.raises(botocore.exceptions.EndpointConnectionError):
             upload_sensor(context)
         assert context.cursor == cursor
+        # S3 back: the next tick goes on from the same cursor.
+        assert isinstance(tick(instance, cursor), dg.SensorResult)
