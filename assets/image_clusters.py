@@ -5,6 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets.contact_sheets import contact_sheet_metadata
 from assets.tables import content_version, coverage_check, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
@@ -88,6 +89,7 @@ def image_clusters(
             "memo_hit": key in found,
             "grouping_params": dg.MetadataValue.json(params.as_dict()),
             "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
+            **contact_sheet_metadata(table, key, memo),
         },
     )
     grouped = table[table.group_id.notna()]

@@ -90,9 +90,10 @@ def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files
         warm = materialise(instance, "shop/b1", counted_resources())
     assert image_gets(s3_env) == 0
     assert sum(EMBEDDED.values()) == 0
-    # Batched: one pack per image stage plus the cluster entry, not one GET per image.
+    # Batched: one pack per image stage, the cluster entry and its contact sheet; not one
+    # GET per image.
     memo_gets = sorted(k for _, k in GETS if k.startswith("memo/"))
-    assert len(memo_gets) == 4, memo_gets
+    assert len(memo_gets) == 5, memo_gets
     assert metadata(warm, "image_embeddings")["embedder_calls"] == 0
     assert metadata(warm, "image_clusters")["memo_hit"] is True
 

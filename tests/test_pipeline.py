@@ -1,7 +1,10 @@
 """Integration: materialise the four assets of a batch on the session SeaweedFS."""
 
+import io
+
 import dagster as dg
 import pytest
+from PIL import Image
 
 from tests.helpers import materialise, metadata, photo_batch, read_table, upload
 
@@ -53,6 +56,12 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
         assert {group_of[f"{photo}-{e}.jpg"] for e in edits} <= {group_of[f"{photo}.jpg"]}
     originals = [group_of[f"{photo}.jpg"] for photo in PHOTOS]
     assert len(set(originals)) == len(PHOTOS)
+
+    sheet = metadata(result, "image_clusters")["contact_sheet"]
+    bucket, key = sheet.removeprefix("s3://").split("/", 1)
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert Image.open(io.BytesIO(body)).size[1] >= 100 * len(PHOTOS)  # a row per group at least
+    assert "data:image/jpeg;base64," in metadata(result, "image_clusters")["contact_sheet_preview"]
 
     raw_meta = metadata(result, "raw_images")
     assert (raw_meta["objects"], raw_meta["rejected"]) == (len(batch), 2)

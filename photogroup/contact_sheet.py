@@ -1,0 +1,35 @@
+"""A contact sheet: one row of thumbnails per group, so a person can check the grouping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw
+
+THUMB = 96  # px, long side of a thumbnail
+PAD = 6
+LABEL_WIDTH = 190
+
+
+def contact_sheet(
+    rows: Sequence[tuple[str, Sequence[Image.Image]]], per_row: int = 8
+) -> Image.Image:
+    """Lay out ``(label, images)`` rows; a row shows at most ``per_row`` thumbnails and
+    says how many more the group has. Returns an RGB image (white background)."""
+    height = PAD + max(1, len(rows)) * (THUMB + PAD)
+    width = LABEL_WIDTH + per_row * (THUMB + PAD) + PAD
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (label, images) in enumerate(rows):
+        top = PAD + index * (THUMB + PAD)
+        extra = f"\n+{len(images) - per_row} more" if len(images) > per_row else ""
+        draw.text((PAD, top + 4), f"{label}\n{len(images)} images{extra}", fill=(40, 40, 40))
+        for column, image in enumerate(images[:per_row]):
+            thumb = image.convert("RGB")
+            thumb.thumbnail((THUMB, THUMB))
+            left = LABEL_WIDTH + column * (THUMB + PAD)
+            sheet.paste(
+                thumb, (left + (THUMB - thumb.width) // 2, top + (THUMB - thumb.height) // 2)
+            )
+        draw.line((0, top + THUMB + PAD // 2, width, top + THUMB + PAD // 2), fill=(225, 225, 225))
+    return sheet
