@@ -24,6 +24,15 @@ DEFAULT_MAX_PIXELS = 64_000_000
 #: Default cap on the size of one upload.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
+#: Formats Pillow always decodes; HEIC/AVIF depend on optional plugins.
+_ALWAYS_DECODABLE = {
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/tiff",
+    "image/bmp",
+}
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
 
@@ -119,6 +128,8 @@ def decode_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if content_type in _ALWAYS_DECODABLE:  # Pillow reads these: the bytes are damaged
+            raise Rejection("corrupt_image", f"{content_type} header cannot be parsed") from exc
         raise Rejection("unsupported_format", f"{content_type} cannot be decoded here") from exc
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc

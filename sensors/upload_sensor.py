@@ -42,12 +42,13 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
         context.log.warning(f"{len(found.stray)} keys outside <tenant>/<batch>/<file>: "
                             f"{found.stray[:5]}")  # fmt: skip
     registered = set(context.instance.get_dynamic_partitions(upload_batch_partitions.name))
-    ready = {}
+    ready, adopted = {}, 0
     for key, token in found.ready.items():
         if key.partition_key in registered and key.partition_key not in state["done"]:
             # Registered by `run` or `backfill` before this sensor saw it: already handled.
             # Only a later re-seal (a new token) makes it run again.
             state["done"][key.partition_key] = token
+            adopted += 1
         else:
             ready[key] = token
     chosen, last_tenant = round_robin(ready, state["last_tenant"], MAX_RUNS_PER_TICK)
@@ -56,9 +57,9 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
     cursor = json.dumps({"done": state["done"], "last_tenant": last_tenant})
     if not chosen:
         return dg.SensorResult(
-            skip_reason=f"nothing new: {found.unchanged} batches handled, {found.waiting} "
-            f"waiting for a seal or quiet period, {len(found.malformed)} with a malformed "
-            f"{SEAL_MARKER}",
+            skip_reason=f"nothing new: {found.unchanged + adopted} batches handled, "
+            f"{found.waiting} waiting for a seal or quiet period, {len(found.malformed)} with a "
+            f"malformed {SEAL_MARKER}",
             cursor=cursor,
         )
     context.log.info(f"requesting {len(chosen)} of {len(ready)} ready batches")

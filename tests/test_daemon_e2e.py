@@ -99,9 +99,13 @@ def test_sensor_and_backfill_under_dagster_dev(s3_env, s3_client, subprocess_env
     url = f"http://127.0.0.1:{dagster_dev}/server_info"
     wait_for(lambda: _answers(url), "the webserver", deadline)
     with dg.DagsterInstance.get() as instance:
-        wait_for(lambda: materialised(instance, "live/b1") == set(ASSETS), "sensor run", deadline)
-        (run,) = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "live/b1"}))
+        finished = dg.RunsFilter(
+            tags={"dagster/partition": "live/b1"},
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+        )
+        (run,) = wait_for(lambda: instance.get_runs(finished), "the sensor's run", deadline)
         assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert materialised(instance, "live/b1") == set(ASSETS)
         assert run.tags["tenant"] == "live" and run.tags["dagster/sensor_name"] == "upload_sensor"
 
         proc = subprocess.run(

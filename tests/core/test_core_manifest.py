@@ -64,7 +64,7 @@ def test_same_bytes_same_fingerprint(coffee_jpeg):
     [
         (b"", "empty_file", None),
         (b"this is a text file called photo.jpg", "not_an_image", None),
-        (b"\xff\xd8\xff" + b"\x00" * 10, "unsupported_format", "image/jpeg"),
+        (b"\xff\xd8\xff" + b"\x00" * 10, "corrupt_image", "image/jpeg"),
     ],
 )
 def test_rejected_upload(data, code, content_type):
