@@ -21,20 +21,20 @@ from photogroup.variants import EDITS
 
 
 def labelled_set():
-    items = []  # (image, photo label, product label)
+    items = []  # (image, photo label, product label, edit name)
     for name in PHOTOS:
         original = load_photo(name)
-        items.append((original, name, name))
-        items.extend((edit(original), name, name) for edit in EDITS.values())
+        items.append((original, name, name, "original"))
+        items.extend((edit(original), name, name, label) for label, edit in EDITS.items())
     left, right = load_stereo_pair()
-    items += [(left, "moto-left", "moto"), (right, "moto-right", "moto")]
+    items += [(left, "moto-left", "moto", "viewpoint"), (right, "moto-right", "moto", "viewpoint")]
     return items
 
 
 def main() -> None:
     items = labelled_set()
     t0 = time.perf_counter()
-    works = [decode_image(encode_work_image(img)).image for img, _, _ in items]
+    works = [decode_image(encode_work_image(img)).image for img, *_ in items]
     feats = [compute_features(w) for w in works]
     t1 = time.perf_counter()
     emb = LocalEmbedder().embed(works)
@@ -45,8 +45,8 @@ def main() -> None:
     t3 = time.perf_counter()
     groups = [a.group_id for a in result]
     products = [a.product_id for a in result]
-    strict = pairwise_scores([p for _, p, _ in items], groups)
-    loose = pairwise_scores([q for _, _, q in items], products)
+    strict = pairwise_scores([item[1] for item in items], groups)
+    loose = pairwise_scores([item[2] for item in items], products)
     print(f"images: {len(items)}  groups: {len(set(groups))}  products: {len(set(products))}")
     print("strict  " + "  ".join(f"{k}={v:.3f}" for k, v in strict.items()))
     print("product " + "  ".join(f"{k}={v:.3f}" for k, v in loose.items()))
@@ -55,6 +55,13 @@ def main() -> None:
         f"ms/image: features {1000 * (t1 - t0) / n:.1f}  embed {1000 * (t2 - t1) / n:.1f}  "
         f"group {1000 * (t3 - t2) / n:.2f}"
     )
+    originals = {item[1]: groups[i] for i, item in enumerate(items) if item[3] == "original"}
+    recall = {}
+    for i, (_, photo, _, edit) in enumerate(items):
+        if edit not in ("original", "viewpoint"):
+            recall.setdefault(edit, []).append(groups[i] == originals[photo])
+    print("strict recall per edit: " + "  ".join(
+        f"{edit}={sum(hits) / len(hits):.2f}" for edit, hits in recall.items()))  # fmt: skip
     _margins(items, feats, emb)
 
 

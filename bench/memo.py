@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
-import tempfile
-from pathlib import Path
 
 from PIL import Image
+from throwaway import throwaway_s3
 from tqdm import tqdm
 
-from orchestration.local_s3 import LocalS3, _free_port
 from photogroup.samples import PHOTOS, load_photo
 from photogroup.variants import EDITS
 
@@ -53,17 +50,8 @@ def main() -> None:
     parser.add_argument("--long-side", type=int, default=2000)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-memo-"))
-    server = LocalS3(workdir / "s3", s3_port=_free_port())
-    state = server.start()
-    try:
-        os.environ.update(state.env())
-        os.environ.update(UPLOADS_BUCKET="bench-uploads", PIPELINE_BUCKET="bench-pipeline",
-                          DAGSTER_HOME=str(workdir / "dagster_home"))  # fmt: skip
-        (workdir / "dagster_home").mkdir()
+    with throwaway_s3("memo"):
         run(args.images, args.long_side)
-    finally:
-        server.stop()
 
 
 def run(count: int, long_side: int) -> None:

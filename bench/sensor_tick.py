@@ -9,13 +9,10 @@ sealed batches on top.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from orchestration.local_s3 import LocalS3, _free_port
+from throwaway import throwaway_s3
 
 
 def main() -> None:
@@ -24,15 +21,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=99, help="files per existing batch")
     parser.add_argument("--new", type=int, default=100, help="newly sealed batches")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-sensor-"))
-    server = LocalS3(workdir / "s3", s3_port=_free_port())
-    state = server.start()
-    try:
-        os.environ.update(state.env())
-        os.environ.update(UPLOADS_BUCKET="bench-uploads", PIPELINE_BUCKET="bench-pipeline")
+    with throwaway_s3("sensor"):
         run(args)
-    finally:
-        server.stop()
 
 
 def run(args) -> None:
