@@ -4,9 +4,17 @@ raw_images -> image_features  ---\\
           \\-> image_embeddings --> image_clusters
 """
 
+import warnings
+
+import dagster as dg
+
 from assets.image_clusters import image_clusters
 from assets.image_embeddings import image_embeddings
 from assets.image_features import image_features
 from assets.raw_images import raw_images
 
 ALL_ASSETS = [raw_images, image_features, image_embeddings, image_clusters]
+
+# Data versions from content are deliberate (an unchanged upstream leaves downstream
+# fresh); Dagster marks Output(data_version=...) beta and would warn on every step.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*data_version.*")

@@ -21,7 +21,12 @@ def run_batch(batch: BatchKey, instance: dg.DagsterInstance) -> tuple[bool, dict
     job = defs.resolve_job_def("image_pipeline_job")
     started = time.perf_counter()
     result = job.execute_in_process(
-        partition_key=key, instance=instance, raise_on_error=False, tags={"tenant": batch.tenant}
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
+        tags={"tenant": batch.tenant},
+        # Progress lines, not Dagster's step-by-step DEBUG events (the UI keeps those).
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     seconds = time.perf_counter() - started
     return result.success, summarise(result, seconds)
