@@ -52,6 +52,13 @@ class UploadsBucket(dg.ConfigurableResource):
                 )
         return sorted(objects, key=lambda o: o.key)
 
+    def read_head(self, key: str, size: int = 32) -> bytes:
+        """The first bytes of an object (enough to sniff its type) without downloading it."""
+        response = self.s3.get_client().get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}"
+        )
+        return response["Body"].read()
+
     def fetch(self, keys: list[str]) -> FetchReport:
         return fetch_objects(
             self.s3.get_client(), self.bucket, keys, max_concurrency=self.max_concurrency

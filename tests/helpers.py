@@ -36,7 +36,10 @@ def upload(client, bucket: str, tenant: str, batch: str, files: dict[str, bytes]
 
 
 def materialise(
-    instance: dg.DagsterInstance, key: str, resources: dict | None = None
+    instance: dg.DagsterInstance,
+    key: str,
+    resources: dict | None = None,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """All four assets of one partition, in-process, with the project's resources."""
     from assets import ALL_ASSETS
@@ -46,7 +49,11 @@ def materialise(
     if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
         instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
     return dg.materialize(
-        ALL_ASSETS, partition_key=key, resources=resources or defs.resources, instance=instance
+        ALL_ASSETS,
+        partition_key=key,
+        resources=resources or defs.resources,
+        instance=instance,
+        run_config=run_config,
     )
 
 

@@ -103,3 +103,18 @@ def test_unchanged_input_gives_the_same_data_version(s3_env, batch):
         records = instance.fetch_materializations(dg.AssetKey("image_clusters"), limit=2).records
     versions = {r.asset_materialization.tags["dagster/data_version"] for r in records}
     assert len(records) == 2 and len(versions) == 1
+
+
+def test_size_limit_is_configurable_and_big_uploads_are_not_downloaded(s3_env, s3_client):
+    files = photo_batch({"coffee": [], "coins": []})
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop-a", "small", files)
+    limit = min(len(body) for body in files.values()) - 1
+    config = {"ops": {"raw_images": {"config": {"max_bytes": limit}}}}
+    with dg.instance_for_test() as instance:
+        result = materialise(instance, "shop-a/small", run_config=config)
+    assert result.success
+    manifest = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "raw_images", "shop-a/small")
+    assert set(manifest.status) == {"rejected"}
+    assert manifest.reason.str.startswith("file_too_large").all()
+    assert set(manifest.content_type) == {"image/jpeg"}  # sniffed from a ranged read
+    assert metadata(result, "raw_images").get("objects_fetched", 0) == 0
