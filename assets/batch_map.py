@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 from PIL import Image
 
-from assets.versions import RAW_IMAGES_VERSION
+from assets.versions import WORK_VERSION
 from photogroup import Rejection, decode_image, encode_work_image, open_work_image
 from resources.memo import MemoStore
 from resources.uploads import UploadsBucket
 
-WORK_NAMESPACE = f"work/{RAW_IMAGES_VERSION}"
+WORK_NAMESPACE = f"work/{WORK_VERSION}"
 #: Images decoded and computed per chunk: bounds memory to a chunk of working copies.
 CHUNK = 64
 

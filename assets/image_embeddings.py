@@ -7,7 +7,7 @@ import pandas as pd
 from assets.batch_map import map_images
 from assets.image_features import accepted_sources
 from assets.tables import content_version, coverage_check, preview
-from assets.versions import EMBEDDINGS_VERSION
+from assets.versions import EMBEDDINGS_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup.manifest import ACCEPTED
 from resources.embedder import EmbedderResource
@@ -54,7 +54,7 @@ def image_embeddings(
 
     result = map_images(
         accepted_sources(raw_images),
-        f"embeddings/{EMBEDDINGS_VERSION}/{model.model_id}-{model.dim}",
+        f"embeddings/{EMBEDDINGS_VERSION}/work{WORK_VERSION}/{model.model_id}-{model.dim}",
         embed,
         memo=memo,
         uploads=uploads,

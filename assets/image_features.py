@@ -7,7 +7,7 @@ import pandas as pd
 
 from assets.batch_map import map_images
 from assets.tables import content_version, coverage_check, preview
-from assets.versions import FEATURES_VERSION
+from assets.versions import FEATURES_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import compute_features
 from photogroup.manifest import ACCEPTED
@@ -45,7 +45,7 @@ def image_features(
     colour hashes, a flip/rotation-invariant pHash set, dominant and mean colours, sharpness."""
     result = map_images(
         accepted_sources(raw_images),
-        f"features/{FEATURES_VERSION}",
+        f"features/{FEATURES_VERSION}/work{WORK_VERSION}",
         _features,
         memo=memo,
         uploads=uploads,

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from assets.batch_map import WORK_NAMESPACE
 from assets.tables import content_version, preview
-from assets.versions import RAW_IMAGES_VERSION
+from assets.versions import RAW_IMAGES_VERSION, WORK_VERSION
 from orchestration.partitions import BatchKey, upload_batch_partitions
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, sniff_content_type
 from photogroup.manifest import ACCEPTED, REJECTED, Inspection, inspect_upload
@@ -43,7 +43,7 @@ class ManifestConfig(dg.Config):
     partitions_def=upload_batch_partitions,
     group_name="image_pipeline",
     kinds={"python", "s3"},
-    code_version=RAW_IMAGES_VERSION,
+    code_version=f"{RAW_IMAGES_VERSION}.{WORK_VERSION}",
     check_specs=[dg.AssetCheckSpec("every_object_accounted_for", asset="raw_images")],
 )
 def raw_images(

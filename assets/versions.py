@@ -2,7 +2,9 @@
 Dagster then marks the asset and everything downstream stale, and the memo namespace
 changes, so every entry of that stage is recomputed (old entries are simply not read)."""
 
-RAW_IMAGES_VERSION = "1"  # decode rules, rejection reasons, working copy
+RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
+WORK_VERSION = "1"  # how the working copy is made (normalisation, size): features and
+# embeddings are computed from it, so it is part of their memo namespaces too
 FEATURES_VERSION = "1"
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
 CLUSTERS_VERSION = "1"

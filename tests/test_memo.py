@@ -139,7 +139,7 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
         sha = features[0].rsplit("/", 1)[1]
         s3_client.put_object(Bucket=pipeline, Key=features[0], Body=b"{not json")
         # The batch's pack would answer first: corrupt it too, so the entry is read.
-        pack = "memo/features/1/packs/shop/b1.json"
+        pack = "memo/features/1/work1/packs/shop/b1.json"
         s3_client.put_object(Bucket=pipeline, Key=pack, Body=b"\x00\x01")
         work = f"memo/work/1/{sha[:2]}/{sha}"
         s3_client.put_object(Bucket=pipeline, Key=work, Body=b"\x89PNG garbage")
