@@ -43,11 +43,7 @@ class BatchListing:
         """A token naming this sealing of the batch, or None if it is not ready."""
         if self.marker_etag is not None:
             basis = f"seal:{self.marker_etag}:{self.marker_modified.isoformat()}"
-        elif (
-            quiet_seconds > 0
-            and self.files
-            and (now - self.newest).total_seconds() >= quiet_seconds
-        ):
+        elif quiet_seconds > 0 and self.files and self.quiet_for(now) >= quiet_seconds:
             basis = f"quiet:{self.newest.isoformat()}:{len(self.files)}"
         else:
             return None
