@@ -155,3 +155,25 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
     assert repacked[sha] == json.loads(good)
     clusters = metadata(first, "image_clusters")["groups"]
     assert metadata(again, "image_clusters")["groups"] == clusters
+
+
+def test_two_runs_writing_the_same_entries_at_once_both_succeed(s3_env, s3_client, files):
+    """Entries are immutable and PUTs atomic: concurrent writers cannot corrupt them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(_):
+        with dg.instance_for_test() as instance:
+            return materialise(instance, "shop/b1", counted_resources())
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, range(2)))
+    assert all(r.success for r in results)
+    pipeline = s3_env["PIPELINE_BUCKET"]
+    listing = s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/embeddings/")["Contents"]
+    entries = [o["Key"] for o in listing if "/packs/" not in o["Key"]]
+    assert len(entries) == len(files)
+    for key in entries:
+        json.loads(s3_client.get_object(Bucket=pipeline, Key=key)["Body"].read())
+    with dg.instance_for_test() as instance:
+        warm = materialise(instance, "shop/b1", counted_resources())
+    assert metadata(warm, "image_embeddings")["memo_hit_rate"] == 1.0

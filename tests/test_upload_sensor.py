@@ -144,3 +144,40 @@ def test_s3_down_fails_the_tick_and_keeps_the_cursor(s3_env):
         assert context.cursor == cursor
         # S3 back: the next tick goes on from the same cursor.
         assert isinstance(tick(instance, cursor), dg.SensorResult)
+
+
+class UploadDuringListing(S3Resource):
+    """Uploads a batch that sorts *before* the listing's position, between its pages."""
+
+    late_bucket: str
+
+    def create_client(self):
+        client = super().create_client()
+        pages = []
+
+        def after_page(**_):
+            pages.append(1)
+            if len(pages) == 1:  # after the first page: the listing has moved past "a/..."
+                put_all(client, self.late_bucket, ["uploads/a/late/1.jpg"], body=b"")
+                seal(client, self.late_bucket, "a/late")
+
+        client.meta.events.register("after-call.s3.ListObjectsV2", after_page)
+        return client
+
+
+def test_a_batch_landing_behind_the_listing_is_seen_on_the_next_tick(s3_env, bucket, s3_client):
+    put_all(s3_client, bucket, [f"uploads/z/big/{i:04d}.jpg" for i in range(1200)], body=b"")
+    seal(s3_client, bucket, "z/big")
+    s3 = UploadDuringListing(
+        endpoint_url=s3_env["S3_ENDPOINT_URL"], region_name="us-east-1",
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"], late_bucket=bucket,
+    )  # fmt: skip
+    resources = {"uploads": UploadsBucket(s3=s3, bucket=bucket)}
+    with dg.instance_for_test() as instance:
+        first = tick(instance, resources=resources)
+        second = tick(instance, first.cursor)
+    # The listing had passed "a/" when it landed, so this tick cannot see it...
+    assert requested(first) == ["z/big"]
+    # ...and the next one does: nothing is skipped by a position cursor.
+    assert requested(second) == ["a/late"]
