@@ -1,6 +1,8 @@
 """Memoisation proven with counters: S3 GETs of image objects and embedder calls."""
 
 import json
+import subprocess
+import sys
 from collections import Counter
 
 import dagster as dg
@@ -157,17 +159,26 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
     assert metadata(again, "image_clusters")["groups"] == clusters
 
 
-def test_two_runs_writing_the_same_entries_at_once_both_succeed(s3_env, s3_client, files):
-    """Entries are immutable and PUTs atomic: concurrent writers cannot corrupt them."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run(_):
-        with dg.instance_for_test() as instance:
-            return materialise(instance, "shop/b1", counted_resources())
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(run, range(2)))
-    assert all(r.success for r in results)
+def test_two_runs_writing_the_same_entries_at_once_both_succeed(
+    s3_env, s3_client, files, subprocess_env, tmp_path
+):
+    """Entries are immutable and PUTs atomic: concurrent writers cannot corrupt them.
+    Two processes, as two runs of one batch would be on a real deployment."""
+    procs = []
+    for name in ("one", "two"):
+        home = tmp_path / name
+        home.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "orchestration", "run", "--tenant", "shop", "--batch", "b1"],
+                env={**subprocess_env, "DAGSTER_HOME": str(home)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     pipeline = s3_env["PIPELINE_BUCKET"]
     listing = s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/embeddings/")["Contents"]
     entries = [o["Key"] for o in listing if "/packs/" not in o["Key"]]
