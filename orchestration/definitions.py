@@ -17,6 +17,16 @@ from resources.uploads import UploadsBucket
 from sensors.upload_sensor import upload_sensor
 
 
+def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:
+    """The S3 connection, read from the environment when a run starts."""
+    return resource_class(
+        endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
+        region_name=dg.EnvVar("AWS_REGION"),
+        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+    )
+
+
 def pipeline_resources(s3: S3Resource) -> dict:
     """Every resource the assets and sensor use, all sharing one S3 connection config."""
     return {
@@ -33,12 +43,5 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[image_pipeline_job],
     sensors=[upload_sensor],
-    resources=pipeline_resources(
-        S3Resource(
-            endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
-            region_name=dg.EnvVar("AWS_REGION"),
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-        )
-    ),
+    resources=pipeline_resources(env_s3()),
 )

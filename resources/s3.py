@@ -8,7 +8,7 @@ off mid-read is not covered by botocore, so :func:`fetch_objects` retries that i
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,7 +148,6 @@ def fetch_objects(
     *,
     max_concurrency: int = 8,
     stream_attempts: int = 3,
-    on_done: Callable[[int], None] | None = None,
 ) -> FetchReport:
     """GET every key with at most ``max_concurrency`` requests in flight."""
     report = FetchReport()
@@ -175,14 +174,12 @@ def fetch_objects(
         raise AssertionError("unreachable")
 
     with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
-        for done, (key, body, error, retries) in enumerate(pool.map(one, keys), start=1):
+        for key, body, error, retries in pool.map(one, keys):
             report.retries += retries
             if body is None:
                 report.errors[key] = error or "unknown error"
             else:
                 report.data[key] = body
                 report.bytes_fetched += len(body)
-            if on_done:
-                on_done(done)
     report.seconds = time.perf_counter() - started
     return report

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from assets import ALL_ASSETS
-from orchestration.definitions import pipeline_resources
+from orchestration.definitions import env_s3, pipeline_resources
 from orchestration.jobs import image_pipeline_job
 from orchestration.local_s3 import LocalS3, _free_port
 from photogroup.embed import LocalEmbedder
@@ -52,14 +52,7 @@ class FaultyS3Resource(S3Resource):
 
 
 def faulty_resources() -> dict:
-    return pipeline_resources(
-        FaultyS3Resource(
-            endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
-            region_name=dg.EnvVar("AWS_REGION"),
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-        )
-    )
+    return pipeline_resources(env_s3(FaultyS3Resource))
 
 
 @pytest.fixture(autouse=True)

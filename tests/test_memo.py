@@ -8,7 +8,7 @@ from collections import Counter
 import dagster as dg
 import pytest
 
-from orchestration.definitions import pipeline_resources
+from orchestration.definitions import env_s3, pipeline_resources
 from photogroup.embed import LocalEmbedder
 from resources.embedder import EmbedderResource
 from resources.s3 import S3Resource
@@ -49,12 +49,7 @@ class CountingEmbedderResource(EmbedderResource):
 
 
 def counted_resources(model_id: str = LocalEmbedder.model_id) -> dict:
-    s3 = CountingS3Resource(
-        endpoint_url=dg.EnvVar("S3_ENDPOINT_URL"),
-        region_name=dg.EnvVar("AWS_REGION"),
-        aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-    )
+    s3 = env_s3(CountingS3Resource)
     return {**pipeline_resources(s3), "embedder": CountingEmbedderResource(model_id=model_id)}
 
 
