@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +23,26 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return ``len(images) x dim`` float32, each row L2-normalised."""
         ...
+
+
+@dataclass
+class EmbedOutcome:
+    """A batch's vectors plus the images a remote provider could not embed.
+
+    Rows of failed images are NaN; ``failures`` maps their row index to a reason, so the
+    caller records them instead of dropping them, and does not memoise them.
+    """
+
+    vectors: np.ndarray
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def embed_with_failures(embedder: Embedder, images: Sequence[Image.Image]) -> EmbedOutcome:
+    """Providers that can fail per image implement ``embed_with_failures``; others cannot."""
+    method = getattr(embedder, "embed_with_failures", None)
+    if method is not None:
+        return method(images)
+    return EmbedOutcome(embedder.embed(images))
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:
