@@ -10,10 +10,11 @@ from assets.tables import content_version, coverage_check, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import GroupingParams, group_images
+from photogroup.verify import Keypoints
 from resources.memo import MemoStore
 
 COLUMNS = ["key", "file", "sha256", "group_id", "product_id", "confidence",
-           "is_group_centre", "group_size", "product_size"]  # fmt: skip
+           "is_group_centre", "colour", "group_size", "product_size"]  # fmt: skip
 NAMESPACE = f"clusters/{CLUSTERS_VERSION}"
 
 
@@ -30,7 +31,16 @@ def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingPar
     vectors = embeddings.drop_duplicates("sha256").set_index("sha256").embedding
     shas = list(unique.index)
     matrix = np.stack([vectors[s] for s in shas]) if shas else np.zeros((0, 1), np.float32)
-    result = group_images(shas, [list(unique.phash_d4[s]) for s in shas], matrix, params)
+    result = group_images(
+        shas,
+        [list(unique.phash_d4[s]) for s in shas],
+        matrix,
+        params,
+        keypoints=[Keypoints.from_base64(unique.keypoints[s]) for s in shas],
+        colours=[
+            unique.dominant_colors[s][0] if len(unique.dominant_colors[s]) else "" for s in shas
+        ],
+    )
     return [a.__dict__ for a in result]
 
 

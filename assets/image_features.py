@@ -42,7 +42,8 @@ def image_features(
     uploads: UploadsBucket,
 ):
     """One row per accepted image: imagehash's average, perceptual, difference, wavelet and
-    colour hashes, a flip/rotation-invariant pHash set, dominant and mean colours, sharpness."""
+    colour hashes, a flip/rotation-invariant pHash set, dominant and mean colours, sharpness,
+    and ORB keypoints (image and mirror) for geometric verification."""
     result = map_images(
         accepted_sources(raw_images),
         f"features/{FEATURES_VERSION}/work{WORK_VERSION}",
@@ -70,4 +71,4 @@ def image_features(
 
 FEATURE_COLUMNS = ["average_hash", "phash", "dhash", "whash", "colorhash", "phash_d4",
                    "dominant_colors", "dominant_fractions", "mean_color", "sharpness",
-                   "work_width", "work_height"]  # fmt: skip
+                   "work_width", "work_height", "keypoints"]  # fmt: skip

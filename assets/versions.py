@@ -5,6 +5,6 @@ changes, so every entry of that stage is recomputed (old entries are simply not 
 RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
 WORK_VERSION = "1"  # how the working copy is made (normalisation, size): features and
 # embeddings are computed from it, so it is part of their memo namespaces too
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"  # 2: ORB keypoints for geometric verification
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "1"
+CLUSTERS_VERSION = "2"  # 2: sub-quadratic candidates, verification, centre check

@@ -1,18 +1,22 @@
 """Two-level grouping of a batch: strict duplicate groups, then looser product groups.
 
-* Strict (``group_id``): copies and edits of one photo. Two images are linked when their
-  dihedral pHash distance is small, or moderately small while their embeddings agree.
-* Loose (``product_id``): groups whose embedding centroids are similar (another
-  viewpoint, a re-shoot).
+* Strict (``group_id``): copies and edits of one photo. Two images are linked when
+  - their dihedral pHash distance is small (``hash_sure``), or
+  - it is moderate (``hash_loose``) and their embeddings agree (``cos_strict``), or
+  - their embeddings are close enough to be candidates (``cos_candidate``) and ORB keypoints
+    match under one affine map (``min_inliers``): crops, small rotations, stretches.
+* Loose (``product_id``): strict groups whose embedding centroids are similar
+  (``cos_product``): another viewpoint, a re-shoot.
 
-Both levels use star clustering (Aslam et al. 2004, greedy variant): nodes are visited
-by decreasing degree and an unassigned node becomes a centre that takes its unassigned
-neighbours. Every member is linked to its centre, so look-alikes cannot chain through
-intermediate images as they do in single-link connected components.
+Candidates come from sub-quadratic searches (:mod:`photogroup.neighbours`), never from an
+n x n matrix. Links are cut into groups component by component with a centre check against
+chaining: a component's best-connected image becomes a centre and takes its neighbours,
+plus their neighbours only if those are close to the centre too; what is left starts the
+next group. Single-link components would instead merge look-alikes (textures, a gradient
+of similar photos) through intermediate images.
 
-Candidate pairs are scored in row blocks, so memory stays O(n x block) rather than the
-O(n^2) of a full distance matrix; time is still quadratic, fine for batches of a few
-thousand images.
+Group and product ids derive from the SHA-256 of their centre image, which is chosen by
+degree and then by id, so the same batch gets the same ids on every run.
 """
 
 from __future__ import annotations
@@ -21,19 +25,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_array, csr_array
+from scipy.sparse.csgraph import connected_components
 
-#: Cap on the elements of one block of pairwise scores (x 8 orientations, 1 byte each).
-_BLOCK_ELEMENTS = 4_000_000
+from photogroup.colours import colour_name
+from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
+from photogroup.verify import Keypoints, inlier_count
 
 
 @dataclass(frozen=True)
 class GroupingParams:
-    """Thresholds, chosen on the seeded sample set (see ``bench/grouping.py``)."""
+    """Thresholds, chosen on the calibration set of ``bench/grouping.py``."""
 
-    hash_strict: int = 8  # dihedral pHash bits (of 64): at most this, same photo
+    hash_sure: int = 3  # dihedral pHash bits (of 64): at most this, same photo (viewpoint
+    # pairs of one product can be 4-6 bits apart, see GROUPING.md)
     hash_loose: int = 18  # ... up to this, same photo if the embeddings agree too
     cos_strict: float = 0.90  # embedding cosine needed with a loose hash match
+    cos_candidate: float = 0.70  # embedding cosine that makes a pair worth verifying
+    min_inliers: int = 20  # ORB matches under one affine map: same photo
+    cos_centre: float = 0.80  # second-hop members must be this close to the centre
     cos_product: float = 0.86  # centroid cosine for two groups to share a product
+    neighbours: int = 10  # nearest neighbours searched per image
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -41,13 +53,23 @@ class GroupingParams:
 
 @dataclass(frozen=True)
 class Assignment:
-    """Where one image landed. Ids derive from centre SHA-256s, so they are stable."""
+    """Where one image landed."""
 
     image_id: str
     group_id: str
     product_id: str
-    confidence: float  # min cosine similarity of the group's members to its centre, 0..1
+    confidence: float  # 0..1, how tightly the group holds together (1 for a singleton)
     is_group_centre: bool
+    colour: str = ""  # named dominant colour of the group's centre, for colour facets
+
+
+@dataclass(frozen=True)
+class Links:
+    """Undirected links between images, with a strength in 0..1 for each."""
+
+    a: np.ndarray
+    b: np.ndarray
+    strength: np.ndarray
 
 
 def group_images(
@@ -55,82 +77,132 @@ def group_images(
     phash_d4: Sequence[Sequence[str]],
     embeddings: np.ndarray,
     params: GroupingParams = GroupingParams(),
+    keypoints: Sequence[Keypoints | None] | None = None,
+    colours: Sequence[str] | None = None,
 ) -> list[Assignment]:
-    """Group unique images (``image_ids`` are SHA-256 hex, one row each, no repeats)."""
+    """Group unique images (``image_ids`` are SHA-256 hex, one row each, no repeats).
+
+    ``keypoints`` (optional) enables geometric verification; ``colours`` (optional, the
+    dominant colour of each image as hex) names each group's colour.
+    """
     n = len(image_ids)
     if n == 0:
         return []
     if len(set(image_ids)) != n:
         raise ValueError("image_ids must be unique; group duplicate bytes before calling")
-    emb = np.asarray(embeddings, dtype=np.float32)
-    hashes = np.array([[int(h, 16) for h in row] for row in phash_d4], dtype=np.uint64)
-    neighbours = _strict_neighbours(hashes, emb, params)
-    centre_of = _star_clusters(image_ids, neighbours)
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    d4 = parse_hashes(phash_d4)
+    links = strict_links(d4, emb, params, keypoints)
+    centre_of = cut_groups(n, links, emb, params.cos_centre, image_ids)
+    return _assign(image_ids, emb, centre_of, params, colours)
 
-    centres = sorted(set(centre_of))
-    members = {c: [i for i in range(n) if centre_of[i] == c] for c in centres}
-    centroids = np.stack([emb[members[c]].mean(axis=0) for c in centres])
+
+def parse_hashes(phash_d4: Sequence[Sequence[str]]) -> np.ndarray:
+    """Hex dihedral hashes to an ``n x 8`` uint64 array."""
+    return np.array([[int(h, 16) for h in row] for row in phash_d4], dtype=np.uint64)
+
+
+def dihedral_distance(d4: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Min Hamming distance of each pair over orientations, taken both ways round."""
+    one_way = np.bitwise_count(d4[a, :1] ^ d4[b]).min(axis=1)
+    other_way = np.bitwise_count(d4[b, :1] ^ d4[a]).min(axis=1)
+    return np.minimum(one_way, other_way).astype(np.int64)
+
+
+def strict_links(
+    d4: np.ndarray,
+    emb: np.ndarray,
+    p: GroupingParams,
+    keypoints: Sequence[Keypoints | None] | None = None,
+) -> Links:
+    """Same-photo links from hash neighbours and embedding neighbours."""
+    ha, hb, _ = hash_pairs(d4[:, 0], d4, p.hash_sure)
+    ea, eb, _ = similar_pairs(emb, p.cos_candidate, k=p.neighbours)
+    a = np.concatenate([ha, ea])
+    b = np.concatenate([hb, eb])
+    a, b, _ = unique_pairs(a, b, np.zeros(len(a)), keep="min")
+    dist = dihedral_distance(d4, a, b)
+    cos = pair_cosines(emb, a, b)
+    linked = (dist <= p.hash_sure) | ((dist <= p.hash_loose) & (cos >= p.cos_strict))
+    strength = np.where(linked, 1.0 - dist / 64.0, 0.0)
+    if keypoints is not None:
+        for idx in np.nonzero(~linked & (cos >= p.cos_candidate))[0]:
+            ka, kb = keypoints[a[idx]], keypoints[b[idx]]
+            if ka is None or kb is None:
+                continue
+            inliers = inlier_count(ka, kb)
+            if inliers >= p.min_inliers:
+                linked[idx] = True
+                strength[idx] = min(1.0, inliers / (4.0 * p.min_inliers))
+    return Links(a[linked], b[linked], strength[linked])
+
+
+def cut_groups(
+    n: int, links: Links, emb: np.ndarray, cos_centre: float, ids: Sequence[str]
+) -> np.ndarray:
+    """Index of each node's group centre (see the module docstring)."""
+    centre_of = np.arange(n)
+    if not len(links.a):
+        return centre_of
+    graph = coo_array((np.ones(len(links.a)), (links.a, links.b)), shape=(n, n)).tocsr()
+    graph = graph + graph.T
+    count, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component, minlength=count)
+    order = np.argsort(component, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    indptr, indices = graph.indptr, graph.indices
+    for c in np.nonzero(sizes > 1)[0]:
+        members = order[starts[c] : starts[c + 1]]
+        if len(members) == 2:
+            centre_of[members] = min(members, key=lambda i: ids[i])
+            continue
+        adjacency = {int(i): set(indices[indptr[i] : indptr[i + 1]].tolist()) for i in members}
+        _cut_component(adjacency, emb, cos_centre, ids, centre_of)
+    return centre_of
+
+
+def _cut_component(adjacency, emb, cos_centre, ids, centre_of) -> None:
+    remaining = set(adjacency)
+    while remaining:
+        centre = min(remaining, key=lambda i: (-len(adjacency[i] & remaining), ids[i]))
+        group = {centre} | (adjacency[centre] & remaining)
+        second = set().union(*(adjacency[i] for i in group)) & remaining - group
+        group |= {j for j in second if float(emb[j] @ emb[centre]) >= cos_centre}
+        for i in group:
+            centre_of[i] = centre
+        remaining -= group
+
+
+def _assign(ids, emb, centre_of, p: GroupingParams, colours) -> list[Assignment]:
+    centres, inverse = np.unique(centre_of, return_inverse=True)
+    # Sum each group's rows with a sparse membership matrix (np.add.at is ~50x slower).
+    membership = csr_array(
+        (np.ones(len(ids), dtype=np.float32), (inverse, np.arange(len(ids)))),
+        shape=(len(centres), len(ids)),
+    )
+    centroids = np.asarray(membership @ emb, dtype=np.float32)
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    product_neighbours = _threshold_neighbours(centroids, params.cos_product)
-    product_centre = _star_clusters([image_ids[c] for c in centres], product_neighbours)
+    pa, pb, pcos = similar_pairs(centroids, p.cos_product, k=p.neighbours)
+    product_links = Links(pa, pb, pcos)
+    centre_ids = [ids[c] for c in centres]
+    product_centre = cut_groups(len(centres), product_links, centroids, p.cos_product, centre_ids)
 
+    # Confidence: the least similar member to its centre (1.0 for a singleton).
+    sims = pair_cosines(emb, np.arange(len(ids)), centre_of)
+    confidence = np.ones(len(centres))
+    np.minimum.at(confidence, inverse, np.clip(sims, 0.0, 1.0))
     out = []
-    for k, c in enumerate(centres):
-        sims = emb[members[c]] @ emb[c]
-        confidence = float(np.clip(sims.min(), 0.0, 1.0))
-        product_id = "p-" + image_ids[centres[product_centre[k]]][:16]
-        out.extend(
-            Assignment(image_ids[i], "g-" + image_ids[c][:16], product_id, confidence, i == c)
-            for i in members[c]
+    for i, image_id in enumerate(ids):
+        g = inverse[i]
+        centre = centres[g]
+        out.append(
+            Assignment(
+                image_id=image_id,
+                group_id="g-" + ids[centre][:16],
+                product_id="p-" + ids[centres[product_centre[g]]][:16],
+                confidence=round(float(confidence[g]), 4),
+                is_group_centre=bool(i == centre),
+                colour=colour_name(colours[centre]) if colours is not None else "",
+            )
         )
     return sorted(out, key=lambda a: a.image_id)
-
-
-def dihedral_distances(rows: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-    """``len(rows) x n`` min Hamming distance of each row's identity hash to all eight."""
-    xor = hashes[rows, 0][:, None, None] ^ hashes[None, :, :]
-    return np.bitwise_count(xor).min(axis=2)
-
-
-def _strict_neighbours(hashes: np.ndarray, emb: np.ndarray, p: GroupingParams) -> list[set]:
-    n = len(hashes)
-    neighbours: list[set[int]] = [set() for _ in range(n)]
-    block = max(1, _BLOCK_ELEMENTS // (8 * n))
-    for start in range(0, n, block):
-        rows = np.arange(start, min(n, start + block))
-        dist = dihedral_distances(rows, hashes)
-        cos = emb[rows] @ emb.T
-        linked = (dist <= p.hash_strict) | ((dist <= p.hash_loose) & (cos >= p.cos_strict))
-        for r, j in zip(*np.nonzero(linked), strict=True):
-            i = int(rows[r])
-            if i != j:
-                # Distances are not symmetric (identity vs eight): link if either way holds.
-                neighbours[i].add(int(j))
-                neighbours[int(j)].add(i)
-    return neighbours
-
-
-def _threshold_neighbours(vectors: np.ndarray, threshold: float) -> list[set]:
-    n = len(vectors)
-    neighbours: list[set[int]] = [set() for _ in range(n)]
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        for r, j in zip(*np.nonzero(vectors[start:stop] @ vectors.T >= threshold), strict=True):
-            if start + r != j:
-                neighbours[start + int(r)].add(int(j))
-    return neighbours
-
-
-def _star_clusters(ids: Sequence[str], neighbours: list[set]) -> list[int]:
-    """Index of each node's centre; ties in degree are broken by id, so runs agree."""
-    order = sorted(range(len(ids)), key=lambda i: (-len(neighbours[i]), ids[i]))
-    centre = [-1] * len(ids)
-    for i in order:
-        if centre[i] != -1:
-            continue
-        centre[i] = i
-        for j in neighbours[i]:
-            if centre[j] == -1:
-                centre[j] = i
-    return centre

@@ -7,12 +7,15 @@ identity hash with another's eight (min Hamming distance) is invariant to those 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import imagehash
 import numpy as np
 import scipy.fftpack
 from PIL import Image, ImageChops, ImageStat
+
+from photogroup.verify import orb_keypoints
 
 #: Per-channel difference from the corner colour below which a border pixel is "uniform".
 BORDER_TOLERANCE = 16
@@ -37,6 +40,7 @@ class ImageFeatures:
     sharpness: float  # variance of the 4-neighbour Laplacian of the grey working copy
     work_width: int
     work_height: int
+    keypoints: str = ""  # base64 of photogroup.verify.Keypoints.to_bytes(), for verification
 
 
 def compute_features(img: Image.Image) -> ImageFeatures:
@@ -55,6 +59,7 @@ def compute_features(img: Image.Image) -> ImageFeatures:
         sharpness=laplacian_variance(img),
         work_width=img.width,
         work_height=img.height,
+        keypoints=base64.b64encode(orb_keypoints(img).to_bytes()).decode(),
     )
 
 

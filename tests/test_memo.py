@@ -8,6 +8,7 @@ from collections import Counter
 import dagster as dg
 import pytest
 
+from assets.versions import FEATURES_VERSION, WORK_VERSION
 from orchestration.definitions import env_s3, pipeline_resources
 from photogroup.embed import LocalEmbedder
 from resources.embedder import EmbedderResource
@@ -130,15 +131,17 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
         first = materialise(instance, "shop/b1", counted_resources())
-        listing = s3_client.list_objects_v2(Bucket=pipeline, Prefix="memo/features/1/")
+        listing = s3_client.list_objects_v2(
+            Bucket=pipeline, Prefix=f"memo/features/{FEATURES_VERSION}/"
+        )
         features = [o["Key"] for o in listing["Contents"] if "/packs/" not in o["Key"]]
         good = s3_client.get_object(Bucket=pipeline, Key=features[0])["Body"].read()
         sha = features[0].rsplit("/", 1)[1]
         s3_client.put_object(Bucket=pipeline, Key=features[0], Body=b"{not json")
         # The batch's pack would answer first: corrupt it too, so the entry is read.
-        pack = "memo/features/1/work1/packs/shop/b1.json"
+        pack = f"memo/features/{FEATURES_VERSION}/work{WORK_VERSION}/packs/shop/b1.json"
         s3_client.put_object(Bucket=pipeline, Key=pack, Body=b"\x00\x01")
-        work = f"memo/work/1/{sha[:2]}/{sha}"
+        work = f"memo/work/{WORK_VERSION}/{sha[:2]}/{sha}"
         s3_client.put_object(Bucket=pipeline, Key=work, Body=b"\x89PNG garbage")
         again = materialise(instance, "shop/b1", counted_resources())
     assert again.success

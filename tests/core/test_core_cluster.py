@@ -127,7 +127,7 @@ def chain_hashes(length: int, step_bits: int) -> list[str]:
 
 
 def test_a_chain_of_look_alikes_does_not_collapse():
-    # Consecutive images differ by 6 bits (<= hash_strict), images two apart by 12 and the
+    # Consecutive images differ by 6 bits (<= hash_sure), images two apart by 12 and the
     # ends by 30; embeddings are orthogonal, so only consecutive images are linked.
     hashes = chain_hashes(6, 6)
     ids = [sha(f"chain-{k}") for k in range(6)]
@@ -135,15 +135,15 @@ def test_a_chain_of_look_alikes_does_not_collapse():
     out = {a.image_id: a for a in group_images(ids, d4, np.eye(6, dtype=np.float32))}
     assert len({a.group_id for a in out.values()}) > 1
     assert len({a.product_id for a in out.values()}) == len({a.group_id for a in out.values()})
-    # Star clusters: every member is within hash_strict of its own centre.
+    # Star clusters: every member is within hash_sure of its own centre.
     centre_of_group = {"g-" + image_id[:16]: k for k, image_id in enumerate(ids)}
     for k, image_id in enumerate(ids):
         centre = centre_of_group[out[image_id].group_id]
-        assert hamming_d4(hashes[k], d4[centre]) <= GroupingParams().hash_strict
+        assert hamming_d4(hashes[k], d4[centre]) <= GroupingParams().hash_sure
 
 
 def test_loose_hash_match_needs_agreeing_embeddings():
-    # 12 bits apart: more than hash_strict, within hash_loose.
+    # 12 bits apart: more than hash_sure, within hash_loose.
     d4 = [["0" * 16] * 8, ["0000000000000fff"] * 8]
     ids = [sha("a"), sha("b")]
     close = np.array([[1.0, 0.0], [0.95, np.sqrt(1 - 0.95**2)]], dtype=np.float32)
