@@ -24,9 +24,20 @@ WORK_NAMESPACE = f"work/{WORK_VERSION}"
 CHUNK = 64
 
 
+@dataclass(frozen=True)
+class Failed:
+    """What ``compute`` returns for an image it could not process (a provider refused it).
+
+    Failed images are reported and left out of the memo, so the next run tries them again.
+    """
+
+    reason: str
+
+
 @dataclass
 class MapResult:
     entries: dict[str, dict] = field(default_factory=dict)  # by SHA-256
+    failures: dict[str, str] = field(default_factory=dict)  # SHA-256 -> reason
     hits: int = 0
     misses: int = 0
     work_images_loaded: int = 0
@@ -44,13 +55,14 @@ class MapResult:
             "work_images_loaded": self.work_images_loaded,
             "originals_fetched": self.originals_fetched,
             "image_bytes_fetched": self.bytes_fetched,
+            "failed": len(self.failures),
         }
 
 
 def map_images(
     sources: dict[str, str],
     namespace: str,
-    compute: Callable[[Sequence[Image.Image]], list[dict]],
+    compute: Callable[[Sequence[Image.Image]], list[dict | Failed]],
     *,
     memo: MemoStore,
     uploads: UploadsBucket,
@@ -79,12 +91,17 @@ def map_images(
         shas = missing[start : start + chunk]
         images = _working_images(shas, sources, memo, uploads, result, log)
         # Written per chunk: a run that dies later keeps what it finished.
-        computed = dict(zip(shas, compute([images[sha] for sha in shas]), strict=True))
+        outcome = dict(zip(shas, compute([images[sha] for sha in shas]), strict=True))
+        computed = {sha: e for sha, e in outcome.items() if not isinstance(e, Failed)}
+        for sha, entry in outcome.items():
+            if isinstance(entry, Failed):
+                result.failures[sha] = entry.reason
+                log.warning(f"{label}: {sources[sha]} failed: {entry.reason}")
         memo.put_json_many(namespace, computed)
         result.entries.update(computed)
         done = start + len(shas)
         log.info(f"{label}: computed {done}/{len(missing)} ({100 * done // len(missing)}%)")
-    if pack and not pack_complete:
+    if pack and not pack_complete and not result.failures:
         memo.write_pack(namespace, pack, {sha: result.entries[sha] for sha in sources})
     return result
 

@@ -30,7 +30,10 @@ def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingPar
     unique = features.drop_duplicates("sha256").set_index("sha256")
     vectors = embeddings.drop_duplicates("sha256").set_index("sha256").embedding
     shas = list(unique.index)
-    matrix = np.stack([vectors[s] for s in shas]) if shas else np.zeros((0, 1), np.float32)
+    dim = len(vectors.iloc[0]) if len(vectors) else 1
+    # An image the embedder failed on still gets a group: a zero vector links it by hash only.
+    missing = np.zeros(dim, dtype=np.float32)
+    matrix = np.stack([vectors.get(s, missing) for s in shas]) if shas else np.zeros((0, dim))
     result = group_images(
         shas,
         [list(unique.phash_d4[s]) for s in shas],

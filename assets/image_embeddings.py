@@ -4,11 +4,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.batch_map import map_images
+from assets.batch_map import Failed, map_images
 from assets.image_features import accepted_sources
 from assets.tables import content_version, coverage_check, preview
 from assets.versions import EMBEDDINGS_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
+from photogroup.embed import embed_with_failures
 from photogroup.manifest import ACCEPTED
 from resources.embedder import EmbedderResource
 from resources.memo import MemoStore
@@ -46,11 +47,14 @@ def image_embeddings(
 
     def embed(images):
         nonlocal calls
-        vectors = []
+        entries: list[dict | Failed] = []
         for start in range(0, len(images), embedder.batch_size):
             calls += 1
-            vectors.append(model.embed(images[start : start + embedder.batch_size]))
-        return _encode(np.concatenate(vectors))
+            outcome = embed_with_failures(model, images[start : start + embedder.batch_size])
+            for row, entry in enumerate(_encode(outcome.vectors)):
+                reason = outcome.failures.get(row)
+                entries.append(Failed(reason) if reason else entry)
+        return entries
 
     result = map_images(
         accepted_sources(raw_images),
@@ -64,6 +68,10 @@ def image_embeddings(
         chunk=embedder.batch_size,
     )
     table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
+    failed = table[table.sha256.isin(result.failures)].assign(
+        reason=lambda t: t.sha256.map(result.failures)
+    )
+    table = table[~table.sha256.isin(result.failures)]
     table["model_id"] = model.model_id
     table["embedding"] = [_decode(result.entries[sha]) for sha in table.sha256]
     norms = np.array([np.linalg.norm(v) for v in table.embedding])
@@ -76,6 +84,8 @@ def image_embeddings(
             "dimensions": model.dim,
             "embedder_calls": calls,
             **result.metadata(),
+            **(model.stats() if hasattr(model, "stats") else {}),
+            "failures": preview(failed, ["file", "sha256", "reason"]),
             "preview": preview(table, ["file", "sha256", "model_id"]),
         },
     )
@@ -86,3 +96,8 @@ def image_embeddings(
         metadata={"vectors": len(norms), "not_unit_or_not_finite": bad},
     )
     yield coverage_check("every_accepted_image_has_an_embedding", table, raw_images)
+    if len(failed):
+        context.log.warning(
+            f"{len(failed)} images could not be embedded and are left out of grouping; "
+            "they are retried on the next run: " + ", ".join(failed.file.head(10))
+        )

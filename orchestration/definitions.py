@@ -5,6 +5,8 @@ UI shows variable names, never values. ``python -m orchestration`` and ``./dev u
 in the embedded defaults (local SeaweedFS) when ``S3_ENDPOINT_URL`` is unset.
 """
 
+import os
+
 import dagster as dg
 
 from assets import ALL_ASSETS
@@ -15,6 +17,9 @@ from resources.parquet_io_manager import ParquetS3IOManager
 from resources.s3 import S3Resource
 from resources.uploads import UploadsBucket
 from sensors.upload_sensor import upload_sensor
+
+#: The embedding provider unless EMBEDDER_PROVIDER says otherwise (see README).
+DEFAULT_EMBEDDER = "local"
 
 
 def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:
@@ -35,7 +40,14 @@ def pipeline_resources(s3: S3Resource) -> dict:
         "uploads": UploadsBucket(s3=s3, bucket=dg.EnvVar("UPLOADS_BUCKET")),
         "memo": MemoStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
-        "embedder": EmbedderResource(),
+        # Provider by environment so one deployment switches without a code change.
+        "embedder": EmbedderResource(
+            provider=os.environ.get("EMBEDDER_PROVIDER", DEFAULT_EMBEDDER),
+            onnx_model=os.environ.get("EMBEDDER_ONNX_MODEL", ""),
+            bedrock_region=os.environ.get("AWS_REGION"),
+            bedrock_endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL"),
+            s3=s3,
+        ),
     }
 
 

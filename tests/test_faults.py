@@ -119,7 +119,8 @@ class StopS3EmbedderResource(EmbedderResource):
 
 def crash_job():
     """Module-level so Dagster can reconstruct it for re-execution from failure."""
-    resources = {**faulty_resources(), "embedder": StopS3EmbedderResource(batch_size=2)}
+    resources = faulty_resources()
+    resources["embedder"] = StopS3EmbedderResource(batch_size=2, s3=resources["uploads"].s3)
     defs = dg.Definitions(assets=ALL_ASSETS, jobs=[image_pipeline_job], resources=resources)
     return defs.resolve_job_def("image_pipeline_job")
 

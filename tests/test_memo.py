@@ -51,7 +51,8 @@ class CountingEmbedderResource(EmbedderResource):
 
 def counted_resources(model_id: str = LocalEmbedder.model_id) -> dict:
     s3 = env_s3(CountingS3Resource)
-    return {**pipeline_resources(s3), "embedder": CountingEmbedderResource(model_id=model_id)}
+    embedder = CountingEmbedderResource(model_id=model_id, s3=s3)
+    return {**pipeline_resources(s3), "embedder": embedder}
 
 
 def image_gets(env: dict) -> int:

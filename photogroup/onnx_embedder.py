@@ -1,0 +1,346 @@
+"""An :class:`~photogroup.embed.Embedder` backed by a user-supplied ONNX image encoder.
+
+The model is any ONNX graph taking one float image tensor (``N x 3 x H x W`` or
+``N x H x W x 3``) and returning features; :class:`Preprocessing` describes how photos
+become that tensor and how the output becomes one vector per image. It runs on CPU through
+onnxruntime, an optional dependency (``pip install -e '.[onnx]'``) imported only when an
+``OnnxEmbedder`` is built, so ``import photogroup`` stays light.
+
+``model_id`` is ``onnx-<sha256 of the model file>[:12]-<hash of the preprocessing>``: any
+change to the weights or to how images are fed invalidates memoised embeddings, while a
+copy of the same file at another path (or in another cache) keeps them. Weights stored as
+ONNX external data (files beside the model, for models over 2 GB) are not hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from photogroup.embed import l2_normalise
+from photogroup.features import trim_uniform_border
+
+INSTALL_HINT = "pip install -e '.[onnx]'"
+
+_RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+_FLOAT_INPUTS = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+class OnnxModelError(ValueError):
+    """The model file cannot be used as configured (not ONNX, wrong shapes, bad output)."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the model's input, and the model's output an embedding.
+
+    Pixels go through ``(value * scale - mean) / std`` per channel, with ``mean`` and
+    ``std`` in the order the model receives the channels (after ``channel_order``). Every
+    field is part of ``model_id``, except ``input_name``/``output_name`` which enter it as
+    resolved, so naming the default tensor explicitly does not change the id.
+    """
+
+    #: (width, height) fed to the model; None takes it from the model's fixed input shape.
+    size: tuple[int, int] | None = None
+    #: squash: resize to ``size`` ignoring aspect; center_crop: scale to cover, crop centre.
+    resize: Literal["squash", "center_crop"] = "squash"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet, the usual default
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    #: Crop padding/letterboxing of one colour first, as the local embedder does.
+    trim_border: bool = False
+    input_name: str | None = None  # None: the model's first input
+    output_name: str | None = None  # None: the model's first output
+    #: For outputs with more than 2 dims: average every axis but batch and ``feature_axis``
+    #: (global average pooling of a feature map, or mean over tokens), or flatten them.
+    pooling: Literal["average", "flatten"] = "average"
+    #: Axis of the output holding features when pooling: 1 for NCHW maps, -1 for NHWC maps
+    #: or ``N x tokens x D`` transformer outputs.
+    feature_axis: int = 1
+
+    def __post_init__(self) -> None:
+        # Dagster config hands over lists; tuples keep the dataclass hashable and comparable.
+        for name in ("size", "mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        _check_choice("resize", self.resize, ("squash", "center_crop"))
+        _check_choice("interpolation", self.interpolation, tuple(_RESAMPLING))
+        _check_choice("channel_order", self.channel_order, ("RGB", "BGR"))
+        _check_choice("layout", self.layout, ("NCHW", "NHWC"))
+        _check_choice("pooling", self.pooling, ("average", "flatten"))
+        if self.size is not None and (
+            len(self.size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.size)
+        ):
+            raise ValueError(f"size must be two positive integers (width, height), not {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need one value per channel (3 each)")
+        if not all(math.isfinite(s) and s != 0 for s in self.std):
+            raise ValueError(f"std values must be finite and non-zero, not {self.std}")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"scale must be finite, not {self.scale}")
+
+    def digest(self) -> str:
+        """Short hash of every setting; part of ``model_id``."""
+        settings = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(settings.encode()).hexdigest()[:8]
+
+    def to_array(self, img: Image.Image) -> np.ndarray:
+        """One image as ``H x W x 3`` float32, normalised, in the model's channel order."""
+        if self.size is None:
+            raise ValueError("Preprocessing.size is unset (it is resolved by OnnxEmbedder)")
+        img = img.convert("RGB")
+        if self.trim_border:
+            img = trim_uniform_border(img)
+        resample = _RESAMPLING[self.interpolation]
+        if self.resize == "squash":
+            img = img.resize(self.size, resample)
+        else:
+            img = ImageOps.fit(img, self.size, method=resample, centering=(0.5, 0.5))
+        pixels = np.asarray(img, dtype=np.float32)
+        if self.channel_order == "BGR":
+            pixels = pixels[..., ::-1]
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return (pixels * np.float32(self.scale) - mean) / std
+
+
+class OnnxEmbedder:
+    """Runs an ONNX image encoder on CPU; rows are float32 and L2-normalised."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        preprocessing: Preprocessing | None = None,
+        *,
+        batch_size: int = 16,
+        intra_op_num_threads: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if intra_op_num_threads < 1:
+            raise ValueError(f"intra_op_num_threads must be >= 1, not {intra_op_num_threads}")
+        self.model_path = Path(model_path)
+        if not self.model_path.exists():
+            raise FileNotFoundError(f"ONNX model file not found: {self.model_path}")
+        if not self.model_path.is_file():
+            raise OnnxModelError(f"ONNX model path is not a file: {self.model_path}")
+
+        self._session = _load_session(self.model_path, intra_op_num_threads)
+        pre = preprocessing or Preprocessing()
+        model_input = _pick(self._session.get_inputs(), pre.input_name, "input", self.model_path)
+        model_output = _pick(
+            self._session.get_outputs(), pre.output_name, "output", self.model_path
+        )
+        self._dtype = _input_dtype(model_input, self.model_path)
+        self.preprocessing = dataclasses.replace(
+            pre,
+            size=_resolve_size(model_input.shape, pre, self.model_path),
+            input_name=model_input.name,
+            output_name=model_output.name,
+        )
+        self.input_name = model_input.name
+        self.output_name = model_output.name
+
+        batch_dim = model_input.shape[0]
+        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
+        # the last chunk; a dynamic one takes ``batch_size`` images per run.
+        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) else None
+        self.batch_size = self.fixed_batch or batch_size
+        self.intra_op_num_threads = intra_op_num_threads
+
+        self.model_sha256 = _sha256_file(self.model_path)
+        self.model_id = f"onnx-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
+        declared = _declared_dim(model_output.shape, self.preprocessing)
+        # Dynamic output dims are learned from one run on a blank image.
+        self.dim: int = declared or self._run([Image.new("RGB", (8, 8))]).shape[1]
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = [
+            self._run(images[start : start + self.batch_size])
+            for start in range(0, len(images), self.batch_size)
+        ]
+        rows = np.concatenate(chunks)
+        if rows.shape[1] != self.dim:
+            raise OnnxModelError(
+                f"{self.model_path}: output '{self.output_name}' gave {rows.shape[1]} features "
+                f"per image, expected {self.dim}"
+            )
+        return l2_normalise(rows)
+
+    def _run(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Raw (un-normalised) ``len(images) x features`` for one chunk."""
+        pre = self.preprocessing
+        batch = np.stack([pre.to_array(img) for img in images])
+        count = len(batch)
+        if self.fixed_batch is not None and count < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        if pre.layout == "NCHW":
+            batch = batch.transpose(0, 3, 1, 2)
+        batch = np.ascontiguousarray(batch, dtype=self._dtype)
+        try:
+            (out,) = self._session.run([self.output_name], {self.input_name: batch})
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise OnnxModelError(
+                f"{self.model_path}: inference failed on input {list(batch.shape)} "
+                f"({pre.layout}): {exc}"
+            ) from exc
+        out = np.asarray(out)
+        if out.ndim < 2 or out.shape[0] != len(batch):
+            raise OnnxModelError(
+                f"{self.model_path}: output '{self.output_name}' has shape {list(out.shape)}; "
+                f"expected the batch of {len(batch)} first, then features"
+            )
+        return _pool(out, pre).astype(np.float32)[:count]
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(
+            f"the 'onnx' embedding provider needs onnxruntime; install the extra: {INSTALL_HINT}"
+        ) from exc
+    return onnxruntime
+
+
+def _load_session(path: Path, threads: int) -> Any:
+    ort = _import_onnxruntime()
+    options = ort.SessionOptions()
+    # Bounded threads: the pipeline runs several steps at once on small machines.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle workers would otherwise spin between runs, burning cores other steps need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # InvalidProtobuf, Fail, ... from the C++ layer
+        raise OnnxModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
+
+
+def _pick(args: Sequence[Any], name: str | None, kind: str, path: Path) -> Any:
+    if not args:
+        raise OnnxModelError(f"{path}: the model has no {kind}s")
+    if name is None:
+        return args[0]
+    for arg in args:
+        if arg.name == name:
+            return arg
+    available = ", ".join(repr(a.name) for a in args)
+    raise OnnxModelError(f"{path}: no {kind} named {name!r}; the model has {available}")
+
+
+def _input_dtype(model_input: Any, path: Path) -> type:
+    dtype = _FLOAT_INPUTS.get(model_input.type)
+    if dtype is None:
+        raise OnnxModelError(
+            f"{path}: input '{model_input.name}' is {model_input.type}; only float image "
+            "tensors (float, float16, double) are supported"
+        )
+    return dtype
+
+
+def _resolve_size(shape: Sequence[Any], pre: Preprocessing, path: Path) -> tuple[int, int]:
+    """The (width, height) to feed, checked against the model's input shape."""
+    wanted = "N x 3 x H x W" if pre.layout == "NCHW" else "N x H x W x 3"
+    if len(shape) != 4:
+        raise OnnxModelError(
+            f"{path}: input has shape {_show(shape)} but preprocessing produces {wanted} "
+            f"(layout {pre.layout}); the model needs a 4-d image input"
+        )
+    channels, height, width = (
+        (shape[1], shape[2], shape[3]) if pre.layout == "NCHW" else (shape[3], shape[1], shape[2])
+    )
+    if isinstance(channels, int) and channels != 3:
+        other = "NHWC" if pre.layout == "NCHW" else "NCHW"
+        raise OnnxModelError(
+            f"{path}: input has shape {_show(shape)}, which with layout {pre.layout} means "
+            f"{channels} channels, not 3; is the layout {other}?"
+        )
+    model_size = (width, height)
+    if pre.size is None:
+        if not all(isinstance(v, int) for v in model_size):
+            raise OnnxModelError(
+                f"{path}: input shape {_show(shape)} has a dynamic height or width; set "
+                "Preprocessing.size"
+            )
+        return (int(width), int(height))
+    for axis, fixed, chosen in (("width", width, pre.size[0]), ("height", height, pre.size[1])):
+        if isinstance(fixed, int) and fixed != chosen:
+            raise OnnxModelError(
+                f"{path}: input has shape {_show(shape)} ({pre.layout}), {axis} {fixed}, but "
+                f"preprocessing size is {pre.size[0]}x{pre.size[1]} (width x height)"
+            )
+    return pre.size
+
+
+def _declared_dim(shape: Sequence[Any], pre: Preprocessing) -> int | None:
+    """Embedding size from the output's static shape, or None if it is dynamic."""
+    rest = list(shape[1:])
+    if not rest:
+        return None
+    if len(rest) == 1 or pre.pooling == "flatten":
+        return math.prod(rest) if all(isinstance(v, int) for v in rest) else None
+    try:
+        features = shape[pre.feature_axis]
+    except IndexError:
+        return None
+    return features if isinstance(features, int) else None
+
+
+def _pool(out: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    if out.ndim == 2:
+        return out
+    if pre.pooling == "flatten":
+        return out.reshape(out.shape[0], -1)
+    if not -out.ndim < pre.feature_axis < out.ndim or pre.feature_axis % out.ndim == 0:
+        raise OnnxModelError(
+            f"feature_axis {pre.feature_axis} is not a non-batch axis of the "
+            f"{out.ndim}-d output {list(out.shape)}"
+        )
+    axis = pre.feature_axis % out.ndim
+    spatial = tuple(a for a in range(1, out.ndim) if a != axis)
+    return out.mean(axis=spatial, dtype=np.float64)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _show(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(v) if v is not None else "?" for v in shape) + "]"
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,0 +1,299 @@
+"""A stand-in of the Bedrock Runtime ``InvokeModel`` API for Titan image embeddings.
+
+Real boto3 reaches it through ``endpoint_url`` with dummy credentials: real HTTP, real
+rest-json error parsing; the SigV4 ``Authorization`` header is only checked to be there.
+botocore sends the model id percent-encoded in the path (``amazon.titan-embed-image-v1:0``
+arrives as ``/model/amazon.titan-embed-image-v1%3A0/invoke``), so the route unquotes it.
+
+The embedding is a fixed random projection of the grey image at 16 x 16 (plus a constant
+so no image maps to zero), scaled so rows are *not* unit length: the same pixels always
+give the same vector, similar pictures give similar vectors, and the client has to
+normalise. Faults are configured per instance (attributes may be changed between calls):
+
+* ``throttle_first``: the first K requests get 429 ``ThrottlingException``;
+* ``quota``: ``(count, seconds)``, a 429 for a request beyond ``count`` in the trailing
+  ``seconds`` (accepted requests only), like a provider enforcing its own limit;
+* ``fail_requests``: request number (1-based, in arrival order) -> HTTP status, answered
+  with that status's Bedrock error (500 InternalServerException, 503
+  ServiceUnavailableException, 403 AccessDeniedException, ...);
+* ``slow_requests``: request number -> seconds to wait before answering (read timeouts);
+* ``reject_image``: images it always refuses with 400 ``ValidationException``; by default
+  those whose top-left pixel is pure magenta.
+
+Every request is recorded with its ``time.monotonic()`` arrival for assertions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MODEL_PREFIX = "amazon.titan-embed-image-v1"
+OUTPUT_LENGTHS = (256, 384, 1024)
+_ROUTE = re.compile(r"/model/(?P<model>[^/]+)/invoke")
+_ERROR_CODES = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+_MAGENTA = (255, 0, 255)
+
+
+def magenta_corner(img: Image.Image) -> bool:
+    """The default always-rejected image: top-left pixel pure magenta."""
+    return img.convert("RGB").getpixel((0, 0)) == _MAGENTA
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as it arrived."""
+
+    seq: int  # 1-based, arrival order
+    arrived: float  # time.monotonic() when the request line was read
+    path: str  # raw, as sent on the wire
+    model_id: str  # unquoted
+    status: int
+    output_length: int | None
+    signed: bool  # carried a SigV4 Authorization header
+
+
+@dataclass
+class BedrockRuntimeStandIn:
+    throttle_first: int = 0
+    quota: tuple[int, float] | None = None
+    fail_requests: dict[int, int] = field(default_factory=dict)
+    slow_requests: dict[int, float] = field(default_factory=dict)
+    reject_image: Callable[[Image.Image], bool] = magenta_corner
+    seed: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._accepted: list[float] = []
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._projections: dict[int, np.ndarray] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("stand-in not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> BedrockRuntimeStandIn:
+        # Port 0: the OS picks a free port, so parallel test sessions never collide.
+        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="bedrock-standin",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()  # wakes slow requests
+        self._server.shutdown()  # serve_forever returns
+        self._server.close_connections()  # keep-alive handlers see EOF instead of waiting
+        self._server.server_close()  # joins the handler threads
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self) -> BedrockRuntimeStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- behaviour -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget recorded requests and numbering (faults stay as configured)."""
+        with self._lock:
+            self.requests.clear()
+            self._accepted.clear()
+            self._seq = 0
+
+    def embedding_for(self, img: Image.Image, length: int = 1024) -> np.ndarray:
+        """The (unnormalised) vector this stand-in returns for ``img``."""
+        grey = img.convert("L").resize((16, 16), Image.Resampling.BILINEAR)
+        features = np.append(np.asarray(grey, dtype=np.float64).ravel() / 255.0, 1.0)
+        with self._lock:
+            matrix = self._projections.get(length)
+            if matrix is None:
+                rng = np.random.default_rng([self.seed, length])
+                matrix = self._projections[length] = rng.standard_normal((features.size, length))
+        return 3.0 * features @ matrix
+
+    def arrivals(self) -> list[float]:
+        with self._lock:
+            return [r.arrived for r in self.requests]
+
+    def _next(self) -> tuple[int, float]:
+        with self._lock:
+            self._seq += 1
+            return self._seq, time.monotonic()
+
+    def _within_quota(self, now: float) -> bool:
+        if self.quota is None:
+            return True
+        count, seconds = self.quota
+        with self._lock:
+            recent = [t for t in self._accepted if now - t < seconds]
+            if len(recent) >= count:
+                return False
+            recent.append(now)
+            self._accepted[:] = recent
+            return True
+
+    def _answer(self, seq: int, arrived: float, model_id: str, body: bytes) -> tuple[int, dict]:
+        """Status and JSON body for one request (after its body has been read)."""
+        if seq <= self.throttle_first or not self._within_quota(arrived):
+            return 429, {"message": "Too many requests, please wait before trying again."}
+        if seq in self.fail_requests:
+            status = self.fail_requests[seq]
+            return status, {"message": f"stand-in fault {status} on request {seq}"}
+        if not model_id.startswith(MODEL_PREFIX):
+            return 400, {"message": "The provided model identifier is invalid."}
+        try:
+            request = json.loads(body)
+            image_b64 = request["inputImage"]
+            length = request.get("embeddingConfig", {}).get("outputEmbeddingLength", 1024)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return 400, {"message": "Malformed input request, please reformat your input."}
+        if length not in OUTPUT_LENGTHS:
+            return 400, {
+                "message": f"outputEmbeddingLength {length!r} is not one of 256, 384, 1024"
+            }
+        try:
+            img = Image.open(io.BytesIO(base64.b64decode(image_b64, validate=True)))
+            img.load()
+        except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
+            return 400, {"message": "Unable to process provided image."}
+        if self.reject_image(img):
+            return 400, {"message": "The provided image is not supported by this stand-in."}
+        vector = self.embedding_for(img, length)
+        return 200, {"embedding": vector.tolist(), "inputTextTokenCount": 0}
+
+
+@contextmanager
+def bedrock_runtime(**behaviour) -> Iterator[BedrockRuntimeStandIn]:
+    """Run a stand-in for the duration of a ``with`` block."""
+    with BedrockRuntimeStandIn(**behaviour) as standin:
+        yield standin
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler, standin: BedrockRuntimeStandIn) -> None:
+        self.standin = standin
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with suppress(OSError):  # already closed by the client
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
+    timeout = 30  # a stuck client cannot hold a handler thread forever
+    server: _Server
+
+    def do_POST(self) -> None:
+        standin = self.server.standin
+        seq, arrived = standin._next()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        raw_path = self.path.split("?", 1)[0]
+        match = _ROUTE.fullmatch(raw_path)
+        model_id = urllib.parse.unquote(match["model"]) if match else ""
+        if match is None:
+            status, payload = 404, {"message": f"no route for POST {raw_path}"}
+        else:
+            status, payload = standin._answer(seq, arrived, model_id, body)
+        output_length = None
+        with suppress(ValueError, KeyError, TypeError):
+            output_length = json.loads(body)["embeddingConfig"]["outputEmbeddingLength"]
+        with standin._lock:
+            standin.requests.append(
+                Recorded(
+                    seq=seq,
+                    arrived=arrived,
+                    path=raw_path,
+                    model_id=model_id,
+                    status=status,
+                    output_length=output_length,
+                    signed=self.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256"),
+                )
+            )
+        delay = standin.slow_requests.get(seq, 0.0)
+        if delay and standin._stopping.wait(delay):
+            return
+        self._send(status, payload)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-amzn-RequestId", f"standin-{id(payload):x}")
+            if status != HTTPStatus.OK:
+                code = _ERROR_CODES.get(status, "InternalServerException")
+                # Bedrock's form; botocore keeps the part before the colon.
+                self.send_header(
+                    "x-amzn-ErrorType",
+                    f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                )
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (read timeout); nothing to answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep test output clean
