@@ -1,0 +1,108 @@
+"""Geometric verification tells an edited copy from another photo; colour names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from photogroup.cluster import GroupingParams, group_images
+from photogroup.colours import colour_name
+from photogroup.embed import LocalEmbedder
+from photogroup.features import compute_features
+from photogroup.samples import load_photo
+from photogroup.verify import Keypoints, inlier_count, orb_keypoints
+
+MIN = GroupingParams().min_inliers
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    out = {}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        img = load_photo(name)
+        img.thumbnail((512, 512))
+        out[name] = img
+    return out
+
+
+def crop(img: Image.Image, fraction: float) -> Image.Image:
+    dx, dy = int(img.width * fraction), int(img.height * fraction)
+    return img.crop((dx, dy, img.width - dx, img.height - dy))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda im: crop(im, 0.15),
+        lambda im: ImageOps.mirror(crop(im, 0.12)),
+        lambda im: im.rotate(6, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255)),
+        lambda im: im.resize((int(im.width * 1.35), im.height)),
+        lambda im: crop(im, 0.1).transpose(Image.Transpose.ROTATE_90),
+    ],
+    ids=["crop", "mirrored-crop", "small-rotation", "stretch", "crop-quarter-turn"],
+)
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_edited_copies_verify(photos, name, edit):
+    original = orb_keypoints(photos[name])
+    assert inlier_count(original, orb_keypoints(edit(photos[name]))) >= 2 * MIN
+
+
+@pytest.mark.parametrize("a,b", [("astronaut", "coffee"), ("chelsea", "rocket")])
+def test_different_photos_do_not_verify(photos, a, b):
+    assert inlier_count(orb_keypoints(photos[a]), orb_keypoints(photos[b])) < MIN
+
+
+def test_keypoints_round_trip_through_bytes_and_base64(photos):
+    kp = orb_keypoints(photos["coffee"])
+    back = Keypoints.from_bytes(kp.to_bytes())
+    assert back.descriptors.tobytes() == kp.descriptors.tobytes()
+    assert np.allclose(back.xy, kp.xy, atol=0.5)  # float16 coordinates
+    assert back.diagonal == pytest.approx(kp.diagonal)
+    features = compute_features(photos["coffee"])
+    assert Keypoints.from_base64(features.keypoints).descriptors.shape[1] == 32
+    assert Keypoints.from_base64("") is None
+
+
+def test_a_blank_image_has_no_keypoints_and_verifies_nothing(photos):
+    blank = orb_keypoints(Image.new("RGB", (200, 200), (255, 255, 255)))
+    assert len(blank.xy) == 0
+    assert inlier_count(blank, orb_keypoints(photos["coffee"])) == 0
+
+
+def test_verification_links_a_tight_crop(photos):
+    original = photos["astronaut"]
+    cropped = crop(original, 0.2)
+    images = [original, cropped, photos["coffee"]]
+    feats = [compute_features(im) for im in images]
+    emb = LocalEmbedder().embed(images)
+    ids = [f"{i:064x}" for i in range(3)]
+    d4 = [f.phash_d4 for f in feats]
+    kps = [Keypoints.from_base64(f.keypoints) for f in feats]
+    # Every pair a candidate; the hash-and-cosine rule off, so only verification can link.
+    params = GroupingParams(cos_candidate=-1.0, hash_loose=0, cos_strict=1.1)
+    without = {a.image_id: a.group_id for a in group_images(ids, d4, emb, params)}
+    assert without[ids[0]] != without[ids[1]]
+    with_kp = {a.image_id: a.group_id for a in group_images(ids, d4, emb, params, kps)}
+    assert with_kp[ids[0]] == with_kp[ids[1]] != with_kp[ids[2]]
+
+
+@pytest.mark.parametrize(
+    "hex_colour,name",
+    [("#c81e28", "red"), ("#8b0000", "red"), ("#1a1a1a", "black"), ("#fafafa", "white"),
+     ("#2050c8", "blue"), ("#141e5a", "navy"), ("#808080", "grey"), ("#dcc8a0", "beige")],
+)  # fmt: skip
+def test_colour_names(hex_colour, name):
+    assert colour_name(hex_colour) == name
+
+
+@pytest.mark.parametrize("bad", ["", "#12", "zzzzzz", None])
+def test_malformed_colours_have_no_name(bad):
+    assert colour_name(bad) == ""
+
+
+def test_groups_are_named_by_their_centres_colour():
+    ids = [f"{i:064x}" for i in range(2)]
+    d4 = [["0" * 16] * 8, ["f" * 16] * 8]
+    out = group_images(ids, d4, np.eye(2, dtype=np.float32), colours=["#c81e28", "#2050c8"])
+    assert [a.colour for a in out] == ["red", "blue"]
