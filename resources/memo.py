@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 from pydantic import Field
 
-from resources.s3 import S3Resource, check_bucket_name, fetch_objects
+from resources.s3 import FetchReport, S3Resource, check_bucket_name, fetch_objects
 
 
 class MemoStore(dg.ConfigurableResource):
@@ -28,6 +28,16 @@ class MemoStore(dg.ConfigurableResource):
     bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) that holds the entries.")
     prefix: str = Field(default="memo", description="Key prefix of all memo entries.")
     max_concurrency: int = Field(default=16, description="Parallel lookups and writes.")
+    fetch_batch_size: int = Field(
+        default=10,
+        description="Entries per lookup batch, the unit of the fetch metrics; two batches "
+        "are queued at a time.",
+    )
+    fetch_concurrency: int = Field(
+        default=5,
+        description="GET requests in flight when looking entries up (at most the S3 "
+        "resource's max_pool_connections).",
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_bucket_name(self.bucket)
@@ -38,9 +48,7 @@ class MemoStore(dg.ConfigurableResource):
     def get_many(self, namespace: str, keys: Iterable[str]) -> tuple[dict[str, bytes], dict]:
         """Found entries by key, and lookup errors other than 'not found' by key."""
         wanted = {self.entry_key(namespace, k): k for k in dict.fromkeys(keys)}
-        report = fetch_objects(
-            self.s3.get_client(), self.bucket, list(wanted), max_concurrency=self.max_concurrency
-        )
+        report = self._fetch(list(wanted))
         found = {wanted[k]: v for k, v in report.data.items()}
         errors = {wanted[k]: e for k, e in report.errors.items() if not e.startswith("NoSuchKey")}
         return found, errors
@@ -87,7 +95,7 @@ class MemoStore(dg.ConfigurableResource):
 
     def _read_pack(self, namespace: str, pack: str, on_corrupt) -> dict[str, dict]:
         key = self.pack_key(namespace, pack)
-        report = fetch_objects(self.s3.get_client(), self.bucket, [key])
+        report = self._fetch([key])
         if key not in report.data:
             if not report.errors.get(key, "").startswith("NoSuchKey"):
                 on_corrupt(f"pack {pack}", report.errors[key])
@@ -100,6 +108,15 @@ class MemoStore(dg.ConfigurableResource):
             on_corrupt(f"pack {pack}", f"unreadable pack: {exc}")
             return {}
         return entries
+
+    def _fetch(self, keys: list[str]) -> FetchReport:
+        return fetch_objects(
+            self.s3.get_fetch_client(),
+            self.bucket,
+            keys,
+            batch_size=self.fetch_batch_size,
+            max_concurrency=self.fetch_concurrency,
+        )
 
     def put_many(self, namespace: str, entries: dict[str, bytes]) -> int:
         """Write entries concurrently; returns how many were written."""

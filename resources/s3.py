@@ -1,30 +1,30 @@
 """S3 client with timeouts, bounded pools and retries, plus a concurrent batch fetcher.
 
-Retries on throttling, 5xx and connection errors come from botocore's ``standard`` retry
-mode (exponential backoff with jitter; 403/404 are never retried). A body that breaks
-off mid-read is not covered by botocore, so :func:`fetch_objects` retries that itself.
+Ordinary calls are retried by botocore's ``standard`` retry mode (throttling, 5xx and
+connection errors, exponential backoff with jitter; 403/404 never). The batch fetcher's GETs
+are not: :func:`fetch_objects` retries by itself on a client whose botocore retries are off
+(:meth:`S3Resource.get_fetch_client`). One layer only, because botocore's attempts times
+ours would multiply (6 x 4); ours, not botocore's, because botocore cannot retry a body that
+breaks off mid-read, its retries go uncounted when a request ends in a connection error,
+and its sleeps cannot be injected in tests.
 """
 
 import random
 import re
+import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import islice
+from typing import Any, NamedTuple, Self
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 from dagster_aws.s3 import S3Resource as DagsterS3Resource
 from pydantic import Field, PrivateAttr
-
-_STREAM_ERRORS = (
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ResponseStreamingError,
-    botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ConnectionClosedError,
-)
 
 
 class S3Resource(DagsterS3Resource):
@@ -46,12 +46,22 @@ class S3Resource(DagsterS3Resource):
     )
 
     _client: Any = PrivateAttr(default=None)
+    _fetch_client: Any = PrivateAttr(default=None)
 
     def get_client(self):
         """One client per resource instance: building one costs ~0.1 s, and it is thread-safe."""
         if self._client is None:
             self._client = self.create_client()
         return self._client
+
+    def get_fetch_client(self):
+        """The client for :func:`fetch_objects`: this resource's settings and whatever
+        ``create_client`` adds (a subclass's hooks too), with botocore's retries off because
+        the fetcher retries by itself. One per resource instance, like :meth:`get_client`."""
+        if self._fetch_client is None:
+            # Config's max_attempts counts retries, so 0 means one attempt per request.
+            self._fetch_client = self.model_copy(update={"max_attempts": 0}).create_client()
+        return self._fetch_client
 
     def create_client(self):
         session = boto3.session.Session(profile_name=self.profile_name)
@@ -112,6 +122,7 @@ def client_config(
     read_timeout: float = 30.0,
     max_pool_connections: int = 32,
 ) -> Config:
+    """``max_attempts`` is botocore's retries after the first attempt: 0 for a fetch client."""
     return Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=connect_timeout,
@@ -120,24 +131,87 @@ def client_config(
     )
 
 
+# --- the batch fetcher ---------------------------------------------------------------------
+
+#: Error codes and HTTP statuses worth another attempt: throttling and server-side failures.
+#: Everything else (NoSuchKey/404, AccessDenied/403, other 4xx) fails the same way again.
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Transport failures: no answer, or a body that broke off. SSLError (a bad certificate) is a
+#: ConnectionError too, but not transient, so it is not listed.
+RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectTimeoutError,
+    # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError (body read failed)
+    # and any other error botocore wraps from the HTTP layer.
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,  # body shorter than its Content-Length
+)
+
+
 @dataclass
 class FetchReport:
-    """Per-key outcome of a batch fetch; one failed key never hides the others' bytes."""
+    """Per-key outcome of a fetch, one failed key never hides the others' bytes, plus
+    metrics. Reports add up (``a + b``, ``a += b``, :meth:`merge`) when a caller fetches in
+    several chunks."""
 
     data: dict[str, bytes] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # key -> "<Code>: what happened"
     bytes_fetched: int = 0
-    seconds: float = 0.0
-    retries: int = 0  # retried requests, botocore's and ours
+    seconds: float = 0.0  # wall time spent waiting for the bytes
+    object_seconds: float = 0.0  # summed per object: first request to outcome, retries included
+    batches: int = 0
+    retries: int = 0  # requests sent again after a retryable error
+    max_concurrency: int = 0  # peak GET requests in flight
+
+    @property
+    def objects(self) -> int:
+        return len(self.data) + len(self.errors)
+
+    def __iadd__(self, other: "FetchReport") -> Self:
+        self.data.update(other.data)
+        self.errors.update(other.errors)
+        self.bytes_fetched += other.bytes_fetched
+        self.seconds += other.seconds
+        self.object_seconds += other.object_seconds
+        self.batches += other.batches
+        self.retries += other.retries
+        self.max_concurrency = max(self.max_concurrency, other.max_concurrency)
+        return self
+
+    def __add__(self, other: "FetchReport") -> "FetchReport":
+        return FetchReport().merge(self).merge(other)
+
+    def merge(self, other: "FetchReport") -> Self:
+        """Add ``other`` into this report (chunks fetched one after another) and return it."""
+        self += other
+        return self
 
     def metadata(self) -> dict[str, float | int]:
-        fetched = len(self.data)
+        """Dagster asset metadata. The averages are recomputed from totals, so merge reports
+        before calling this rather than summing the metadata of several."""
+        objects = self.objects
         return {
-            "objects_fetched": fetched,
+            "objects_fetched": len(self.data),
             "objects_failed": len(self.errors),
             "bytes_fetched": self.bytes_fetched,
             "fetch_seconds": round(self.seconds, 3),
+            "fetch_avg_seconds": round(self.object_seconds / objects, 4) if objects else 0.0,
+            "fetch_batches": self.batches,
+            "fetch_avg_batch_size": round(objects / self.batches, 2) if self.batches else 0.0,
             "fetch_retries": self.retries,
+            "fetch_max_concurrency": self.max_concurrency,
         }
 
 
@@ -146,40 +220,177 @@ def fetch_objects(
     bucket: str,
     keys: Iterable[str],
     *,
-    max_concurrency: int = 8,
-    stream_attempts: int = 3,
+    batch_size: int = 10,
+    max_concurrency: int = 5,
+    max_attempts: int = 4,
+    base_delay: float = 1.0,
+    max_delay: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> FetchReport:
-    """GET every key with at most ``max_concurrency`` requests in flight."""
-    report = FetchReport()
+    """GET every key; see :func:`iter_fetch`, of which this is the merged report."""
     started = time.perf_counter()
-
-    def one(key: str) -> tuple[str, bytes | None, str | None, int]:
-        for attempt in range(stream_attempts):
-            try:
-                response = client.get_object(Bucket=bucket, Key=key)
-                body = response["Body"].read()
-                # botocore's own retries (throttling, 5xx, dropped connections) plus ours.
-                retried = attempt + response["ResponseMetadata"].get("RetryAttempts", 0)
-                return key, body, None, retried
-            except _STREAM_ERRORS as exc:
-                if attempt == stream_attempts - 1:
-                    return key, None, f"{type(exc).__name__}: {exc}", attempt
-                time.sleep(min(4.0, 0.25 * 2**attempt) * (0.5 + random.random()))
-            except botocore.exceptions.ClientError as exc:
-                error = exc.response.get("Error", {})
-                retried = attempt + exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
-                return key, None, f"{error.get('Code')}: {error.get('Message')}", retried
-            except botocore.exceptions.BotoCoreError as exc:
-                return key, None, f"{type(exc).__name__}: {exc}", attempt
-        raise AssertionError("unreachable")
-
-    with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
-        for key, body, error, retries in pool.map(one, keys):
-            report.retries += retries
-            if body is None:
-                report.errors[key] = error or "unknown error"
-            else:
-                report.data[key] = body
-                report.bytes_fetched += len(body)
+    report = FetchReport()
+    for batch in iter_fetch(
+        client,
+        bucket,
+        keys,
+        batch_size=batch_size,
+        max_concurrency=max_concurrency,
+        max_attempts=max_attempts,
+        base_delay=base_delay,
+        max_delay=max_delay,
+        sleep=sleep,
+    ):
+        report += batch
     report.seconds = time.perf_counter() - started
     return report
+
+
+def iter_fetch(
+    client,
+    bucket: str,
+    keys: Iterable[str],
+    *,
+    batch_size: int = 10,
+    max_concurrency: int = 5,
+    max_attempts: int = 4,
+    base_delay: float = 1.0,
+    max_delay: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[FetchReport]:
+    """GET the (de-duplicated) keys in batches of ``batch_size``, one report per batch.
+
+    Two batches are queued at a time and the next one is queued when one is handed over: the
+    workers go from one batch straight to the next (no wait for each batch's slowest
+    request), the next batch is fetched while the caller handles this one, and at most two
+    batches of bytes are held. ``max_concurrency`` counts GET requests in flight (what the
+    endpoint and the connection pool see), not batches.
+
+    A key is tried up to ``max_attempts`` times while its error is retryable (throttling,
+    5xx, connection and body-read errors), sleeping with exponential backoff and full jitter,
+    a uniform delay in ``[0, min(max_delay, base_delay * 2**retry)]`` (at most 1, 2, 4 s by
+    default); a backoff sleep keeps its worker, so a throttled endpoint gets fewer requests.
+    Errors are reported per key, starting with the error code, never raised.
+
+    ``client`` must have botocore's retries off (:meth:`S3Resource.get_fetch_client`) and a
+    connection pool of at least ``max_concurrency``.
+    """
+    if min(batch_size, max_concurrency, max_attempts) < 1:
+        raise ValueError("batch_size, max_concurrency and max_attempts must be >= 1")
+    _check_client(client, max_concurrency)
+    keys = list(dict.fromkeys(keys))
+    in_flight = _InFlight()
+    backoff = random.Random()
+
+    def fetch(key: str) -> _Outcome:
+        started = time.perf_counter()
+        for attempt in range(1, max_attempts + 1):
+            try:
+                with in_flight:
+                    response = client.get_object(Bucket=bucket, Key=key)
+                    try:
+                        body = response["Body"].read()
+                    finally:
+                        response["Body"].close()
+                return _Outcome(key, body, None, attempt - 1, time.perf_counter() - started)
+            except botocore.exceptions.ClientError as exc:
+                code, status, message = _client_error(exc)
+                retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
+                failure = f"{code}: GET s3://{bucket}/{key} failed with HTTP {status}"
+            except RETRYABLE_EXCEPTIONS as exc:
+                retryable, message = True, str(exc)
+                failure = f"{type(exc).__name__}: GET s3://{bucket}/{key} failed"
+            except botocore.exceptions.BotoCoreError as exc:  # e.g. no credentials
+                retryable, message = False, str(exc)
+                failure = f"{type(exc).__name__}: GET s3://{bucket}/{key} failed"
+            if not retryable or attempt == max_attempts:
+                plural = "s" if attempt > 1 else ""
+                tries = f"after {attempt} attempt{plural}" if retryable else "(not retryable)"
+                error = f"{failure} {tries}: {message}"
+                return _Outcome(key, None, error, attempt - 1, time.perf_counter() - started)
+            sleep(backoff.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1))))
+        raise AssertionError("unreachable")
+
+    if not keys:
+        return
+    batches = (keys[i : i + batch_size] for i in range(0, len(keys), batch_size))
+    pool = ThreadPoolExecutor(min(max_concurrency, len(keys)), thread_name_prefix="s3-fetch")
+    queued = deque([pool.submit(fetch, key) for key in batch] for batch in islice(batches, 2))
+    try:
+        while queued:
+            yield _batch_report(queued.popleft(), in_flight)
+            if batch := next(batches, None):
+                queued.append([pool.submit(fetch, key) for key in batch])
+    finally:  # also when the caller stops early: drop what is queued
+        pool.shutdown(cancel_futures=True)
+
+
+def _batch_report(futures: "list[Future[_Outcome]]", in_flight: "_InFlight") -> FetchReport:
+    waited = time.perf_counter()
+    outcomes = [future.result() for future in futures]
+    report = FetchReport(seconds=time.perf_counter() - waited, batches=1)
+    for outcome in outcomes:
+        if outcome.body is not None:
+            report.data[outcome.key] = outcome.body
+            report.bytes_fetched += len(outcome.body)
+        else:
+            report.errors[outcome.key] = outcome.error or "unknown error"
+        report.retries += outcome.retries
+        report.object_seconds += outcome.seconds
+    report.max_concurrency = in_flight.take_peak()
+    return report
+
+
+class _Outcome(NamedTuple):
+    key: str
+    body: bytes | None
+    error: str | None
+    retries: int
+    seconds: float
+
+
+class _InFlight:
+    """Counts requests in flight and remembers the peak."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *_) -> None:
+        with self._lock:
+            self.now -= 1
+
+    def take_peak(self) -> int:
+        """The peak since the last call."""
+        with self._lock:
+            peak, self.peak = self.peak, self.now
+        return peak
+
+
+def _client_error(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
+    """Code, HTTP status and message; only these, so nothing else of the response (request
+    ids, signing details) ends up in a report."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    error = exc.response.get("Error", {})
+    return error.get("Code") or str(status), status, error.get("Message") or "no message"
+
+
+def _check_client(client, max_concurrency: int) -> None:
+    config = client.meta.config
+    if (config.retries or {}).get("total_max_attempts") != 1:
+        raise ValueError(
+            "fetch_objects retries by itself: pass a client with botocore retries off "
+            "(S3Resource.get_fetch_client(), or client_config(max_attempts=0))"
+        )
+    if config.max_pool_connections < max_concurrency:
+        # urllib3 would open and throw away a connection per request beyond the pool.
+        raise ValueError(
+            f"max_concurrency {max_concurrency} exceeds the client's connection pool "
+            f"({config.max_pool_connections}); raise max_pool_connections"
+        )

@@ -30,6 +30,16 @@ class UploadsBucket(dg.ConfigurableResource):
         description="Also treat a batch without _SUCCESS as finished after this many seconds "
         "without changes; 0 waits for _SUCCESS.",
     )
+    fetch_batch_size: int = Field(
+        default=10,
+        description="Uploads per fetch batch, the unit of the fetch metrics; two batches "
+        "are queued at a time.",
+    )
+    fetch_concurrency: int = Field(
+        default=5,
+        description="GET requests in flight when fetching uploads (at most the S3 resource's "
+        "max_pool_connections).",
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         check_bucket_name(self.bucket)
@@ -61,5 +71,9 @@ class UploadsBucket(dg.ConfigurableResource):
 
     def fetch(self, keys: list[str]) -> FetchReport:
         return fetch_objects(
-            self.s3.get_client(), self.bucket, keys, max_concurrency=self.max_concurrency
+            self.s3.get_fetch_client(),
+            self.bucket,
+            keys,
+            batch_size=self.fetch_batch_size,
+            max_concurrency=self.fetch_concurrency,
         )
