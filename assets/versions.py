@@ -3,8 +3,8 @@ Dagster then marks the asset and everything downstream stale, and the memo names
 changes, so every entry of that stage is recomputed (old entries are simply not read)."""
 
 RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
-WORK_VERSION = "1"  # how the working copy is made (normalisation, size): features and
+WORK_VERSION = "2"  # how the working copy is made (normalisation, size): features and
 # embeddings are computed from it, so it is part of their memo namespaces too
-FEATURES_VERSION = "2"  # 2: ORB keypoints for geometric verification
+FEATURES_VERSION = "3"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
 CLUSTERS_VERSION = "2"  # 2: sub-quadratic candidates, verification, centre check

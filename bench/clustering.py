@@ -66,7 +66,7 @@ def run_one(n: int, dim: int) -> dict:
         "seconds": seconds,
         "peak_rss_mb": peak / 1024,
         "input_rss_mb": before / 1024,
-        "links": int(len(links.a)),
+        "links": len(links.a),
         "f1": quality.get("f1"),
     }
 
@@ -78,10 +78,10 @@ def main() -> None:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.dim)))  # noqa: T201
+        print(json.dumps(run_one(args.one, args.dim)))
         return
     results = {}
-    print(f"embedding dimension {args.dim}; geometric verification off (no pixels)")  # noqa: T201
+    print(f"embedding dimension {args.dim}; geometric verification off (no pixels)")
     for n in args.sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim)],
@@ -90,13 +90,13 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results[n] = r
         f1 = f"  strict F1 vs truth {r['f1']:.3f}" if r["f1"] is not None else ""
-        print(  # noqa: T201
+        print(
             f"{n:>9,} images: {r['seconds']:7.2f} s  peak RSS {r['peak_rss_mb']:7.0f} MB "
             f"(input data {r['input_rss_mb']:.0f} MB)  links {r['links']:,}{f1}"
         )
     if 10_000 in results and 100_000 in results:
         ratio = results[100_000]["seconds"] / results[10_000]["seconds"]
-        print(f"10k -> 100k time ratio: {ratio:.1f} (10x the images)")  # noqa: T201
+        print(f"10k -> 100k time ratio: {ratio:.1f} (10x the images)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 * Strict (``group_id``): copies and edits of one photo. Two images are linked when
   - their dihedral pHash distance is small (``hash_sure``), or
-  - it is moderate (``hash_loose``) and their embeddings agree (``cos_strict``), or
-  - their embeddings are close enough to be candidates (``cos_candidate``) and ORB keypoints
-    match under one affine map (``min_inliers``): crops, small rotations, stretches.
+  - they are candidates (moderate hash distance, or embedding neighbours) and their ORB
+    keypoints match under one affine map (``min_inliers``): crops, small rotations,
+    stretches, watermarks; another viewpoint of the same product does not, or
+  - without keypoints: the hash distance is moderate (``hash_loose``) and the embeddings
+    agree (``cos_strict``).
 * Loose (``product_id``): strict groups whose embedding centroids are similar
   (``cos_product``): another viewpoint, a re-shoot.
 
@@ -30,22 +32,23 @@ from scipy.sparse.csgraph import connected_components
 
 from photogroup.colours import colour_name
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
-from photogroup.verify import Keypoints, inlier_count
+from photogroup.verify import Keypoints, verify_pair
 
 
 @dataclass(frozen=True)
 class GroupingParams:
-    """Thresholds, chosen on the calibration set of ``bench/grouping.py``."""
+    """Thresholds, chosen on the calibration set of ``bench/grouping.py`` (never on the
+    evaluation set); the comments say what each decides."""
 
-    hash_sure: int = 3  # dihedral pHash bits (of 64): at most this, same photo (viewpoint
-    # pairs of one product can be 4-6 bits apart, see GROUPING.md)
-    hash_loose: int = 18  # ... up to this, same photo if the embeddings agree too
-    cos_strict: float = 0.90  # embedding cosine needed with a loose hash match
-    cos_candidate: float = 0.70  # embedding cosine that makes a pair worth verifying
-    min_inliers: int = 20  # ORB matches under one affine map: same photo
-    cos_centre: float = 0.80  # second-hop members must be this close to the centre
-    cos_product: float = 0.86  # centroid cosine for two groups to share a product
-    neighbours: int = 10  # nearest neighbours searched per image
+    hash_sure: int = 4  # dihedral pHash bits (of 64): at most this, same photo
+    hash_loose: int = 14  # pairs this close by hash are verified (or, with no keypoints,
+    cos_strict: float = 0.90  # linked if their embeddings agree this much)
+    cos_candidate: float = 0.30  # embedding neighbours at least this close are verified
+    min_inliers: int = 100  # ORB matches under one affine map: same photo ...
+    min_inlier_share: float = 0.0  # ... if they are this share of the distinctive matches
+    cos_centre: float = 0.50  # second-hop members must be this close to the centre
+    cos_product: float = 0.80  # centroid cosine for two groups to share a product
+    neighbours: int = 20  # nearest neighbours searched per image
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -123,17 +126,22 @@ def strict_links(
     a, b, _ = unique_pairs(a, b, np.zeros(len(a)), keep="min")
     dist = dihedral_distance(d4, a, b)
     cos = pair_cosines(emb, a, b)
-    linked = (dist <= p.hash_sure) | ((dist <= p.hash_loose) & (cos >= p.cos_strict))
+    linked = dist <= p.hash_sure
     strength = np.where(linked, 1.0 - dist / 64.0, 0.0)
-    if keypoints is not None:
-        for idx in np.nonzero(~linked & (cos >= p.cos_candidate))[0]:
-            ka, kb = keypoints[a[idx]], keypoints[b[idx]]
-            if ka is None or kb is None:
-                continue
-            inliers = inlier_count(ka, kb)
-            if inliers >= p.min_inliers:
-                linked[idx] = True
-                strength[idx] = min(1.0, inliers / (4.0 * p.min_inliers))
+    has_kp = np.array([k is not None for k in keypoints]) if keypoints is not None else None
+    verifiable = has_kp[a] & has_kp[b] if has_kp is not None else np.zeros(len(a), bool)
+    # Without keypoints, a moderate hash distance plus agreeing embeddings is the best
+    # evidence there is. With them, geometry decides: two viewpoints of one product can
+    # be 4 bits apart with a 0.97 cosine, but do not match under one affine map.
+    loose = ~linked & ~verifiable & (dist <= p.hash_loose) & (cos >= p.cos_strict)
+    linked |= loose
+    strength[loose] = 1.0 - dist[loose] / 64.0
+    candidates = ~linked & verifiable & ((cos >= p.cos_candidate) | (dist <= p.hash_loose))
+    for idx in np.nonzero(candidates)[0]:
+        inliers, share = verify_pair(keypoints[a[idx]], keypoints[b[idx]])
+        if inliers >= p.min_inliers and share >= p.min_inlier_share:
+            linked[idx] = True
+            strength[idx] = min(1.0, inliers / (2.0 * p.min_inliers))
     return Links(a[linked], b[linked], strength[linked])
 
 

@@ -151,10 +151,13 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if img.format == "JPEG":
-                # DCT-domain downscaling: decodes at 1/2..1/8 scale, ~4x faster on photos.
-                img.draft("RGB", (work_size, work_size))
+                # DCT-domain downscaling at 1/2..1/8 scale, as small as keeps the long side
+                # at least 3/4 of the working size: a 12 MP phone photo decodes at 1/8
+                # (~3x faster than in full) to 504 x 378, enough for every feature.
+                scale = _draft_scale(max(img.size), 3 * work_size // 4)
+                img.draft("RGB", (img.width // scale, img.height // scale))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            img = ImageOps.exif_transpose(img) or img
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc
     except _MALFORMED as exc:
@@ -162,6 +165,11 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
     rgb = to_rgb(img)
     rgb.thumbnail((work_size, work_size), Image.Resampling.LANCZOS)
     return Decoded(rgb, content_type, width, height, frames)
+
+
+def _draft_scale(long_side: int, min_long_side: int) -> int:
+    """Largest JPEG reduction (1, 2, 4 or 8) that keeps ``min_long_side`` pixels."""
+    return max(s for s in (1, 2, 4, 8) if s == 1 or long_side // s >= min_long_side)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

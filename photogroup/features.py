@@ -22,6 +22,8 @@ BORDER_TOLERANCE = 16
 #: Trim only if what remains keeps at least this fraction of each side (guards blank images).
 MIN_TRIMMED_FRACTION = 0.2
 PALETTE_SIZE = 5
+#: Side of the thumbnail the hashes and colours are computed from.
+THUMBNAIL = 128
 
 
 @dataclass(frozen=True)
@@ -43,24 +45,42 @@ class ImageFeatures:
     keypoints: str = ""  # base64 of photogroup.verify.Keypoints.to_bytes(), for verification
 
 
-def compute_features(img: Image.Image) -> ImageFeatures:
-    """All features of an RGB working copy (see :mod:`photogroup.decode`)."""
-    palette, fractions = dominant_colors(img)
+def compute_features(img: Image.Image, keypoints: bool = True) -> ImageFeatures:
+    """All features of an RGB working copy (see :mod:`photogroup.decode`).
+
+    Hashes and colours look at a few dozen pixels a side, so they are computed from shared
+    thumbnails (``THUMBNAIL`` px, half that for wavelets and colours) rather than each from
+    the working copy: about 5x less time for the same hashes up to a bit or two. Sharpness
+    and keypoints need detail and use the working copy. ``keypoints=False`` skips the ORB
+    keypoints (then grouping falls back to hash and embedding rules).
+    """
+    small = thumbnail(img)
+    tiny = thumbnail(small, THUMBNAIL // 2)  # wavelets and colour statistics need even less
+    palette, fractions = dominant_colors(tiny)
     return ImageFeatures(
-        average_hash=str(imagehash.average_hash(img)),
-        phash=str(imagehash.phash(img)),
-        dhash=str(imagehash.dhash(img)),
-        whash=str(imagehash.whash(img)),
-        colorhash=str(imagehash.colorhash(img)),
-        phash_d4=dihedral_phash(trim_uniform_border(img)),
+        average_hash=str(imagehash.average_hash(small)),
+        phash=str(imagehash.phash(small)),
+        dhash=str(imagehash.dhash(small)),
+        whash=str(imagehash.whash(tiny)),
+        colorhash=str(imagehash.colorhash(tiny)),
+        phash_d4=dihedral_phash(thumbnail(trim_uniform_border(img))),
         dominant_colors=palette,
         dominant_fractions=fractions,
-        mean_color=_hex(ImageStat.Stat(img).mean),
+        mean_color=_hex(ImageStat.Stat(tiny).mean),
         sharpness=laplacian_variance(img),
         work_width=img.width,
         work_height=img.height,
-        keypoints=base64.b64encode(orb_keypoints(img).to_bytes()).decode(),
+        keypoints=base64.b64encode(orb_keypoints(img).to_bytes()).decode() if keypoints else "",
     )
+
+
+def thumbnail(img: Image.Image, size: int = THUMBNAIL) -> Image.Image:
+    """RGB copy at most ``size`` px a side (box-filtered: averaging is what hashes want)."""
+    small = img.convert("RGB")
+    if max(small.size) > size:
+        small = small.copy()
+        small.thumbnail((size, size), Image.Resampling.BOX)
+    return small
 
 
 def trim_uniform_border(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> Image.Image:

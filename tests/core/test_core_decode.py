@@ -175,7 +175,15 @@ def test_large_oriented_jpeg_reports_original_oriented_size():
     data = encode(Image.new("RGB", (2000, 1000), (10, 120, 200)), "JPEG", exif=exif)
     decoded = decode_image(data)
     assert (decoded.width, decoded.height) == (1000, 2000)  # not the DCT-draft size
-    assert decoded.image.size == (WORK_SIZE // 2, WORK_SIZE)
+    width, height = decoded.image.size
+    assert height == 2 * width  # turned upright, aspect kept
+    # Decoded at reduced scale: the long side keeps at least 3/4 of the working size.
+    assert 3 * WORK_SIZE // 4 <= height <= WORK_SIZE
+
+
+def test_draft_decoding_is_only_used_on_large_jpegs():
+    small = decode_image(encode(Image.new("RGB", (600, 400), (10, 120, 200)), "JPEG"))
+    assert small.image.size == (WORK_SIZE, WORK_SIZE * 2 // 3)  # plain resize, no 1/2 draft
 
 
 def test_animated_gif_gives_first_frame_and_frame_count():

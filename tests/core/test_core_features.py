@@ -211,7 +211,8 @@ def test_compute_features_of_a_padded_image_hashes_the_trimmed_content(photos):
     padded = ImageOps.expand(img, border=75, fill=(255, 255, 255))
     features = compute_features(padded)
     assert (features.work_width, features.work_height) == padded.size
-    assert features.phash_d4 == dihedral_phash(img)
+    # Hashed from a thumbnail of the trimmed image: the same hash up to a few bits.
+    assert hamming_d4(features.phash_d4[0], dihedral_phash(img)) <= 4
 
 
 def test_compute_features_of_a_two_colour_image():

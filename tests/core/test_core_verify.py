@@ -13,7 +13,10 @@ from photogroup.features import compute_features
 from photogroup.samples import load_photo
 from photogroup.verify import Keypoints, inlier_count, orb_keypoints
 
-MIN = GroupingParams().min_inliers
+#: Edited copies match with many inliers, different photos by chance with a handful; where
+#: between the two a pair links is GroupingParams.min_inliers, calibrated in bench/.
+EDITED = 60
+CHANCE = 15
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,13 @@ def photos() -> dict[str, Image.Image]:
         img = load_photo(name)
         img.thumbnail((512, 512))
         out[name] = img
+    return out
+
+
+def work_copy(img: Image.Image) -> Image.Image:
+    """As the pipeline sees an upload: its working copy, at most 512 px a side."""
+    out = img.copy()
+    out.thumbnail((512, 512), Image.Resampling.LANCZOS)
     return out
 
 
@@ -45,12 +55,12 @@ def crop(img: Image.Image, fraction: float) -> Image.Image:
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_edited_copies_verify(photos, name, edit):
     original = orb_keypoints(photos[name])
-    assert inlier_count(original, orb_keypoints(edit(photos[name]))) >= 2 * MIN
+    assert inlier_count(original, orb_keypoints(work_copy(edit(photos[name])))) >= EDITED
 
 
 @pytest.mark.parametrize("a,b", [("astronaut", "coffee"), ("chelsea", "rocket")])
 def test_different_photos_do_not_verify(photos, a, b):
-    assert inlier_count(orb_keypoints(photos[a]), orb_keypoints(photos[b])) < MIN
+    assert inlier_count(orb_keypoints(photos[a]), orb_keypoints(photos[b])) < CHANCE
 
 
 def test_keypoints_round_trip_through_bytes_and_base64(photos):
@@ -72,7 +82,7 @@ def test_a_blank_image_has_no_keypoints_and_verifies_nothing(photos):
 
 def test_verification_links_a_tight_crop(photos):
     original = photos["astronaut"]
-    cropped = crop(original, 0.2)
+    cropped = work_copy(crop(original, 0.12))
     images = [original, cropped, photos["coffee"]]
     feats = [compute_features(im) for im in images]
     emb = LocalEmbedder().embed(images)
