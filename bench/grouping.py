@@ -67,7 +67,7 @@ class Prepared:
 def prepare(works: list[Image.Image]) -> Prepared:
     features = [compute_features(w) for w in works]
     keypoints = [Keypoints.from_base64(f.keypoints) for f in features]
-    return Prepared(works, features, LocalEmbedder().embed(works), keypoints)
+    return Prepared(works, features, EMBEDDER["embedder"].embed(works), keypoints)
 
 
 def ours(prepared: Prepared, params: GroupingParams) -> tuple[list[str], list[str]]:
@@ -254,12 +254,24 @@ def imagededup_groups(labelled: LabelledSet) -> dict[str, dict[int, list[str]]]:
 # ---- the run ------------------------------------------------------------------------------
 
 
+#: The embedding provider under test (``--embedder``).
+EMBEDDER: dict[str, Any] = {"embedder": LocalEmbedder()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="speed passes (best is kept)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed section")
+    parser.add_argument(
+        "--embedder", choices=("local", "cnn"), default="local", help="embedding provider"
+    )
     args = parser.parse_args()
     run_start = time.perf_counter()
+    if args.embedder == "cnn":
+        from photogroup.cnn_embedder import CnnEmbedder
+
+        EMBEDDER["embedder"] = CnnEmbedder()
+    print(f"embedder: {EMBEDDER['embedder'].model_id}")
 
     sets = build()
     calibration, evaluation = sets["calibration"], sets["evaluation"]

@@ -25,7 +25,14 @@ class EmbedderResource(dg.ConfigurableResource):
         "ONNX encoder; 'bedrock': Amazon Titan Multimodal Embeddings.",
     )
     batch_size: int = Field(default=64, description="Images per embed call.")
-    threads: int = Field(default=2, description="CPU threads for cnn/onnx inference.")
+    threads: int = Field(
+        default=1,
+        description="CPU threads for cnn/onnx inference (1: steps of parallel runs share cores).",
+    )
+    cnn_batch_size: int = Field(
+        default=4,
+        description="cnn: network inputs per forward pass (larger was slower on a 2-core CPU).",
+    )
     cnn_orientations: int = Field(
         default=2,
         description="cnn: average the embedding over 1 (as is), 2 (plus mirror) or 8 "
@@ -76,7 +83,7 @@ class EmbedderResource(dg.ConfigurableResource):
             from photogroup.cnn_embedder import CnnEmbedder
 
             return CnnEmbedder(
-                batch_size=self.batch_size,
+                batch_size=self.cnn_batch_size,
                 threads=self.threads,
                 orientations=self.cnn_orientations,
             )
