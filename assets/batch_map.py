@@ -17,6 +17,7 @@ from PIL import Image
 from assets.versions import WORK_VERSION
 from photogroup import Rejection, decode_image, encode_work_image, open_work_image
 from resources.memo import MemoStore
+from resources.s3 import FetchReport
 from resources.uploads import UploadsBucket
 
 WORK_NAMESPACE = f"work/{WORK_VERSION}"
@@ -44,6 +45,7 @@ class MapResult:
     originals_fetched: int = 0
     bytes_fetched: int = 0
     corrupt_entries: int = 0
+    fetch: FetchReport = field(default_factory=FetchReport)  # image bytes: copies, uploads
 
     def metadata(self) -> dict:
         lookups = self.hits + self.misses
@@ -56,6 +58,7 @@ class MapResult:
             "originals_fetched": self.originals_fetched,
             "image_bytes_fetched": self.bytes_fetched,
             "failed": len(self.failures),
+            **self.fetch.metadata(),
         }
 
 
@@ -107,7 +110,7 @@ def map_images(
 
 
 def _working_images(shas, sources, memo, uploads, result: MapResult, log) -> dict:
-    blobs, _ = memo.get_many(WORK_NAMESPACE, shas)
+    blobs, _ = memo.get_many(WORK_NAMESPACE, shas, totals=result.fetch)
     result.work_images_loaded += len(blobs)
     result.bytes_fetched += sum(len(b) for b in blobs.values())
     images = {}
@@ -121,6 +124,7 @@ def _working_images(shas, sources, memo, uploads, result: MapResult, log) -> dic
     if lost:
         # Working copies are a cache too: rebuild them from the uploads if they are gone.
         report = uploads.fetch([sources[sha] for sha in lost])
+        result.fetch += report.without_bytes()
         if report.errors:
             raise dg.Failure(f"could not re-fetch {len(report.errors)} uploads: {report.errors}")
         result.originals_fetched += len(report.data)

@@ -1,5 +1,4 @@
 import hashlib
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -112,7 +111,7 @@ def raw_images(
 def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, log):
     """Manifest rows for objects not seen before, fetched and decoded chunk by chunk."""
     rows: dict[str, dict] = {}
-    totals = Counter(FetchReport().metadata())  # zeros, so every key is reported
+    totals = FetchReport()
     for obj in new:
         if obj.size > config.max_bytes:  # rejected on its listed size: never downloaded
             head = uploads.read_head(obj.key)
@@ -130,11 +129,11 @@ def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, l
                 f"{len(report.errors)} uploads could not be fetched after retries",
                 metadata={"failed_keys": dg.MetadataValue.json(report.errors)},
             )
-        totals.update(report.metadata())
+        totals += report.without_bytes()
         with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
             inspected = list(pool.map(inspect, (report.data[obj.key] for obj in part)))
         memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_png for i in inspected if i.work_png})
         rows.update({obj.key: i.row() for obj, i in zip(part, inspected, strict=True)})
         done = start + len(part)
         log.info(f"raw_images: inspected {done}/{len(fetchable)} new uploads")
-    return rows, {key: round(value, 3) for key, value in totals.items()}
+    return rows, totals.metadata()

@@ -45,10 +45,17 @@ class MemoStore(dg.ConfigurableResource):
     def entry_key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}/{namespace}/{key[:2]}/{key}"
 
-    def get_many(self, namespace: str, keys: Iterable[str]) -> tuple[dict[str, bytes], dict]:
-        """Found entries by key, and lookup errors other than 'not found' by key."""
+    def get_many(
+        self, namespace: str, keys: Iterable[str], totals: FetchReport | None = None
+    ) -> tuple[dict[str, bytes], dict]:
+        """Found entries by key, and lookup errors other than 'not found' by key.
+
+        ``totals``, if given, has this fetch's metrics added (without the bytes).
+        """
         wanted = {self.entry_key(namespace, k): k for k in dict.fromkeys(keys)}
         report = self._fetch(list(wanted))
+        if totals is not None:
+            totals += report.without_bytes()
         found = {wanted[k]: v for k, v in report.data.items()}
         errors = {wanted[k]: e for k, e in report.errors.items() if not e.startswith("NoSuchKey")}
         return found, errors

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, NamedTuple, Self
 
@@ -189,6 +189,11 @@ class FetchReport:
         self.retries += other.retries
         self.max_concurrency = max(self.max_concurrency, other.max_concurrency)
         return self
+
+    def without_bytes(self) -> "FetchReport":
+        """The same report with empty bodies: for totals kept across chunks, so the
+        metrics add up without holding every object in memory."""
+        return replace(self, data=dict.fromkeys(self.data, b""), errors=dict(self.errors))
 
     def __add__(self, other: "FetchReport") -> "FetchReport":
         return FetchReport().merge(self).merge(other)
