@@ -83,9 +83,13 @@ class LocalS3:
             zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES), exclude={s3_port}), strict=True)
         )
         log_file = self.dir / "weed.log"
+        # Each bucket is a collection with volumes of its own (about 7 on first write), and
+        # "-volume.max=0" sized the slots from free disk / volume size: ~40 buckets on a
+        # 74 GB disk. Volumes are sparse files (no preallocation), so a generous fixed
+        # count costs no disk and lets tests and tenants have hundreds of buckets.
         command = [
             weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-dir={self.dir / 'data'}", "-volume.max=0", "-master.volumeSizeLimitMB=256",
+            f"-dir={self.dir / 'data'}", "-volume.max=5000", "-master.volumeSizeLimitMB=256",
             "-master.telemetry=false",
             f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
             f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
