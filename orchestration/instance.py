@@ -10,7 +10,7 @@ from orchestration.local_s3 import REPO_ROOT
 DEFAULT_DAGSTER_HOME = REPO_ROOT / ".local" / "dagster_home"
 
 # SQLite run, event-log and schedule storage live under DAGSTER_HOME by default, so runs
-# persist across restarts of `dagster dev`. Queued runs: at most 2 per tenant at a time.
+# persist across restarts of `dagster dev`.
 DAGSTER_YAML = """\
 # Written by orchestration/instance.py (edit freely; it is not overwritten).
 telemetry:
@@ -18,13 +18,19 @@ telemetry:
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
-  config:
+concurrency:
+  # Queued runs: at most 4 at a time, 2 per tenant.
+  runs:
     max_concurrent_runs: 4
     tag_concurrency_limits:
       - key: tenant
         value:
           applyLimitPerUniqueValue: true
         limit: 2
+  # Assets in a pool run one at a time across all runs: "catalog" (catalog_index and
+  # catalog_matches) reads, changes and writes a tenant's catalogue index.
+  pools:
+    default_limit: 1
 """
 
 
