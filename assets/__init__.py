@@ -1,19 +1,28 @@
 """The image pipeline, per upload batch:
 
 raw_images -> image_features  ---\\
-          \\-> image_embeddings --> image_clusters
+          \\-> image_embeddings --> image_clusters --> catalog_index --> catalog_matches
 """
 
 import warnings
 
 import dagster as dg
 
+from assets.catalog_index import catalog_index
+from assets.catalog_matches import catalog_matches
 from assets.image_clusters import image_clusters
 from assets.image_embeddings import image_embeddings
 from assets.image_features import image_features
 from assets.raw_images import raw_images
 
-ALL_ASSETS = [raw_images, image_features, image_embeddings, image_clusters]
+ALL_ASSETS = [
+    raw_images,
+    image_features,
+    image_embeddings,
+    image_clusters,
+    catalog_index,
+    catalog_matches,
+]
 
 # Data versions from content are deliberate (an unchanged upstream leaves downstream
 # fresh); Dagster marks Output(data_version=...) beta and would warn on every step.

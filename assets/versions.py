@@ -8,3 +8,4 @@ WORK_VERSION = "2"  # how the working copy is made (normalisation, size): featur
 FEATURES_VERSION = "3"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
 CLUSTERS_VERSION = "2"  # 2: sub-quadratic candidates, verification, centre check
+CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches

@@ -129,6 +129,84 @@ def cmd_groups(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    """The tenant's catalogue images nearest to one image file."""
+    import numpy as np
+
+    from orchestration.environment import catalog_from_env, embedder_from_env, ensure_environment
+    from photogroup import Rejection, compute_features, decode_image
+    from photogroup.catalog import find_matches
+
+    try:
+        BatchKey(args.tenant, "x")
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    path = Path(args.image)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    try:
+        work = decode_image(path.read_bytes()).image
+    except Rejection as exc:
+        raise CliError(f"{path}: {exc}") from exc
+    ensure_environment()
+    catalog = catalog_from_env().load(args.tenant)
+    if catalog.vectors is None:
+        raise CliError(f"tenant {args.tenant!r} has no catalogue yet: run a batch first")
+    embedder = embedder_from_env()
+    if embedder.model_id != catalog.model_id:
+        raise CliError(
+            f"the catalogue of {args.tenant!r} holds {catalog.model_id} embeddings but "
+            f"EMBEDDER_PROVIDER gives {embedder.model_id}: set it to the pipeline's provider"
+        )
+    vector = embedder.embed([work])
+    d4 = np.array([[int(h, 16) for h in compute_features(work, keypoints=False).phash_d4]],
+                  dtype=np.uint64)  # fmt: skip
+    rows = catalog.rows.set_index("id")
+    entry_d4 = {i: np.array([int(h, 16) for h in r], np.uint64) for i, r in rows.phash_d4.items()}
+    found = find_matches(vector, d4, ["-"], catalog.vectors, catalog.hashes,
+                         rows.sha256.to_dict(), entry_d4, k=args.k)  # fmt: skip
+    matches = [
+        {
+            "file": rows.file[m.entry],
+            "batch": rows.batch[m.entry],
+            "group_id": rows.group_id[m.entry],
+            "product_id": rows.product_id[m.entry],
+            "kind": m.kind,
+            "distance": None if np.isnan(m.cosine) else round(1.0 - m.cosine, 4),
+            "hash_distance": m.hash_distance,
+        }
+        for m in found
+    ]
+    if args.json:
+        print(json.dumps({"matches": matches}))
+    else:
+        for m in matches:
+            print(f"{m['batch']}/{m['file']}  {m['group_id']}  {m['kind']}  {m['distance']}")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    """Delete a batch's partition and remove its rows from the tenant's catalogue."""
+    from orchestration.environment import catalog_from_env, ensure_environment
+    from orchestration.instance import ensure_dagster_home
+    from orchestration.partitions import upload_batch_partitions
+
+    batch = _batch(args)
+    ensure_environment()
+    ensure_dagster_home()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        if instance.has_dynamic_partition(upload_batch_partitions.name, batch.partition_key):
+            instance.delete_dynamic_partition(upload_batch_partitions.name, batch.partition_key)
+    store = catalog_from_env()
+    catalog = store.load(batch.tenant)
+    removed = catalog.remove_batch(batch.batch)
+    store.save(batch.tenant, catalog)
+    print(json.dumps({"batch": batch.partition_key, "catalogue_rows_removed": removed}))
+    return 0
+
+
 def cmd_backfill(args) -> int:
     """Register every batch found under uploads/ and launch one asset backfill per tenant."""
     import time
@@ -260,6 +338,19 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--wait", action="store_true", help="wait until the backfills finish")
     back.add_argument("--timeout", type=float, default=1800, help="seconds to --wait at most")
     back.set_defaults(handler=cmd_backfill)
+
+    search = sub.add_parser("search", help="the tenant's catalogue images nearest to IMAGE")
+    search.add_argument("--tenant", required=True, help="shop id: only its images are searched")
+    search.add_argument("image", help="an image file")
+    search.add_argument("--k", type=int, default=10, help="matches to print at most")
+    search.add_argument("--json", action="store_true", help="print JSON (the contract)")
+    search.set_defaults(handler=cmd_search)
+
+    forget = sub.add_parser(
+        "forget", help="delete a batch's partition and remove it from the tenant's catalogue"
+    )
+    batch_args(forget)
+    forget.set_defaults(handler=cmd_forget)
 
     seed_cmd = sub.add_parser("seed", help="upload and seal the sample batches")
     seed_cmd.set_defaults(handler=cmd_seed)

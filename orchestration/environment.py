@@ -63,3 +63,16 @@ def tables_from_env() -> ParquetS3IOManager:
 
 def memo_from_env() -> MemoStore:
     return MemoStore(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+
+
+def catalog_from_env():
+    from resources.catalog_store import CatalogStore
+
+    return CatalogStore(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+
+
+def embedder_from_env():
+    """The embedder the pipeline's Definitions configure (same environment variables)."""
+    from orchestration.definitions import pipeline_resources
+
+    return pipeline_resources(s3_from_env())["embedder"].get_embedder()
