@@ -266,7 +266,7 @@ def test_hash_remove_and_round_trip():
     np.testing.assert_array_equal(copy.hashes(ids[300:305]), entries[300:305])
     assert found_set(copy.search(queries, 7)) == expected
     with pytest.raises(ValueError, match="too large"):
-        copy.search(queries, 8)
+        copy.search(queries, 9)
     empty = HashIndex()
     assert all(len(part) == 0 for part in empty.search(queries, 4))
 

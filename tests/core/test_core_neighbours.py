@@ -32,7 +32,7 @@ def near_duplicate_hashes(n: int, seed: int = 0) -> np.ndarray:
     return d4
 
 
-@pytest.mark.parametrize("radius", [0, 3, 4, 7])
+@pytest.mark.parametrize("radius", [0, 3, 4, 7, 8])
 def test_hash_pairs_equal_brute_force(radius):
     d4 = near_duplicate_hashes(240)
     a, b, d = hash_pairs(d4[:, 0], d4, radius)
@@ -52,7 +52,7 @@ def test_hash_pairs_see_every_orientation():
 def test_hash_radius_beyond_exact_search_is_refused():
     d4 = near_duplicate_hashes(6)
     with pytest.raises(ValueError, match="too large"):
-        hash_pairs(d4[:, 0], d4, 8)
+        hash_pairs(d4[:, 0], d4, 9)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
