@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -144,8 +145,9 @@ def cmd_search(args) -> int:
     path = Path(args.image)
     if not path.is_file():
         raise CliError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        work = decode_image(path.read_bytes()).image
+        work = decode_image(data).image
     except Rejection as exc:
         raise CliError(f"{path}: {exc}") from exc
     ensure_environment()
@@ -163,7 +165,8 @@ def cmd_search(args) -> int:
                   dtype=np.uint64)  # fmt: skip
     rows = catalog.rows.set_index("id")
     entry_d4 = {i: np.array([int(h, 16) for h in r], np.uint64) for i, r in rows.phash_d4.items()}
-    found = find_matches(vector, d4, ["-"], catalog.vectors, catalog.hashes,
+    sha = hashlib.sha256(data).hexdigest()  # the same bytes in the catalogue: exact_bytes
+    found = find_matches(vector, d4, [sha], catalog.vectors, catalog.hashes,
                          rows.sha256.to_dict(), entry_d4, k=args.k)  # fmt: skip
     matches = [
         {
@@ -172,7 +175,7 @@ def cmd_search(args) -> int:
             "group_id": rows.group_id[m.entry],
             "product_id": rows.product_id[m.entry],
             "kind": m.kind,
-            "distance": None if np.isnan(m.cosine) else round(1.0 - m.cosine, 4),
+            "distance": None if np.isnan(m.cosine) else round(max(0.0, 1.0 - m.cosine), 4),
             "hash_distance": m.hash_distance,
         }
         for m in found

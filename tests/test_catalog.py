@@ -107,6 +107,10 @@ def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, t
         found = search(subprocess_env, "shop", query)
         assert found[0]["file"] == "coffee.jpg" and found[0]["batch"] == "b1"
         assert found[0]["kind"] == "near_duplicate"
+        same = tmp_path / "same.jpg"
+        same.write_bytes(batches["b1"]["coffee.jpg"])
+        top = search(subprocess_env, "shop", same)[0]
+        assert (top["file"], top["kind"], top["distance"]) == ("coffee.jpg", "exact_bytes", 0.0)
         rows_before = _rows(s3_client, pipeline)
 
         # Rebuild from history: drop the catalogue, materialise the batches again in order.
