@@ -1,12 +1,19 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
-from photogroup.catalog_index import VectorIndex
 
 from assets.tables import content_version, preview
 from assets.versions import CATALOG_VERSION
 from orchestration.partitions import BatchKey, upload_batch_partitions
-from photogroup.catalog import EXACT, NEAR_DUPLICATE, SIMILAR_PRODUCT, find_matches
+from photogroup.catalog import (
+    EXACT,
+    NEAR_DUPLICATE,
+    SIMILAR_PRODUCT,
+    find_matches,
+    hashes_by_id,
+)
+from photogroup.catalog_index import VectorIndex
+from photogroup.cluster import parse_hashes
 from resources.catalog_store import CatalogStore, TenantCatalog
 
 COLUMNS = ["key", "file", "sha256", "group_id", "rank", "kind", "cosine", "hash_distance",
@@ -29,12 +36,9 @@ def match_segment(segment: pd.DataFrame, catalog: TenantCatalog, batch: str) -> 
     hashes.remove(excluded)
     earlier = rows[rows.seq < seq].set_index("id")
     queries = np.stack(segment.embedding.to_numpy()).astype(np.float32)
-    d4 = np.array([[int(h, 16) for h in r] for r in segment.phash_d4], dtype=np.uint64)
-    entry_d4 = {}  # hashes of embedding neighbours come from the earlier segments' rows
-    if "phash_d4" in earlier.columns:
-        entry_d4 = {
-            i: np.array([int(h, 16) for h in r], np.uint64) for i, r in earlier.phash_d4.items()
-        }
+    d4 = parse_hashes(list(segment.phash_d4))
+    # Hashes of embedding neighbours, to tell near-duplicates from similar products.
+    entry_d4 = hashes_by_id(earlier.index, list(earlier.phash_d4))
     matches = find_matches(
         queries, d4, list(segment.sha256), vectors, hashes,
         earlier.sha256.to_dict(), entry_d4, k=K,

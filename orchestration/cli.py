@@ -136,7 +136,8 @@ def cmd_search(args) -> int:
 
     from orchestration.environment import catalog_from_env, embedder_from_env, ensure_environment
     from photogroup import Rejection, compute_features, decode_image
-    from photogroup.catalog import find_matches
+    from photogroup.catalog import find_matches, hashes_by_id
+    from photogroup.cluster import parse_hashes
 
     try:
         BatchKey(args.tenant, "x")
@@ -161,10 +162,9 @@ def cmd_search(args) -> int:
             f"EMBEDDER_PROVIDER gives {embedder.model_id}: set it to the pipeline's provider"
         )
     vector = embedder.embed([work])
-    d4 = np.array([[int(h, 16) for h in compute_features(work, keypoints=False).phash_d4]],
-                  dtype=np.uint64)  # fmt: skip
+    d4 = parse_hashes([compute_features(work, keypoints=False).phash_d4])
     rows = catalog.rows.set_index("id")
-    entry_d4 = {i: np.array([int(h, 16) for h in r], np.uint64) for i, r in rows.phash_d4.items()}
+    entry_d4 = hashes_by_id(rows.index, list(rows.phash_d4))
     sha = hashlib.sha256(data).hexdigest()  # the same bytes in the catalogue: exact_bytes
     found = find_matches(vector, d4, [sha], catalog.vectors, catalog.hashes,
                          rows.sha256.to_dict(), entry_d4, k=args.k)  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from photogroup.catalog_index import HashIndex, VectorIndex
+from photogroup.cluster import parse_hashes
 
 EXACT = "exact_bytes"
 NEAR_DUPLICATE = "near_duplicate"
@@ -34,6 +35,11 @@ def entry_id(batch: str, sha256: str) -> int:
 
 def entry_ids(batch: str, shas: Sequence[str]) -> np.ndarray:
     return np.array([entry_id(batch, s) for s in shas], dtype=np.int64)
+
+
+def hashes_by_id(ids: Sequence[int], phash_d4: Sequence[Sequence[str]]) -> dict[int, np.ndarray]:
+    """Catalogue rows' dihedral pHashes (hex) as uint64 arrays by entry id."""
+    return dict(zip((int(i) for i in ids), parse_hashes(phash_d4), strict=True))
 
 
 @dataclass(frozen=True)

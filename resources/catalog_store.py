@@ -17,9 +17,10 @@ import botocore.exceptions
 import dagster as dg
 import numpy as np
 import pandas as pd
-from photogroup.catalog_index import HashIndex, VectorIndex
 from pydantic import Field
 
+from photogroup.catalog_index import HashIndex, VectorIndex
+from photogroup.cluster import parse_hashes
 from resources.s3 import S3Resource, check_bucket_name
 
 ROW_COLUMNS = ["id", "batch", "key", "file", "sha256", "group_id", "product_id", "phash_d4", "seq"]
@@ -60,7 +61,7 @@ class TenantCatalog:
         seq = self.next_seq if seq is None else seq
         if len(segment):
             vectors = np.stack(segment.embedding.to_numpy()).astype(np.float32)
-            d4 = np.array([[int(h, 16) for h in row] for row in segment.phash_d4], dtype=np.uint64)
+            d4 = parse_hashes(list(segment.phash_d4))
             ids = segment.id.to_numpy(dtype=np.int64)
             if self.vectors is None:
                 self.vectors, self.dim = VectorIndex(vectors.shape[1]), vectors.shape[1]

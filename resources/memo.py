@@ -27,7 +27,7 @@ class MemoStore(dg.ConfigurableResource):
     s3: dg.ResourceDependency[S3Resource]
     bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) that holds the entries.")
     prefix: str = Field(default="memo", description="Key prefix of all memo entries.")
-    max_concurrency: int = Field(default=16, description="Parallel lookups and writes.")
+    max_concurrency: int = Field(default=16, description="Parallel writes.")
     fetch_batch_size: int = Field(
         default=10,
         description="Entries per lookup batch, the unit of the fetch metrics; two batches "

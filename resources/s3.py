@@ -220,32 +220,12 @@ class FetchReport:
         }
 
 
-def fetch_objects(
-    client,
-    bucket: str,
-    keys: Iterable[str],
-    *,
-    batch_size: int = 10,
-    max_concurrency: int = 5,
-    max_attempts: int = 4,
-    base_delay: float = 1.0,
-    max_delay: float = 8.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> FetchReport:
-    """GET every key; see :func:`iter_fetch`, of which this is the merged report."""
+def fetch_objects(client, bucket: str, keys: Iterable[str], **options: Any) -> FetchReport:
+    """GET every key; ``options`` and behaviour are :func:`iter_fetch`'s, whose batch
+    reports this merges into one."""
     started = time.perf_counter()
     report = FetchReport()
-    for batch in iter_fetch(
-        client,
-        bucket,
-        keys,
-        batch_size=batch_size,
-        max_concurrency=max_concurrency,
-        max_attempts=max_attempts,
-        base_delay=base_delay,
-        max_delay=max_delay,
-        sleep=sleep,
-    ):
+    for batch in iter_fetch(client, bucket, keys, **options):
         report += batch
     report.seconds = time.perf_counter() - started
     return report

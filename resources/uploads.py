@@ -24,7 +24,6 @@ class UploadsBucket(dg.ConfigurableResource):
     s3: dg.ResourceDependency[S3Resource]
     bucket: str = Field(description="Bucket holding shop uploads (UPLOADS_BUCKET).")
     prefix: str = Field(default="uploads", description="Key prefix above <tenant>/<batch>/.")
-    max_concurrency: int = Field(default=8, description="Parallel GETs when fetching images.")
     quiet_period_seconds: int = Field(
         default=0,
         description="Also treat a batch without _SUCCESS as finished after this many seconds "
