@@ -76,14 +76,16 @@ def test_run_keys_are_stable_and_a_reseal_runs_again(bucket, s3_client):
 
 def test_quiet_period_seals_a_batch_without_marker(s3_env, bucket, s3_client):
     resources = pipeline_resources(defs.resources["s3"])
+    # Long enough that a slow first tick on a loaded machine is still inside it (S3's
+    # LastModified has one-second granularity, so up to a second is already gone).
     resources["uploads"] = UploadsBucket(
-        s3=defs.resources["s3"], bucket=bucket, quiet_period_seconds=2
+        s3=defs.resources["s3"], bucket=bucket, quiet_period_seconds=6
     )
     put_all(s3_client, bucket, ["uploads/q/b1/1.jpg"])
     with dg.instance_for_test() as instance:
         early = tick(instance, resources=resources)
         assert requested(early) == []
-        time.sleep(2.5)
+        time.sleep(6.5)
         late = tick(instance, early.cursor, resources=resources)
     assert requested(late) == ["q/b1"]
 
