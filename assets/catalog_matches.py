@@ -12,7 +12,6 @@ from photogroup.catalog import (
     find_matches,
     hashes_by_id,
 )
-from photogroup.catalog_index import VectorIndex
 from photogroup.cluster import parse_hashes
 from resources.catalog_store import CatalogStore, TenantCatalog
 
@@ -28,20 +27,16 @@ def match_segment(segment: pd.DataFrame, catalog: TenantCatalog, batch: str) -> 
         return pd.DataFrame(columns=COLUMNS)
     seq = catalog.batches[batch]["seq"]
     rows = catalog.rows
+    # This batch and later ones are skipped inside the searches: only earlier images rank.
     excluded = rows.id[rows.seq >= seq].to_numpy(dtype=np.int64)
-    # A copy without this batch and later ones: the search then ranks only earlier images.
-    vectors = VectorIndex.from_bytes(catalog.vectors.to_bytes())
-    hashes = type(catalog.hashes).from_bytes(catalog.hashes.to_bytes())
-    vectors.remove(excluded)
-    hashes.remove(excluded)
     earlier = rows[rows.seq < seq].set_index("id")
     queries = np.stack(segment.embedding.to_numpy()).astype(np.float32)
     d4 = parse_hashes(list(segment.phash_d4))
     # Hashes of embedding neighbours, to tell near-duplicates from similar products.
     entry_d4 = hashes_by_id(earlier.index, list(earlier.phash_d4))
     matches = find_matches(
-        queries, d4, list(segment.sha256), vectors, hashes,
-        earlier.sha256.to_dict(), entry_d4, k=K,
+        queries, d4, list(segment.sha256), catalog.vectors, catalog.hashes,
+        earlier.sha256.to_dict(), entry_d4, k=K, exclude=excluded,
     )  # fmt: skip
     out, rank = [], {}
     for m in matches:

@@ -71,18 +71,21 @@ def find_matches(
     entry_sha: dict[int, str],
     entry_d4: dict[int, np.ndarray],
     k: int = 10,
+    exclude: np.ndarray | None = None,
 ) -> list[Match]:
     """The nearest catalogue entries of each query (embedding neighbours plus every entry
-    within ``HASH_RADIUS`` bits), classified, best first per query, at most ``k`` each."""
+    within ``HASH_RADIUS`` bits), classified, best first per query, at most ``k`` each.
+    Entries in ``exclude`` are never returned (nor crowd out others)."""
     found: dict[tuple[int, int], list] = {}
     if len(index) and len(vectors):
-        sims, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        query = np.ascontiguousarray(vectors, dtype=np.float32)
+        sims, ids = index.search(query, k, exclude=exclude)
         for q in range(len(vectors)):
             for cos, entry in zip(sims[q], ids[q], strict=True):
                 if entry >= 0:
                     found[(q, int(entry))] = [float(cos), -1]
     if len(hashes) and len(d4):
-        rows, entries, dist = hashes.search(d4, HASH_RADIUS)
+        rows, entries, dist = hashes.search(d4, HASH_RADIUS, exclude=exclude)
         for q, entry, d in zip(rows, entries, dist, strict=True):
             found.setdefault((int(q), int(entry)), [float("nan"), -1])[1] = int(d)
     matches = []

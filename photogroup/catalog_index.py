@@ -133,17 +133,32 @@ class VectorIndex:
         return 0 if self.exact else faiss.extract_index_ivf(self._index).nlist
 
     def search(
-        self, vectors: np.ndarray, k: int, *, nprobe: int | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest entries of each row: ``n x k`` cosines (descending) and ids,
         ``-inf`` and ``-1`` where the index has fewer than ``k`` (or, approximate, the
-        probed cells hold fewer)."""
+        probed cells hold fewer). Ids in ``exclude`` are skipped inside the search (a faiss
+        ID selector), so they never take the place of the k nearest others."""
         if k < 1:
             raise ValueError("k must be >= 1")
         x = self._as_matrix(vectors)
         if not len(self) or not len(x):
             return np.full((len(x), k), _NO_SCORE, np.float32), np.full((len(x), k), -1, np.int64)
-        params = None if self.exact else faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)
+        selectors = []
+        if exclude is not None and len(exclude):
+            skipped = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
+            selectors = [skipped, faiss.IDSelectorNot(skipped)]  # both kept alive
+        if self.exact:
+            params = faiss.SearchParameters(sel=selectors[-1]) if selectors else None
+        else:
+            params = faiss.SearchParametersIVF(nprobe=nprobe or self.nprobe)
+            if selectors:
+                params.sel = selectors[-1]
         scores, ids = self._index.search(x, k, params=params)
         scores[ids < 0] = _NO_SCORE
         return scores, ids
@@ -353,9 +368,10 @@ class HashIndex:
         return len(present)
 
     def search(
-        self, query_d4: np.ndarray, radius: int
+        self, query_d4: np.ndarray, radius: int, *, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every (query row, entry id, distance) within ``radius`` bits (at most 7), exact.
+        """Every (query row, entry id, distance) within ``radius`` bits (at most 8), exact,
+        leaving out the ids in ``exclude``.
 
         ``query_d4`` is ``m x 8`` (identity first) or ``m`` identities only; the distance is
         the minimum of the query's identity against the entry's orientations and the query's
@@ -384,6 +400,9 @@ class HashIndex:
         first = np.ones(len(rows), dtype=bool)
         first[1:] = (rows[1:] != rows[:-1]) | (entries[1:] != entries[:-1])
         rows, ids, dist = rows[first], self._ids[entries[first]], dist[first]
+        if exclude is not None and len(exclude):
+            kept = ~np.isin(ids, np.asarray(exclude, dtype=np.int64))
+            rows, ids, dist = rows[kept], ids[kept], dist[kept]
         order = np.lexsort((ids, dist, rows))
         return rows[order], ids[order], dist[order]
 

@@ -282,3 +282,30 @@ def test_multi_index_table_reports_each_pair_once_in_small_blocks():
     expected = {(int(r), int(c)) for r, c in zip(*np.nonzero(d <= 7), strict=True)}
     assert set(pairs) == expected
     assert np.array_equal(dist, d[rows, pos])
+
+
+@pytest.mark.parametrize("exact_limit", [20_000, 500])  # exact search, then IVF
+def test_excluded_ids_are_skipped_inside_the_search(exact_limit):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1_500, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(1_500, dtype=np.int64) * 3 + 1
+    index = VectorIndex(16, exact_limit=exact_limit)
+    index.add(ids, x)
+    skipped = ids[:20]
+    _, found = index.search(x[:20], 5, exclude=skipped)
+    assert not set(found.ravel().tolist()) & set(skipped.tolist())
+    assert (found >= 0).all()  # the k places are filled by the others
+    _, plain = index.search(x[:20], 5)
+    assert (plain[:, 0] == skipped).all()  # without exclude each finds itself first
+
+
+def test_hash_search_excludes_ids():
+    rng = np.random.default_rng(6)
+    d4 = rng.integers(0, 2**63, size=(10, 8), dtype=np.uint64)
+    index = HashIndex()
+    index.add(np.arange(10, dtype=np.int64), d4)
+    _, found, _ = index.search(d4[:3], 0)
+    assert set(found.tolist()) == {0, 1, 2}
+    _, found, _ = index.search(d4[:3], 0, exclude=np.array([1]))
+    assert set(found.tolist()) == {0, 2}
