@@ -15,32 +15,17 @@ import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-import dagster as dg
 from pydantic import Field
 
-from resources.s3 import FetchReport, S3Resource, check_bucket_name, fetch_objects
+from resources.s3 import FetchingBucket, FetchReport
 
 
-class MemoStore(dg.ConfigurableResource):
+class MemoStore(FetchingBucket):
     """Memo entries next to the data; bump a stage's code version to invalidate it."""
 
-    s3: dg.ResourceDependency[S3Resource]
     bucket: str = Field(description="Pipeline bucket (PIPELINE_BUCKET) that holds the entries.")
     prefix: str = Field(default="memo", description="Key prefix of all memo entries.")
     max_concurrency: int = Field(default=16, description="Parallel writes.")
-    fetch_batch_size: int = Field(
-        default=10,
-        description="Entries per lookup batch, the unit of the fetch metrics; two batches "
-        "are queued at a time.",
-    )
-    fetch_concurrency: int = Field(
-        default=5,
-        description="GET requests in flight when looking entries up (at most the S3 "
-        "resource's max_pool_connections).",
-    )
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        check_bucket_name(self.bucket)
 
     def entry_key(self, namespace: str, key: str) -> str:
         return f"{self.prefix}/{namespace}/{key[:2]}/{key}"
@@ -53,7 +38,7 @@ class MemoStore(dg.ConfigurableResource):
         ``totals``, if given, has this fetch's metrics added (without the bytes).
         """
         wanted = {self.entry_key(namespace, k): k for k in dict.fromkeys(keys)}
-        report = self._fetch(list(wanted))
+        report = self.fetch(list(wanted))
         if totals is not None:
             totals += report.without_bytes()
         found = {wanted[k]: v for k, v in report.data.items()}
@@ -102,7 +87,7 @@ class MemoStore(dg.ConfigurableResource):
 
     def _read_pack(self, namespace: str, pack: str, on_corrupt) -> dict[str, dict]:
         key = self.pack_key(namespace, pack)
-        report = self._fetch([key])
+        report = self.fetch([key])
         if key not in report.data:
             if not report.errors.get(key, "").startswith("NoSuchKey"):
                 on_corrupt(f"pack {pack}", report.errors[key])
@@ -115,15 +100,6 @@ class MemoStore(dg.ConfigurableResource):
             on_corrupt(f"pack {pack}", f"unreadable pack: {exc}")
             return {}
         return entries
-
-    def _fetch(self, keys: list[str]) -> FetchReport:
-        return fetch_objects(
-            self.s3.get_fetch_client(),
-            self.bucket,
-            keys,
-            batch_size=self.fetch_batch_size,
-            max_concurrency=self.fetch_concurrency,
-        )
 
     def put_many(self, namespace: str, entries: dict[str, bytes]) -> int:
         """Write entries concurrently; returns how many were written."""

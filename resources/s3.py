@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Self
 
 import boto3
 import botocore.exceptions
+import dagster as dg
 from botocore.config import Config
 from dagster_aws.s3 import S3Resource as DagsterS3Resource
 from pydantic import Field, PrivateAttr
@@ -378,4 +379,35 @@ def _check_client(client, max_concurrency: int) -> None:
         raise ValueError(
             f"max_concurrency {max_concurrency} exceeds the client's connection pool "
             f"({config.max_pool_connections}); raise max_pool_connections"
+        )
+
+
+class FetchingBucket(dg.ConfigurableResource):
+    """A bucket whose objects are read through the batch fetcher: the shared part of the
+    uploads and memo resources (connection, bucket, fetch settings)."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str = Field(description="Bucket name.")
+    fetch_batch_size: int = Field(
+        default=10,
+        description="Objects per fetch batch, the unit of the fetch metrics; two batches "
+        "are queued at a time.",
+    )
+    fetch_concurrency: int = Field(
+        default=5,
+        description="GET requests in flight when fetching (at most the S3 resource's "
+        "max_pool_connections).",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        check_bucket_name(self.bucket)
+
+    def fetch(self, keys: list[str]) -> FetchReport:
+        """GET these keys with this resource's batch size and concurrency."""
+        return fetch_objects(
+            self.s3.get_fetch_client(),
+            self.bucket,
+            keys,
+            batch_size=self.fetch_batch_size,
+            max_concurrency=self.fetch_concurrency,
         )

@@ -2,10 +2,9 @@
 
 from dataclasses import dataclass
 
-import dagster as dg
 from pydantic import Field
 
-from resources.s3 import FetchReport, S3Resource, check_bucket_name, fetch_objects
+from resources.s3 import FetchingBucket
 
 SEAL_MARKER = "_SUCCESS"
 
@@ -18,10 +17,9 @@ class UploadedObject:
     etag: str
 
 
-class UploadsBucket(dg.ConfigurableResource):
+class UploadsBucket(FetchingBucket):
     """Where shops upload batches; read-only for the pipeline."""
 
-    s3: dg.ResourceDependency[S3Resource]
     bucket: str = Field(description="Bucket holding shop uploads (UPLOADS_BUCKET).")
     prefix: str = Field(default="uploads", description="Key prefix above <tenant>/<batch>/.")
     quiet_period_seconds: int = Field(
@@ -29,19 +27,6 @@ class UploadsBucket(dg.ConfigurableResource):
         description="Also treat a batch without _SUCCESS as finished after this many seconds "
         "without changes; 0 waits for _SUCCESS.",
     )
-    fetch_batch_size: int = Field(
-        default=10,
-        description="Uploads per fetch batch, the unit of the fetch metrics; two batches "
-        "are queued at a time.",
-    )
-    fetch_concurrency: int = Field(
-        default=5,
-        description="GET requests in flight when fetching uploads (at most the S3 resource's "
-        "max_pool_connections).",
-    )
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        check_bucket_name(self.bucket)
 
     def batch_prefix(self, tenant: str, batch: str) -> str:
         return f"{self.prefix}/{tenant}/{batch}/"
@@ -67,12 +52,3 @@ class UploadsBucket(dg.ConfigurableResource):
             Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}"
         )
         return response["Body"].read()
-
-    def fetch(self, keys: list[str]) -> FetchReport:
-        return fetch_objects(
-            self.s3.get_fetch_client(),
-            self.bucket,
-            keys,
-            batch_size=self.fetch_batch_size,
-            max_concurrency=self.fetch_concurrency,
-        )
