@@ -10,7 +10,6 @@ from photogroup.catalog import (
     NEAR_DUPLICATE,
     SIMILAR_PRODUCT,
     find_matches,
-    hashes_by_id,
 )
 from photogroup.cluster import parse_hashes
 from resources.catalog_store import CatalogStore, TenantCatalog
@@ -32,11 +31,9 @@ def match_segment(segment: pd.DataFrame, catalog: TenantCatalog, batch: str) -> 
     earlier = rows[rows.seq < seq].set_index("id")
     queries = np.stack(segment.embedding.to_numpy()).astype(np.float32)
     d4 = parse_hashes(list(segment.phash_d4))
-    # Hashes of embedding neighbours, to tell near-duplicates from similar products.
-    entry_d4 = hashes_by_id(earlier.index, list(earlier.phash_d4))
     matches = find_matches(
         queries, d4, list(segment.sha256), catalog.vectors, catalog.hashes,
-        earlier.sha256.to_dict(), entry_d4, k=K, exclude=excluded,
+        earlier.sha256.to_dict(), k=K, exclude=excluded,
     )  # fmt: skip
     out, rank = [], {}
     for m in matches:

@@ -136,7 +136,7 @@ def cmd_search(args) -> int:
 
     from orchestration.environment import catalog_from_env, embedder_from_env, ensure_environment
     from photogroup import Rejection, compute_features, decode_image
-    from photogroup.catalog import find_matches, hashes_by_id
+    from photogroup.catalog import find_matches
     from photogroup.cluster import parse_hashes
 
     try:
@@ -164,10 +164,9 @@ def cmd_search(args) -> int:
     vector = embedder.embed([work])
     d4 = parse_hashes([compute_features(work, keypoints=False).phash_d4])
     rows = catalog.rows.set_index("id")
-    entry_d4 = hashes_by_id(rows.index, list(rows.phash_d4))
     sha = hashlib.sha256(data).hexdigest()  # the same bytes in the catalogue: exact_bytes
     found = find_matches(vector, d4, [sha], catalog.vectors, catalog.hashes,
-                         rows.sha256.to_dict(), entry_d4, k=args.k)  # fmt: skip
+                         rows.sha256.to_dict(), k=args.k)  # fmt: skip
     matches = [
         {
             "file": rows.file[m.entry],
@@ -190,6 +189,8 @@ def cmd_search(args) -> int:
 
 def cmd_forget(args) -> int:
     """Delete a batch's partition and remove its rows from the tenant's catalogue."""
+    import dagster as dg
+
     from orchestration.environment import catalog_from_env, ensure_environment
     from orchestration.instance import ensure_dagster_home
     from orchestration.partitions import upload_batch_partitions
@@ -197,8 +198,6 @@ def cmd_forget(args) -> int:
     batch = _batch(args)
     ensure_environment()
     ensure_dagster_home()
-    import dagster as dg
-
     with dg.DagsterInstance.get() as instance:
         if instance.has_dynamic_partition(upload_batch_partitions.name, batch.partition_key):
             instance.delete_dynamic_partition(upload_batch_partitions.name, batch.partition_key)

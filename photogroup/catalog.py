@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from photogroup.catalog_index import HashIndex, VectorIndex
-from photogroup.cluster import parse_hashes
+from photogroup.cluster import dihedral_distance
 
 EXACT = "exact_bytes"
 NEAR_DUPLICATE = "near_duplicate"
@@ -35,11 +35,6 @@ def entry_id(batch: str, sha256: str) -> int:
 
 def entry_ids(batch: str, shas: Sequence[str]) -> np.ndarray:
     return np.array([entry_id(batch, s) for s in shas], dtype=np.int64)
-
-
-def hashes_by_id(ids: Sequence[int], phash_d4: Sequence[Sequence[str]]) -> dict[int, np.ndarray]:
-    """Catalogue rows' dihedral pHashes (hex) as uint64 arrays by entry id."""
-    return dict(zip((int(i) for i in ids), parse_hashes(phash_d4), strict=True))
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,6 @@ def find_matches(
     index: VectorIndex,
     hashes: HashIndex,
     entry_sha: dict[int, str],
-    entry_d4: dict[int, np.ndarray],
     k: int = 10,
     exclude: np.ndarray | None = None,
 ) -> list[Match]:
@@ -88,10 +82,18 @@ def find_matches(
         rows, entries, dist = hashes.search(d4, HASH_RADIUS, exclude=exclude)
         for q, entry, d in zip(rows, entries, dist, strict=True):
             found.setdefault((int(q), int(entry)), [float("nan"), -1])[1] = int(d)
+    # Embedding neighbours the hash search did not reach: their pHash distance, from the
+    # hashes the index holds, tells a near-duplicate from a similar product.
+    pending = [pair for pair, (_, dist) in found.items() if dist < 0]
+    if pending:
+        queries = np.array([q for q, _ in pending], dtype=np.int64)
+        entries = np.array([e for _, e in pending], dtype=np.int64)
+        stacked = np.vstack([d4, hashes.hashes(entries)])
+        distances = dihedral_distance(stacked, queries, len(d4) + np.arange(len(entries)))
+        for pair, d in zip(pending, distances, strict=True):
+            found[pair][1] = int(d)
     matches = []
     for (q, entry), (cos, dist) in found.items():
-        if dist < 0 and entry in entry_d4:  # embedding neighbour: measure its hash too
-            dist = _dihedral(d4[q], entry_d4[entry])
         kind = kind_of(entry_sha.get(entry) == shas[q], cos, dist)
         if kind is not None:
             matches.append(Match(q, entry, cos, dist, kind))
@@ -103,9 +105,3 @@ def find_matches(
         if per_query[m.query] <= k:
             out.append(m)
     return out
-
-
-def _dihedral(a: np.ndarray, b: np.ndarray) -> int:
-    one = int(np.bitwise_count(a[0] ^ b).min())
-    other = int(np.bitwise_count(b[0] ^ a).min())
-    return min(one, other)

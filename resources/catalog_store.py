@@ -23,7 +23,7 @@ from photogroup.catalog_index import HashIndex, VectorIndex
 from photogroup.cluster import parse_hashes
 from resources.s3 import S3Resource, check_bucket_name
 
-ROW_COLUMNS = ["id", "batch", "key", "file", "sha256", "group_id", "product_id", "phash_d4", "seq"]
+ROW_COLUMNS = ["id", "batch", "key", "file", "sha256", "group_id", "product_id", "seq"]
 
 
 @dataclass
