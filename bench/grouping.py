@@ -84,19 +84,19 @@ def ours(prepared: Prepared, params: GroupingParams) -> tuple[list[str], list[st
 def remember_verifications() -> None:
     """The grid search groups the same images hundreds of times; geometric verification of
     a pair depends on the two images only, so match each pair once (results unchanged)."""
-    original = getattr(cluster, "verify_pair", None)
+    original = getattr(cluster, "inlier_count", None)
     if original is None or getattr(original, "remembers", False):
         return
     seen: dict[tuple[int, int], tuple[Any, Any, int]] = {}
 
-    def verify_pair(a: Any, b: Any) -> Any:
+    def inlier_count(a: Any, b: Any) -> int:
         hit = seen.get((id(a), id(b)))
         if hit is None or hit[0] is not a or hit[1] is not b:  # ids of freed objects recur
             hit = seen[(id(a), id(b))] = (a, b, original(a, b))
         return hit[2]
 
-    verify_pair.remembers = True  # type: ignore[attr-defined]
-    cluster.verify_pair = verify_pair
+    inlier_count.remembers = True  # type: ignore[attr-defined]
+    cluster.inlier_count = inlier_count
 
 
 #: Values tried on the calibration set. Names GroupingParams lacks are reported and dropped;
@@ -107,7 +107,6 @@ GRID: dict[str, Sequence[Any]] = {
     "cos_candidate": (0.3,),
     "neighbours": (10, 20),
     "min_inliers": (30, 45, 60, 80, 100, 120),
-    "min_inlier_share": (0.0, 0.7),
     "cos_centre": (0.5,),
     "cos_product": (0.80, 0.86, 0.90),
 }

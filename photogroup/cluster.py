@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 
 from photogroup.colours import colour_name
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
-from photogroup.verify import Keypoints, verify_pair
+from photogroup.verify import Keypoints, inlier_count
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class GroupingParams:
     hash_loose: int = 14  # pairs this close by hash are verified (or, with no keypoints,
     cos_strict: float = 0.90  # linked if their embeddings agree this much)
     cos_candidate: float = 0.30  # embedding neighbours at least this close are verified
-    min_inliers: int = 100  # ORB matches under one affine map: same photo ...
-    min_inlier_share: float = 0.0  # ... if they are this share of the distinctive matches
+    min_inliers: int = 100  # ORB matches under one affine map: same photo
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     cos_product: float = 0.80  # centroid cosine for two groups to share a product
     neighbours: int = 20  # nearest neighbours searched per image
@@ -138,8 +137,8 @@ def strict_links(
     strength[loose] = 1.0 - dist[loose] / 64.0
     candidates = ~linked & verifiable & ((cos >= p.cos_candidate) | (dist <= p.hash_loose))
     for idx in np.nonzero(candidates)[0]:
-        inliers, share = verify_pair(keypoints[a[idx]], keypoints[b[idx]])
-        if inliers >= p.min_inliers and share >= p.min_inlier_share:
+        inliers = inlier_count(keypoints[a[idx]], keypoints[b[idx]])
+        if inliers >= p.min_inliers:
             linked[idx] = True
             strength[idx] = min(1.0, inliers / (2.0 * p.min_inliers))
     return Links(a[linked], b[linked], strength[linked])

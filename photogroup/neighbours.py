@@ -1,11 +1,11 @@
 """Sub-quadratic candidate search: which pairs of a batch are worth comparing at all.
 
 * Perceptual hashes: multi-index hashing (Norouzi et al. 2012). Each 64-bit hash is cut
-  into four 16-bit chunks; two hashes within Hamming distance r share a chunk within
-  ``r // 4`` bits (pigeonhole), so looking up each chunk's bucket (and, for r >= 4, its 16
-  one-bit neighbours) finds every pair within r exactly while touching only a few entries
-  per query. Written with NumPy here: on 100k images at r = 7, faiss's
-  ``IndexBinaryMultiHash`` range search took 31 s and this 2 s (0.4 s at r = 3).
+  into three 21-22-bit chunks; two hashes within Hamming distance r share a chunk within
+  ``r // 3`` bits (pigeonhole), so looking up each chunk's bucket (and its one- or two-bit
+  neighbours for larger r) finds every pair within r exactly while touching only a few
+  entries per query. Written with NumPy here: faiss's ``IndexBinaryMultiHash`` range search
+  took 31 s on 100k images at r = 7.
   :class:`MultiIndexHashTable` holds the buckets, so a catalogue
   (:mod:`photogroup.catalog_index`) can keep them and search them batch after batch.
 * Embeddings: the ``k`` nearest neighbours by cosine. Up to ``EXACT_LIMIT`` rows an exact,
@@ -230,11 +230,6 @@ def _ivf_knn(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, ...]:
     cols = found.ravel()
     valid = cols >= 0
     return rows[valid], cols[valid], approx.ravel()[valid]
-
-
-def _as_codes(hashes: np.ndarray) -> np.ndarray:
-    # faiss reads binary codes as bytes; the byte order only has to be consistent.
-    return np.ascontiguousarray(hashes, dtype="<u8").view(np.uint8).reshape(-1, 8)
 
 
 def unique_pairs(rows, cols, values, keep: str):

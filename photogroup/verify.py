@@ -87,45 +87,29 @@ def orb_keypoints(img: Image.Image, n: int = N_KEYPOINTS) -> Keypoints:
     return Keypoints(*out, size=img.size)
 
 
-def verify_pair(a: Keypoints, b: Keypoints) -> tuple[int, float]:
-    """ORB matches consistent with one affine map (b or mirrored b), and their share of
-    all distinctive matches (Lowe's ratio test).
-
-    The share separates an edited copy, where one map explains nearly every match, from
-    another viewpoint, where only matches on one plane of the scene agree.
-    """
+def inlier_count(a: Keypoints, b: Keypoints) -> int:
+    """Largest number of ORB matches consistent with one affine map, b or mirrored b."""
     return max(
         _affine_inliers(a, b.xy, b.descriptors),
         _affine_inliers(a, b.mirror_xy, b.mirror_descriptors),
     )
 
 
-def inlier_count(a: Keypoints, b: Keypoints) -> int:
-    """Largest number of ORB matches consistent with one affine map, b or mirrored b."""
-    return verify_pair(a, b)[0]
-
-
-def _affine_inliers(a: Keypoints, xy_b, desc_b) -> tuple[int, float]:
+def _affine_inliers(a: Keypoints, xy_b, desc_b) -> int:
     import cv2
 
     xy_a, desc_a = a.xy, a.descriptors
     if len(desc_a) < 3 or len(desc_b) < 3:
-        return 0, 0.0
+        return 0
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs = matcher.knnMatch(desc_a, desc_b, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < _LOWE_RATIO * m[1].distance]
     if len(good) < 3:
-        return 0, 0.0
+        return 0
     src = np.float32([xy_a[m.queryIdx] for m in good])
     dst = np.float32([xy_b[m.trainIdx] for m in good])
     # Seeded so that the same pair always verifies the same way.
     cv2.setRNGSeed(0)
     radius = max(2.0, _REPROJECTION_FRACTION * a.diagonal)
     _, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=radius)
-    if inliers is None:
-        return 0, 0.0
-    count = int(inliers.sum())
-    # Of the distinctive matches, the share one affine map explains: nearly all for an
-    # edited copy (text, fill corners or noise add keypoints, but not matches), a part for
-    # another viewpoint, where depth makes each plane of the scene move differently.
-    return count, count / len(good)
+    return 0 if inliers is None else int(inliers.sum())
