@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 from pathlib import Path
 
@@ -131,16 +130,3 @@ def test_missing_torch_names_the_extra(monkeypatch, photos):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(ImportError, match=r"\.\[cnn\]"):
         CnnEmbedder().embed([photos["coffee"]])
-
-
-def test_importing_photogroup_does_not_import_torch():
-    code = "import photogroup, photogroup.cnn_embedder, sys; print('torch' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout.strip() == "False"

@@ -41,3 +41,9 @@ def test_every_core_module_imports_without_dagster_boto3_or_skimage():
 def test_public_api_is_complete():
     for name in photogroup.__all__:
         assert hasattr(photogroup, name), name
+
+
+def test_importing_photogroup_does_not_import_torch():
+    # torch is the optional `cnn` extra: only CnnEmbedder.embed imports it.
+    code = "import photogroup, photogroup.cnn_embedder, sys; print('torch' in sys.modules)"
+    assert run_python(code) == "False"
