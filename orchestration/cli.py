@@ -101,33 +101,148 @@ def cmd_run(args) -> int:
     return 0 if ok else 1
 
 
-def cmd_groups(args) -> int:
+def _load_groups(batch: BatchKey):
+    """The batch's machine groups (image_clusters), its edit log and the two combined."""
     import botocore.exceptions
     import dagster as dg
 
-    from orchestration.environment import ensure_environment, tables_from_env
+    from orchestration.environment import edit_log_from_env, ensure_environment, tables_from_env
+    from photogroup.edits import parse_log
+    from photogroup.product_groups import edited_groups
 
-    batch = _batch(args)
     ensure_environment()
     try:
-        table = tables_from_env().read(dg.AssetKey("image_clusters"), batch.partition_key)
+        clusters = tables_from_env().read(dg.AssetKey("image_clusters"), batch.partition_key)
     except botocore.exceptions.ClientError as exc:
         raise CliError(f"no groups for {batch.partition_key}: run it first ({exc})") from exc
-    groups = [
+    log = edit_log_from_env()
+    text, _ = log.read(batch.partition_key)
+    groups, outcomes = edited_groups(clusters, parse_log(text))
+    return clusters, log, groups, outcomes
+
+
+def _group_listing(clusters, groups) -> list[dict]:
+    files: dict[str, list[str]] = {}
+    for sha, file in zip(clusters.sha256, clusters.file, strict=True):
+        files.setdefault(groups.group_of[sha], []).append(file)
+    # The machine's confidence holds for groups edits left as they were; others get None.
+    machine = clusters.groupby("group_id").agg(
+        files=("file", sorted), confidence=("confidence", "min")
+    )
+    return [
         {
             "group_id": group_id,
-            "product_id": rows.product_id.iloc[0],
-            "confidence": round(float(rows.confidence.iloc[0]), 4),
-            "members": sorted(rows.file),
+            "product_id": groups.product_of[group_id],
+            "name": groups.names.get(group_id),
+            "confidence": round(float(machine.confidence[group_id]), 4)
+            if group_id in machine.index and machine.files[group_id] == sorted(members)
+            else None,
+            "members": sorted(members),
         }
-        for group_id, rows in table.groupby("group_id", sort=True)
+        for group_id, members in sorted(files.items())
     ]
+
+
+def cmd_groups(args) -> int:
+    if not (args.tenant and args.batch):
+        raise CliError("groups needs --tenant and --batch")
+    batch = _batch(args)
+    clusters, _, groups, outcomes = _load_groups(batch)
+    listing = _group_listing(clusters, groups)
+    stale = [o.__dict__ for o in outcomes if o.status == "not_applicable"]
     if args.json:
-        print(json.dumps({"groups": groups}))
+        print(json.dumps({"groups": listing, "edits_not_applicable": stale}))
     else:
-        for g in groups:
-            print(f"{g['group_id']}  {g['product_id']}  {', '.join(g['members'])}")
+        for g in listing:
+            name = f"  {g['name']!r}" if g["name"] else ""
+            print(f"{g['group_id']}  {g['product_id']}{name}  {', '.join(g['members'])}")
+        for o in stale:
+            print(f"edit {o['index']} ({o['op']}) no longer applies: {o['reason']}",
+                  file=sys.stderr)  # fmt: skip
     return 0
+
+
+def cmd_groups_edit(args) -> int:
+    """Validate one edit against the current groups and append it to the batch's log."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from photogroup.edits import Edit, EditError, check_new_edit, parse_log
+    from photogroup.product_groups import edited_groups
+
+    batch = _batch(args)
+    clusters, log, _, _ = _load_groups(batch)
+    sha_of = dict(zip(clusters.file, clusters.sha256, strict=True))
+    who = args.who or os.environ.get("USER") or getpass.getuser()
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def image(file: str) -> str:
+        if file not in sha_of:
+            raise CliError(f"no accepted image named {file!r} in {batch.partition_key} "
+                           "(see `groups --tenant ... --batch ...`)")  # fmt: skip
+        return sha_of[file]
+
+    def members(groups, group_id: str) -> tuple[str, ...]:
+        found = groups.members(group_id)
+        if not found:
+            known = ", ".join(groups.group_ids()[:20])
+            raise CliError(f"unknown group {group_id!r} in {batch.partition_key}; "
+                           f"its groups are: {known}")  # fmt: skip
+        return tuple(found)
+
+    def make_line(text: str) -> str:
+        groups, _ = edited_groups(clusters, parse_log(text))
+        common = {"op": args.op, "who": who, "when": when, "why": args.why or ""}
+        if args.op == "rename":
+            edit = Edit(**common, group=members(groups, args.group), name=args.name.strip(),
+                        ref={"group_id": args.group})  # fmt: skip
+        elif args.op == "split":
+            members(groups, args.group)
+            shas = tuple(dict.fromkeys(image(f) for f in args.files))
+            outside = [f for f in args.files if groups.group_of[sha_of[f]] != args.group]
+            if outside:
+                raise CliError(f"split: {', '.join(outside)} not in group {args.group}")
+            edit = Edit(**common, images=shas, ref={"group_id": args.group, "files": args.files})
+        elif args.op == "merge":
+            edit = Edit(**common, groups=tuple(members(groups, g) for g in args.groups),
+                        ref={"group_ids": args.groups})  # fmt: skip
+        else:
+            edit = Edit(**common, image=image(args.file), to=members(groups, args.to),
+                        ref={"file": args.file, "group_id": args.to})  # fmt: skip
+        try:
+            check_new_edit(groups, edit)
+        except EditError as exc:
+            raise CliError(str(exc)) from exc
+        return edit.to_json()
+
+    line = log.append(batch.partition_key, make_line)
+    _report_edit(batch, log, json.loads(line))
+    if args.json:
+        print(line)
+    else:
+        print(f"recorded {args.op} in s3://{log.bucket}/{log.key(batch.partition_key)}; "
+              "re-materialise product_groups (and catalog) to publish it")  # fmt: skip
+    return 0
+
+
+def _report_edit(batch: BatchKey, log, edit: dict) -> None:
+    """Tell Dagster the grouping_edits partition changed, so product_groups shows stale."""
+    import dagster as dg
+
+    from orchestration.instance import ensure_dagster_home
+
+    text, _ = log.read(batch.partition_key)
+    version = hashlib.sha256(text.encode()).hexdigest()[:24]
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "grouping_edits",
+                partition=batch.partition_key,
+                metadata={"edits": len(text.splitlines()), "last_edit": edit["op"]},
+                tags={"dagster/data_version": version},
+            )
+        )
 
 
 def cmd_search(args) -> int:
@@ -313,9 +428,9 @@ def _parser() -> argparse.ArgumentParser:
     s3.add_argument("action", choices=["start", "stop", "status"])
     s3.set_defaults(handler=cmd_s3)
 
-    def batch_args(p):
-        p.add_argument("--tenant", required=True, help="shop id, e.g. demo-shop")
-        p.add_argument("--batch", required=True, help="upload batch id, e.g. 2026-11-01")
+    def batch_args(p, required: bool = True):
+        p.add_argument("--tenant", required=required, help="shop id, e.g. demo-shop")
+        p.add_argument("--batch", required=required, help="upload batch id, e.g. 2026-11-01")
 
     ingest = sub.add_parser("ingest", help="upload every file of DIR as one batch and seal it")
     ingest.add_argument("dir")
@@ -326,10 +441,38 @@ def _parser() -> argparse.ArgumentParser:
     batch_args(run)
     run.set_defaults(handler=cmd_run)
 
-    groups = sub.add_parser("groups", help="print the groups of a materialised batch")
-    batch_args(groups)
+    groups = sub.add_parser(
+        "groups", help="print a batch's groups (edits applied); `groups edit` corrects them"
+    )
+    batch_args(groups, required=False)  # required by cmd_groups: `groups edit` has its own
     groups.add_argument("--json", action="store_true", help="print JSON (the contract)")
     groups.set_defaults(handler=cmd_groups)
+    groups_sub = groups.add_subparsers(dest="groups_command")
+    edit = groups_sub.add_parser(
+        "edit",
+        help="append a validated edit to the batch's edit log",
+        description="Record a correction of a batch's groups. Edits are kept in "
+        "s3://<pipeline-bucket>/edits/<tenant>/<batch>.jsonl and re-applied by image content "
+        "whenever clustering re-runs. Group ids are those `groups` prints; files are upload "
+        "file names (identical files move together).",
+    )
+    batch_args(edit)
+    edit.add_argument("--who", help="who makes the edit (default: $USER)")
+    edit.add_argument("--why", help="why, kept in the log")
+    edit.add_argument("--json", action="store_true", help="print the recorded edit as JSON")
+    ops = edit.add_subparsers(dest="op", required=True)
+    rename = ops.add_parser("rename", help="name a group")
+    rename.add_argument("--group", required=True)
+    rename.add_argument("--name", required=True)
+    split = ops.add_parser("split", help="move FILES out of GROUP into a new group and product")
+    split.add_argument("--group", required=True)
+    split.add_argument("--files", nargs="+", required=True)
+    merge = ops.add_parser("merge", help="merge GROUPS into the first one")
+    merge.add_argument("--groups", nargs="+", required=True)
+    move = ops.add_parser("move", help="move one image to another group")
+    move.add_argument("--file", required=True)
+    move.add_argument("--to", required=True, help="target group id")
+    edit.set_defaults(handler=cmd_groups_edit)
 
     back = sub.add_parser(
         "backfill",

@@ -12,6 +12,7 @@ import dagster as dg
 from assets import ALL_ASSETS
 from orchestration.jobs import image_pipeline_job
 from resources.catalog_store import CatalogStore
+from resources.edit_log import EditLog
 from resources.embedder import EmbedderResource
 from resources.memo import MemoStore
 from resources.parquet_io_manager import ParquetS3IOManager
@@ -42,6 +43,7 @@ def pipeline_resources(s3: S3Resource) -> dict:
         "memo": MemoStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "catalog": CatalogStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
+        "edit_log": EditLog(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         # Provider by environment so one deployment switches without a code change.
         "embedder": EmbedderResource(
             provider=os.environ.get("EMBEDDER_PROVIDER", DEFAULT_EMBEDDER),

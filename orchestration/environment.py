@@ -65,6 +65,12 @@ def memo_from_env() -> MemoStore:
     return MemoStore(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
 
 
+def edit_log_from_env():
+    from resources.edit_log import EditLog
+
+    return EditLog(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+
+
 def catalog_from_env():
     from resources.catalog_store import CatalogStore
 

@@ -33,3 +33,19 @@ def contact_sheet(
             )
         draw.line((0, top + THUMB + PAD // 2, width, top + THUMB + PAD // 2), fill=(225, 225, 225))
     return sheet
+
+
+def tile_sheet(tiles: Sequence[tuple[str, Image.Image]], per_row: int = 6) -> Image.Image:
+    """A grid of captioned thumbnails, e.g. one cover per group. RGB, white background."""
+    caption = 28  # two short lines of Pillow's default font
+    cell_w, cell_h = THUMB + 2 * PAD, THUMB + caption + 2 * PAD
+    rows = max(1, -(-len(tiles) // per_row))
+    sheet = Image.new("RGB", (min(len(tiles), per_row) * cell_w or cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (label, image) in enumerate(tiles):
+        left, top = (index % per_row) * cell_w + PAD, (index // per_row) * cell_h + PAD
+        thumb = image.convert("RGB")
+        thumb.thumbnail((THUMB, THUMB))
+        sheet.paste(thumb, (left + (THUMB - thumb.width) // 2, top + (THUMB - thumb.height) // 2))
+        draw.text((left, top + THUMB + 2), label[:32], fill=(40, 40, 40))
+    return sheet
