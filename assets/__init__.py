@@ -2,17 +2,22 @@
 
 raw_images -> image_features  ---\\
           \\-> image_embeddings --> image_clusters --> catalog_index --> catalog_matches
+          \\                                      \\-> product_groups <-- grouping_edits
+           \\-> product_images                              \\-> catalog <-- product_images
 """
 
 import warnings
 
 import dagster as dg
 
+from assets.catalog_export import catalog
 from assets.catalog_index import catalog_index
 from assets.catalog_matches import catalog_matches
 from assets.image_clusters import image_clusters
 from assets.image_embeddings import image_embeddings
 from assets.image_features import image_features
+from assets.product_groups import grouping_edits, product_groups
+from assets.product_images import product_images
 from assets.raw_images import raw_images
 
 ALL_ASSETS = [
@@ -22,6 +27,10 @@ ALL_ASSETS = [
     image_clusters,
     catalog_index,
     catalog_matches,
+    grouping_edits,
+    product_groups,
+    product_images,
+    catalog,
 ]
 
 # Data versions from content are deliberate (an unchanged upstream leaves downstream

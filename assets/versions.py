@@ -9,3 +9,6 @@ FEATURES_VERSION = "3"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint 
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
 CLUSTERS_VERSION = "2"  # 2: sub-quadratic candidates, verification, centre check
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
+PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
+RENDITIONS_VERSION = "1"  # how renditions are decoded and encoded (settings: their digest)
+CATALOG_EXPORT_VERSION = "1"  # the per-batch catalogue export

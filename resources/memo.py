@@ -13,11 +13,10 @@ lacks, concurrently. A re-run of an unchanged batch is one GET per stage, not on
 
 import json
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import Field
 
-from resources.s3 import FetchingBucket, FetchReport
+from resources.s3 import FetchingBucket, FetchReport, put_objects
 
 
 class MemoStore(FetchingBucket):
@@ -103,16 +102,9 @@ class MemoStore(FetchingBucket):
 
     def put_many(self, namespace: str, entries: dict[str, bytes]) -> int:
         """Write entries concurrently; returns how many were written."""
-        client = self.s3.get_client()
-
-        def put(item: tuple[str, bytes]) -> None:
-            client.put_object(
-                Bucket=self.bucket, Key=self.entry_key(namespace, item[0]), Body=item[1]
-            )
-
-        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
-            list(pool.map(put, entries.items()))
-        return len(entries)
+        objects = {self.entry_key(namespace, k): v for k, v in entries.items()}
+        return put_objects(self.s3.get_client(), self.bucket, objects,
+                           max_concurrency=self.max_concurrency)  # fmt: skip
 
     def put_json_many(self, namespace: str, entries: dict[str, dict]) -> int:
         return self.put_many(

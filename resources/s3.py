@@ -103,6 +103,21 @@ def add_encryption(client, algorithm: str, kms_key_id: str | None = None) -> Non
         client.meta.events.register(f"provide-client-params.s3.{operation}", encrypt)
 
 
+def put_objects(
+    client, bucket: str, objects: dict[str, bytes], content_type: str | None = None,
+    max_concurrency: int = 16,
+) -> int:
+    """PUT ``objects`` (key -> body) concurrently; returns how many were written."""
+    extra = {"ContentType": content_type} if content_type else {}
+
+    def put(item: tuple[str, bytes]) -> None:
+        client.put_object(Bucket=bucket, Key=item[0], Body=item[1], **extra)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_concurrency, len(objects)))) as pool:
+        list(pool.map(put, objects.items()))
+    return len(objects)
+
+
 _BUCKET_NAME = re.compile(r"(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 

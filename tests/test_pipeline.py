@@ -65,6 +65,15 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
 
     raw_meta = metadata(result, "raw_images")
     assert (raw_meta["objects"], raw_meta["rejected"]) == (len(batch), 2)
+
+    # Without edits, product groups are the machine's groups, each with a cover and name.
+    groups = read_table(s3_client, pipeline, "product_groups", "shop-a/b1")
+    assert sorted(groups.group_id) == sorted(set(clusters.group_id))
+    for row in groups.itertuples():
+        assert sorted(row.members) == sorted(clusters.file[clusters.group_id == row.group_id])
+        assert row.cover_file in row.members and row.name == row.cover_file.rsplit(".", 1)[0]
+        assert not row.edited and not row.named
+    assert "data:image/jpeg;base64," in metadata(result, "product_groups")["covers"]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         "every_object_accounted_for": True,
@@ -72,6 +81,9 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
         "every_accepted_image_has_an_embedding": True,
         "unit_norms": True,
         "every_image_in_exactly_one_group": True,
+        "every_edit_applies": True,
+        "every_image_rendered": True,
+        "every_group_has_a_cover_rendition": True,
     }
 
 

@@ -1,0 +1,133 @@
+"""Web renditions of an upload: sizes x formats, oriented, sRGB, metadata stripped.
+
+What a catalogue page needs from a phone photo: the long side at a few fixed sizes, EXIF
+orientation applied to the pixels (so no viewer has to), colours converted to sRGB from
+any embedded ICC profile (CMYK and wide-gamut files otherwise shift colour in browsers),
+and no EXIF, GPS or ICC block in the output. Never upscaled: a rendition larger than the
+original is the original's size. WebP keeps transparency; JPEG flattens it onto white.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass
+
+from PIL import Image, ImageCms, ImageOps
+
+from photogroup.decode import DEFAULT_MAX_PIXELS, Rejection, to_rgb
+
+FORMATS = {"webp": "WEBP", "jpeg": "JPEG"}
+
+
+@dataclass(frozen=True)
+class RenditionSpec:
+    sizes: tuple[int, ...] = (256, 512, 1024)
+    formats: tuple[str, ...] = ("webp", "jpeg")
+    jpeg_quality: int = 85
+    webp_quality: int = 80
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(s < 16 or s > 8192 for s in self.sizes):
+            raise ValueError(f"sizes must be 16-8192 px, got {self.sizes}")
+        unknown = set(self.formats) - set(FORMATS)
+        if not self.formats or unknown:
+            raise ValueError(f"formats must be among {sorted(FORMATS)}, got {self.formats}")
+        for q in (self.jpeg_quality, self.webp_quality):
+            if not 1 <= q <= 100:
+                raise ValueError(f"quality must be 1-100, got {q}")
+
+    def digest(self) -> str:
+        """Short id of these settings: part of every rendition's key and memo namespace."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Rendition:
+    size: int  # the requested long side
+    format: str  # "webp" or "jpeg"
+    width: int
+    height: int
+    data: bytes
+
+
+def render(
+    data: bytes, spec: RenditionSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[Rendition]:
+    """Every (size, format) of ``spec`` for one image, largest size first.
+
+    Raises:
+        Rejection: ``too_many_pixels`` or ``corrupt_image``.
+    """
+    image = _open(data, max(spec.sizes), max_pixels)
+    out = []
+    for size in sorted(set(spec.sizes), reverse=True):
+        # Each size from the previous (larger) one: Lanczos per halving-ish step keeps
+        # quality and costs a fraction of resizing the original every time.
+        image = image.copy() if max(image.size) <= size else _resize(image, size)
+        out += [Rendition(size, f, *image.size, _encode(image, f, spec)) for f in spec.formats]
+    return out
+
+
+def _open(data: bytes, largest: int, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > max_pixels:
+                raise Rejection("too_many_pixels", f"{img.width}x{img.height} > {max_pixels}")
+            if img.format == "JPEG":
+                # DCT scaling, keeping the long side at least the largest rendition.
+                img.draft(img.mode, _draft_size(img.size, largest))
+            img.load()
+            profile = img.info.get("icc_profile")
+            img = ImageOps.exif_transpose(img) or img
+    except Rejection:
+        raise
+    except Exception as exc:  # raw_images accepted these bytes: say what broke now
+        raise Rejection("corrupt_image", str(exc)) from exc
+    return _to_srgb(img, profile)
+
+
+def _draft_size(size: tuple[int, int], largest: int) -> tuple[int, int]:
+    scale = max(s for s in (1, 2, 4, 8) if s == 1 or max(size) // s >= largest)
+    return (size[0] // scale, size[1] // scale)
+
+
+def _to_srgb(img: Image.Image, profile: bytes | None) -> Image.Image:
+    """RGB or RGBA in sRGB. An embedded ICC profile is honoured; without one, Pillow's
+    plain conversions (16-bit scaling and CMYK as in the decoder) are the best guess."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if profile and img.mode in ("RGB", "CMYK", "L"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            srgb = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(img, source, srgb, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to the plain conversion
+    if has_alpha:
+        return img.convert("RGBA")
+    return to_rgb(img)
+
+
+def _resize(img: Image.Image, size: int) -> Image.Image:
+    scale = size / max(img.size)
+    target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _encode(img: Image.Image, fmt: str, spec: RenditionSpec) -> bytes:
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        if img.mode == "RGBA":
+            img = to_rgb(img)  # onto white, like the decoder
+        img.save(out, format="JPEG", quality=spec.jpeg_quality, optimize=True, progressive=True)
+    else:
+        img.save(out, format="WEBP", quality=spec.webp_quality, method=4)
+    # Nothing from the original's info (EXIF, XMP, ICC) is passed to save(): stripped.
+    return out.getvalue()
