@@ -64,4 +64,3 @@ def product_group_table(images: pd.DataFrame, groups: Groups, machine: Groups) -
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["product_size"] = out.groupby("product_id")["size"].transform("sum")
     return out
-

@@ -46,9 +46,7 @@ class EditLog(dg.ConfigurableResource):
             raise
         return response["Body"].read().decode(), response["ETag"]
 
-    def append(
-        self, partition_key: str, make_line: Callable[[str], str], attempts: int = 8
-    ) -> str:
+    def append(self, partition_key: str, make_line: Callable[[str], str], attempts: int = 8) -> str:
         """Append ``make_line(current log)`` (which validates, raising to refuse)."""
         client = self.s3.get_client()
         for attempt in range(attempts):

@@ -104,7 +104,10 @@ def add_encryption(client, algorithm: str, kms_key_id: str | None = None) -> Non
 
 
 def put_objects(
-    client, bucket: str, objects: dict[str, bytes], content_type: str | None = None,
+    client,
+    bucket: str,
+    objects: dict[str, bytes],
+    content_type: str | None = None,
     max_concurrency: int = 16,
 ) -> int:
     """PUT ``objects`` (key -> body) concurrently; returns how many were written."""
