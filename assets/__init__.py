@@ -4,6 +4,7 @@ raw_images -> image_features  ---\\
           \\-> image_embeddings --> image_clusters --> catalog_index --> catalog_matches
           \\                                      \\-> product_groups <-- grouping_edits
            \\-> product_images                              \\-> catalog <-- product_images
+                  \\------------------------------------------> product_cutouts <-- product_groups
 """
 
 import warnings
@@ -16,6 +17,7 @@ from assets.catalog_matches import catalog_matches
 from assets.image_clusters import image_clusters
 from assets.image_embeddings import image_embeddings
 from assets.image_features import image_features
+from assets.product_cutouts import product_cutouts
 from assets.product_groups import grouping_edits, product_groups
 from assets.product_images import product_images
 from assets.raw_images import raw_images
@@ -31,6 +33,7 @@ ALL_ASSETS = [
     product_groups,
     product_images,
     catalog,
+    product_cutouts,
 ]
 
 # Data versions from content are deliberate (an unchanged upstream leaves downstream

@@ -12,3 +12,4 @@ CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "1"  # how renditions are decoded and encoded (settings: their digest)
 CATALOG_EXPORT_VERSION = "1"  # the per-batch catalogue export
+CUTOUTS_VERSION = "1"  # how cut-outs are stored (the provider's model id is in the namespace)

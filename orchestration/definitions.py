@@ -12,6 +12,7 @@ import dagster as dg
 from assets import ALL_ASSETS
 from orchestration.jobs import image_pipeline_job
 from resources.catalog_store import CatalogStore
+from resources.cutouts import CutoutResource
 from resources.edit_log import EditLog
 from resources.embedder import EmbedderResource
 from resources.memo import MemoStore
@@ -22,6 +23,8 @@ from sensors.upload_sensor import upload_sensor
 
 #: The embedding provider unless EMBEDDER_PROVIDER says otherwise (see README).
 DEFAULT_EMBEDDER = "local"
+#: The background-removal provider unless CUTOUT_PROVIDER says otherwise.
+DEFAULT_CUTOUTS = "local"
 
 
 def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:
@@ -44,6 +47,17 @@ def pipeline_resources(s3: S3Resource) -> dict:
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "catalog": CatalogStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "edit_log": EditLog(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
+        "cutouts": CutoutResource(
+            provider=os.environ.get("CUTOUT_PROVIDER", DEFAULT_CUTOUTS),
+            requests_per_minute=float(os.environ.get("CUTOUT_REQUESTS_PER_MINUTE", "500")),
+            limits_bucket=dg.EnvVar("PIPELINE_BUCKET"),
+            replicate_version=os.environ.get("REPLICATE_MODEL_VERSION", ""),
+            replicate_base_url=os.environ.get("REPLICATE_BASE_URL", "https://api.replicate.com"),
+            bedrock_region=os.environ.get("AWS_REGION"),
+            bedrock_endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL"),
+            onnx_model=os.environ.get("CUTOUT_ONNX_MODEL", ""),
+            s3=s3,
+        ),
         # Provider by environment so one deployment switches without a code change.
         "embedder": EmbedderResource(
             provider=os.environ.get("EMBEDDER_PROVIDER", DEFAULT_EMBEDDER),

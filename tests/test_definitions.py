@@ -11,7 +11,7 @@ def test_definitions_load_with_the_contract_asset_keys():
     assert keys == {
         "raw_images", "image_features", "image_embeddings", "image_clusters",
         "catalog_index", "catalog_matches", "grouping_edits", "product_groups",
-        "product_images", "catalog",
+        "product_images", "catalog", "product_cutouts",
     }  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_assets_are_partitioned_by_upload_batch_and_versioned():
 
 def test_resources_job_and_sensor_are_registered():
     assert set(defs.resources) == {
-        "s3", "uploads", "memo", "io_manager", "embedder", "catalog", "edit_log",
+        "s3", "uploads", "memo", "io_manager", "embedder", "catalog", "edit_log", "cutouts",
     }  # fmt: skip
     assert defs.resolve_job_def("image_pipeline_job").partitions_def == upload_batch_partitions
     assert defs.resolve_sensor_def("upload_sensor").job_name == "image_pipeline_job"

@@ -1,0 +1,203 @@
+import base64
+import io
+import time
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from PIL import Image
+from pydantic import Field
+
+from assets.tables import content_version, preview
+from assets.versions import CUTOUTS_VERSION
+from orchestration.partitions import BatchKey, upload_batch_partitions
+from photogroup.contact_sheet import tile_sheet
+from photogroup.cutout import apply_mask, checkerboard_preview, foreground_fraction
+from resources.cutouts import CutoutResource
+from resources.memo import MemoStore
+from resources.s3 import put_objects
+
+COLUMNS = ["key", "file", "sha256", "provider", "model_id", "status", "reason", "seconds",
+           "foreground_fraction", "cutout_key", "mask_key"]  # fmt: skip
+PREVIEW_COLUMNS = ["file", "status", "foreground_fraction", "seconds", "reason"]
+
+
+class CutoutsConfig(dg.Config):
+    scope: Literal["all", "covers"] = Field(
+        default="all", description="Every accepted image, or each product group's cover only."
+    )
+    source_size: int = Field(
+        default=1024, description="Send the rendition with this long side (or the largest)."
+    )
+    chunk: int = Field(
+        default=256,
+        description="Images per provider call: remote providers create a whole chunk's "
+        "predictions before polling; bounds the images held in memory.",
+    )
+    previews: int = Field(default=8, description="Cut-outs shown on a checkerboard.")
+
+
+@dg.asset(
+    partitions_def=upload_batch_partitions,
+    group_name="image_pipeline",
+    kinds={"python", "s3"},
+    code_version=CUTOUTS_VERSION,
+    check_specs=[dg.AssetCheckSpec("every_image_cut_out", asset="product_cutouts")],
+)
+def product_cutouts(
+    context: dg.AssetExecutionContext,
+    config: CutoutsConfig,
+    product_images: pd.DataFrame,
+    product_groups: pd.DataFrame,
+    cutouts: CutoutResource,
+    memo: MemoStore,
+):
+    """A PNG cut-out (alpha = product) and its mask for every accepted image (or every
+    group's cover), from the configured provider. Memoised on the image's bytes and the
+    provider's model and parameters: an unchanged image is never sent again. Provider
+    failures are recorded per image (and retried next run), never failing the batch."""
+    tenant = BatchKey.parse(context.partition_key).tenant
+    provider = cutouts.get_provider(tenant)
+    sources = _sources(product_images, product_groups, config)
+    namespace = f"cutouts/{CUTOUTS_VERSION}/{provider.model_id}"
+    entries, pack_complete = memo.lookup(
+        namespace,
+        sources.index,
+        lambda k, why: context.log.warning(f"cutouts memo {k[:12]}: {why}"),
+        pack=context.partition_key,
+    )
+    missing = [sha for sha in sources.index if sha not in entries]
+    context.log.info(f"cut-outs ({provider.model_id}): {len(entries)} memo hits, "
+                     f"{len(missing)} to send")  # fmt: skip
+    failures: dict[str, str] = {}
+    started = time.perf_counter()
+    for start in range(0, len(missing), config.chunk):
+        shas = missing[start : start + config.chunk]
+        done = _cut_chunk(shas, sources, provider, namespace, memo, failures)
+        memo.put_json_many(namespace, done)
+        entries.update(done)
+        context.log.info(f"cut-outs: {start + len(shas)}/{len(missing)} sent, "
+                         f"{len(failures)} failed so far")  # fmt: skip
+    if not pack_complete and not failures:
+        memo.write_pack(namespace, context.partition_key, {s: entries[s] for s in sources.index})
+    table = _manifest(sources, entries, failures, cutouts.provider, provider.model_id)
+    for sha, reason in failures.items():
+        context.log.warning(f"cut-out of {sources.file[sha]} failed: {reason}")
+    yield dg.Output(
+        table,
+        data_version=content_version(table, ["key", "cutout_key", "status"]),
+        metadata={
+            "images": len(sources),
+            "cut_out": int((table.status == "ok").sum()),
+            "failed": len(failures),
+            "memo_hits": len(sources) - len(missing),
+            "memo_misses": len(missing),
+            "provider": cutouts.provider,
+            "model_id": provider.model_id,
+            "provider_seconds": round(time.perf_counter() - started, 3),
+            **_stats(provider.stats()),
+            "mean_foreground_fraction": round(float(table.foreground_fraction.mean()), 4)
+            if len(table)
+            else 0.0,
+            "preview": preview(table, PREVIEW_COLUMNS, 15),
+            **_preview_image(table, memo, config.previews),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="every_image_cut_out",
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "failed": dg.MetadataValue.json({sources.file[s]: r for s, r in failures.items()})
+        },
+    )
+
+
+def _stats(stats: dict) -> dict:
+    """Provider statistics as metadata; limiter and provider counters keep their names."""
+    return {k if k.startswith(("limiter", "provider")) else f"provider_{k}": v
+            for k, v in stats.items()}  # fmt: skip
+
+
+def _sources(product_images: pd.DataFrame, groups: pd.DataFrame, config) -> pd.DataFrame:
+    """One row per distinct image to cut out, by SHA-256: a file, its key and the JPEG
+    rendition to send (oriented, sRGB, at most ``source_size``)."""
+    ok = product_images[(product_images.status == "ok") & (product_images.format == "jpeg")]
+    if config.scope == "covers":
+        ok = ok[ok.sha256.isin(set(groups.cover_sha256))]
+    ok = ok.assign(fits=ok["size"] <= config.source_size)
+    # The largest rendition that fits, else the smallest there is.
+    ok = ok.sort_values(["sha256", "fits", "size"], ascending=[True, False, True])
+    best = ok.groupby("sha256").apply(
+        lambda g: g[g.fits].iloc[-1] if g.fits.any() else g.iloc[0], include_groups=False
+    )
+    return best[["key", "file", "rendition_key"]] if len(best) else pd.DataFrame(
+        columns=["key", "file", "rendition_key"]
+    )  # fmt: skip
+
+
+def _cut_chunk(shas, sources, provider, namespace, memo, failures) -> dict:
+    report = memo.fetch([sources.rendition_key[s] for s in shas])
+    images, sent = [], []
+    for sha in shas:
+        key = sources.rendition_key[sha]
+        if key not in report.data:
+            failures[sha] = f"rendition unreadable: {report.errors.get(key, 'missing')}"
+            continue
+        image = Image.open(io.BytesIO(report.data[key]))
+        image.load()
+        images.append(image.convert("RGB"))
+        sent.append(sha)
+    outcomes = provider.cut_out(images) if images else []
+    done, objects = {}, {}
+    prefix = f"cutouts/{namespace.split('/', 1)[1]}"
+    for sha, image, outcome in zip(sent, images, outcomes, strict=True):
+        if outcome.mask is None:
+            failures[sha] = outcome.error or "no mask"
+            continue
+        mask = outcome.mask.convert("L")
+        if mask.size != image.size:
+            mask = mask.resize(image.size, Image.Resampling.BILINEAR)
+        cutout_key = f"{prefix}/{sha[:2]}/{sha}.png"
+        mask_key = f"{prefix}/{sha[:2]}/{sha}-mask.png"
+        objects[cutout_key], objects[mask_key] = _png(apply_mask(image, mask)), _png(mask)
+        done[sha] = {"cutout_key": cutout_key, "mask_key": mask_key,
+                     "foreground_fraction": round(foreground_fraction(mask), 4),
+                     "seconds": round(float(outcome.seconds), 3)}  # fmt: skip
+    put_objects(memo.s3.get_client(), memo.bucket, objects, "image/png")
+    return done
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False, compress_level=6)
+    return out.getvalue()
+
+
+def _manifest(sources, entries, failures, provider_name, model_id) -> pd.DataFrame:
+    rows = []
+    for sha, row in sources.iterrows():
+        base = {"key": row.key, "file": row.file, "sha256": sha, "provider": provider_name,
+                "model_id": model_id}  # fmt: skip
+        if sha in entries:
+            rows.append({**base, "status": "ok", "reason": "", **entries[sha]})
+        else:
+            rows.append({**base, "status": "failed", "reason": failures.get(sha, "not sent")})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _preview_image(table: pd.DataFrame, memo: MemoStore, count: int) -> dict:
+    """A few stored cut-outs on a checkerboard, so transparency shows in the UI."""
+    shown = table[table.status == "ok"].head(count)
+    if shown.empty:
+        return {}
+    report = memo.fetch(list(shown.cutout_key))
+    tiles = [
+        (row.file, checkerboard_preview(Image.open(io.BytesIO(report.data[row.cutout_key])), 96))
+        for row in shown.itertuples()
+        if row.cutout_key in report.data
+    ]
+    buffer = io.BytesIO()
+    tile_sheet(tiles).save(buffer, format="JPEG", quality=80)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return {"cutouts_preview": dg.MetadataValue.md(f"![cut-outs](data:image/jpeg;base64,{data})")}

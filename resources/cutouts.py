@@ -1,0 +1,133 @@
+"""Cut-out resource: one field picks the background-removal provider.
+
+* ``local`` (default, offline): GrabCut seeded from the border (photogroup.cutout).
+* ``replicate``: a Replicate model through the asynchronous predictions API (create all,
+  then poll all); token from the environment variable named by ``replicate_token_env``.
+* ``bedrock``: Amazon Titan Image Generator v2 ``BACKGROUND_REMOVAL``.
+* ``onnx``: your U²-Net-style salient-object model, local path or ``s3://``.
+
+Remote providers take their tokens from a bucket shared by every run (state on the pipeline
+bucket, ``limits/<provider>.json``, see resources/shared_ratelimit.py), served round-robin
+across tenants, so parallel runs together stay under the account's quota.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from resources.s3 import S3Resource
+
+
+class CutoutResource(dg.ConfigurableResource):
+    """Turns product photos into foreground masks."""
+
+    provider: Literal["local", "replicate", "bedrock", "onnx"] = Field(
+        default="local", description="'local' (offline), 'replicate', 'bedrock' or 'onnx'."
+    )
+    requests_per_minute: float = Field(
+        default=500.0,
+        description="replicate/bedrock: the account's quota; all runs together use 90 % of it.",
+    )
+    shared_limiter: bool = Field(
+        default=True,
+        description="Share the quota across runs through limits/<provider>.json on "
+        "limits_bucket; off, each run paces itself alone.",
+    )
+    limits_bucket: str = Field(default="", description="Bucket of the shared limiter state.")
+    replicate_version: str = Field(default="", description="replicate: model version id.")
+    replicate_base_url: str = Field(default="https://api.replicate.com")
+    replicate_token_env: str = Field(
+        default="REPLICATE_API_TOKEN",
+        description="replicate: name of the environment variable holding the API token "
+        "(the token itself is never part of the config).",
+    )
+    replicate_create_concurrency: int = 4
+    replicate_poll_concurrency: int = 8
+    replicate_poll_interval: float = 1.0
+    replicate_prediction_timeout: float = 300.0
+    bedrock_region: str | None = None
+    bedrock_endpoint_url: str | None = None
+    bedrock_max_concurrency: int = 4
+    bedrock_max_attempts: int = 6
+    onnx_model: str = Field(default="", description="onnx: local path or s3://bucket/key.")
+    onnx_cache_dir: str = ".local/models"
+    onnx_input_size: int = Field(default=0, description="onnx: side; 0 reads the model's.")
+    threads: int = Field(default=0, description="local/onnx: CPU threads (0: all cores).")
+    s3: dg.ResourceDependency[S3Resource]
+
+    def get_provider(self, tenant: str):
+        """A provider for one run of ``tenant``'s batch (its limiter knows the tenant)."""
+        if self.provider == "local":
+            from photogroup.cutout_providers import LocalCutouts
+
+            return LocalCutouts(threads=self.threads or None)
+        if self.provider == "onnx":
+            return self._onnx()
+        limiter = self._limiter(tenant)
+        if self.provider == "replicate":
+            from photogroup.replicate_cutouts import ReplicateCutouts
+
+            token = os.environ.get(self.replicate_token_env, "")
+            if not token:
+                raise ValueError(f"provider 'replicate' needs ${self.replicate_token_env}")
+            if not self.replicate_version:
+                raise ValueError("provider 'replicate' needs replicate_version")
+            client = ReplicateCutouts(
+                token,
+                self.replicate_version,
+                base_url=self.replicate_base_url,
+                limiter=limiter,
+                create_concurrency=self.replicate_create_concurrency,
+                poll_concurrency=self.replicate_poll_concurrency,
+                poll_interval=self.replicate_poll_interval,
+                prediction_timeout=self.replicate_prediction_timeout,
+            )
+            client.model_id = f"replicate-{_short(self.replicate_version)}"
+            return client
+        from resources.bedrock_cutouts import BedrockCutouts
+
+        return BedrockCutouts.from_settings(
+            region=self.bedrock_region,
+            endpoint_url=self.bedrock_endpoint_url,
+            requests_per_minute=self.requests_per_minute,
+            max_concurrency=self.bedrock_max_concurrency,
+            max_attempts=self.bedrock_max_attempts,
+            limiter=limiter,
+        )
+
+    def _limiter(self, tenant: str):
+        from photogroup.ratelimit import TokenBucket
+
+        if not self.shared_limiter:
+            return TokenBucket.for_limit(self.requests_per_minute)
+        from resources.shared_ratelimit import SharedTokenBucket
+
+        if not self.limits_bucket:
+            raise ValueError("shared_limiter needs limits_bucket (the pipeline bucket)")
+        return SharedTokenBucket.for_limit(
+            self.requests_per_minute,
+            client=self.s3.get_client(),
+            bucket=self.limits_bucket,
+            key=f"limits/{self.provider}.json",
+            tenant=tenant,
+        )
+
+    def _onnx(self):
+        from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
+        from resources.model_files import resolve_model_file
+
+        if not self.onnx_model:
+            raise ValueError("provider 'onnx' needs onnx_model: a local path or s3://bucket/key")
+        path = resolve_model_file(self.onnx_model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        size = (self.onnx_input_size, self.onnx_input_size) if self.onnx_input_size else None
+        return OnnxCutouts(
+            path, SaliencyPreprocessing(size=size), intra_op_num_threads=self.threads or 1
+        )
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
