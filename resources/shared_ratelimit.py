@@ -18,6 +18,18 @@ Why compare-and-swap on S3:
   send a minute (one step with four threads outruns a quota that a pool of one allows);
 * Redis (or DynamoDB) would do, but is not in the local profile: one more service to run.
 
+**State**, at a key such as ``limits/<provider>.json`` on the pipeline bucket::
+
+    {"v": 1, "seq": 812, "rate_per_minute": 450.0, "capacity": 14,
+     "tokens": -3.5, "updated": 1718000000.25, "last": "shop-a",
+     "waiting": {"shop-b": {"since": 1717999999.9, "seen": 1718000000.1}}}
+
+``tokens`` is the level at wall time ``updated`` (below zero while a block is reserved),
+``seq`` counts writes, ``rate_per_minute`` and ``capacity`` are the last taker's settings
+(runs that disagree refill at the lower rate and log a warning), ``last`` is the tenant
+served last and ``waiting`` the tenants waiting for a block. Deleting the object resets the
+limiter (to a full bucket).
+
 **Blocks and leases.** To keep S3 traffic low a run takes ``block`` tokens at once (about a
 second's worth) and hands them out locally to its threads. A block is valid from the moment
 the shared level, drawn below zero by the take, would be back at zero (a take may reserve at
@@ -49,9 +61,10 @@ turn. ``tenant_ttl`` should exceed the clocks' skew.
 
 **S3 requests.** A tenant alone takes a block with one PUT (it keeps the ETag its own PUT
 returned: no GET while nobody else writes), about ``rate / block`` PUTs a second: 1.1 at
-450 requests a minute with the default one-second blocks of 7. Tenants taking turns add a
-GET after each lost race, a PUT to join the waiting list per block, polls while another's
-turn lasts and the heartbeats: a few requests a second in all.
+450 requests a minute with the default one-second blocks of 7. Tenants taking turns add, per
+block, a PUT to join the waiting list, a lost race (a refused PUT and a GET) and polls while
+another's turn lasts. Measured on SeaweedFS at 450 a minute with every run asking as fast as
+it can: 1.3 requests a second in all for one tenant, 5 for two, 7 for three.
 """
 
 import contextlib
@@ -168,7 +181,10 @@ class _State:
             )
             numbers = [state.tokens, state.updated, state.rate_per_minute]
             numbers += [t for entry in state.waiting.values() for t in entry]
-            if not all(map(math.isfinite, numbers)) or state.rate_per_minute <= 0:
+            if (
+                not all(map(math.isfinite, numbers))
+                or min(state.rate_per_minute, state.capacity) <= 0
+            ):
                 raise ValueError("non-finite or non-positive numbers")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SharedLimiterError(
