@@ -396,7 +396,43 @@ def cmd_seed(args) -> int:
 
 
 def cmd_up(args) -> int:
-    """Embedded S3, sample batches materialised, then `dagster dev` in the foreground."""
+    """Embedded S3, sample batches materialised, then `dagster dev` in the foreground.
+
+    With PIPELINE_PROFILE=distributed, PostgreSQL, Redis and two Celery workers start
+    first (orchestration/local_cluster.py) and stop when `dagster dev` does."""
+    from orchestration.profiles import current_profile
+
+    if current_profile() != "distributed":
+        _seed_and_materialise()
+        command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        print(f"starting {' '.join(command)} (Ctrl-C stops it; `s3 stop` stops the local S3)")
+        os.execve(str(Path(sys.executable).parent / "dagster"), command, os.environ)
+    import subprocess
+
+    from orchestration.instance import DEFAULT_DISTRIBUTED_HOME
+    from orchestration.local_cluster import LocalCluster
+    from orchestration.local_s3 import REPO_ROOT
+
+    os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DISTRIBUTED_HOME))
+    cluster = LocalCluster(REPO_ROOT / ".local" / "cluster", workers=args.workers,
+                           daemon=False, env=dict(os.environ))  # fmt: skip
+    try:
+        cluster.start()
+        os.environ.update(cluster.env)
+        print(f"PostgreSQL {cluster.postgres.url}, Redis {cluster.redis.url}, "
+              f"{args.workers} Celery workers (logs in {cluster.root})")  # fmt: skip
+        _seed_and_materialise()
+        command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        print(f"starting {' '.join(command)} (Ctrl-C stops it and the cluster)")
+        subprocess.run([str(Path(sys.executable).parent / "dagster"), *command[1:]])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _seed_and_materialise() -> None:
     import dagster as dg
 
     from orchestration.environment import ensure_environment, uploads_from_env
@@ -413,11 +449,6 @@ def cmd_up(args) -> int:
                 continue
             _, summary = run_batch(batch, instance)
             print(f"{batch.partition_key}: {json.dumps(summary)}")
-    command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
-    print(f"starting {' '.join(command)} (Ctrl-C stops it; `s3 stop` stops the local S3)")
-    bin_dir = Path(sys.executable).parent
-    os.execve(str(bin_dir / "dagster"), command, os.environ)
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -502,5 +533,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="local S3 + samples + `dagster dev` (the README's command)")
     up.add_argument("--port", type=int, default=3000, help="webserver port")
+    up.add_argument("--workers", type=int, default=2,
+                    help="Celery workers (PIPELINE_PROFILE=distributed only)")  # fmt: skip
     up.set_defaults(handler=cmd_up)
     return parser

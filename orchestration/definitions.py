@@ -10,6 +10,7 @@ import os
 import dagster as dg
 
 from assets import ALL_ASSETS
+from orchestration import profiles
 from orchestration.jobs import image_pipeline_job
 from resources.catalog_store import CatalogStore
 from resources.cutouts import CutoutResource
@@ -74,4 +75,5 @@ defs = dg.Definitions(
     jobs=[image_pipeline_job],
     sensors=[upload_sensor],
     resources=pipeline_resources(env_s3()),
+    executor=profiles.executor(),  # PIPELINE_PROFILE: multiprocess or Celery
 )
