@@ -89,11 +89,12 @@ def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files
         warm = materialise(instance, "shop/b1", counted_resources())
     assert image_gets(s3_env) == 0
     assert sum(EMBEDDED.values()) == 0
-    # Batched: one pack per image stage (fingerprints, features, embeddings, renditions),
-    # the cluster entry, its contact sheet and the covers sheet; not one GET per image.
+    # Batched: one pack per image stage (fingerprints, features, embeddings, renditions,
+    # cut-outs), the cluster entry, its contact sheet and the covers sheet; not one GET
+    # per image.
     memo_gets = sorted(k.split("/")[1] for _, k in GETS if k.startswith("memo/"))
-    assert memo_gets == ["clusters", "contact_sheets", "covers", "embeddings", "features",
-                         "fingerprint", "renditions"], memo_gets  # fmt: skip
+    assert memo_gets == ["clusters", "contact_sheets", "covers", "cutouts", "embeddings",
+                         "features", "fingerprint", "renditions"], memo_gets  # fmt: skip
     assert metadata(warm, "image_embeddings")["embedder_calls"] == 0
     assert metadata(warm, "image_clusters")["memo_hit"] is True
 

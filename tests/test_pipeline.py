@@ -84,6 +84,7 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
         "every_edit_applies": True,
         "every_image_rendered": True,
         "every_group_has_a_cover_rendition": True,
+        "every_image_cut_out": True,
     }
 
 
