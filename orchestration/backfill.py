@@ -45,7 +45,8 @@ def launch(instance: dg.DagsterInstance, tenant: str, partition_keys: list[str])
         backfill_id=make_new_backfill_id(),
         asset_graph=graph,
         partition_names=sorted(partition_keys),
-        asset_selection=sorted(graph.get_all_asset_keys()),
+        # Executable assets only: grouping_edits is external (written by `groups edit`).
+        asset_selection=sorted(graph.executable_asset_keys),
         backfill_timestamp=time.time(),
         tags={"tenant": tenant},
         dynamic_partitions_store=instance,

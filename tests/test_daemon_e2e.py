@@ -20,8 +20,9 @@ from tests.helpers import photo_batch, upload
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["raw_images", "image_features", "image_embeddings", "image_clusters"]
-DEADLINE_SECONDS = 420
+ASSETS = ["raw_images", "image_features", "image_embeddings", "image_clusters",
+          "product_groups", "product_images", "catalog", "product_cutouts"]  # fmt: skip
+DEADLINE_SECONDS = 720  # eight assets a batch on a shared 2-core machine
 
 
 def group_members(pgid: int) -> list[int]:
@@ -85,6 +86,7 @@ def materialised(instance: dg.DagsterInstance, partition: str) -> set[str]:
     return done
 
 
+@pytest.mark.timeout(900)
 def test_sensor_and_backfill_under_dagster_dev(s3_env, s3_client, subprocess_env, dagster_dev):
     deadline = time.monotonic() + DEADLINE_SECONDS
     uploads = s3_env["UPLOADS_BUCKET"]
