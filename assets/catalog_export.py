@@ -1,4 +1,6 @@
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -7,9 +9,21 @@ from assets.tables import content_version, preview
 from assets.versions import CATALOG_EXPORT_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup.colours import colour_name
+from resources.parquet_io_manager import Tables, range_data_version
 
 COLUMNS = ["group_id", "product_id", "name", "size", "colour", "colours", "dominant_colors",
            "cover_file", "cover_renditions", "member_renditions"]  # fmt: skip
+
+
+# Single-run backfills are deliberate, so Dagster's warnings about them would only be noise on
+# every load: backfill_policy is beta, and image_pipeline_job mixing policies makes its job
+# backfills one batch per run (as before); asset backfills use each asset's own policy.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+warnings.filterwarnings("ignore", category=UserWarning, message=".*varying BackfillPolicies.*")
+#: Batches listed by name in a range's check metadata.
+CHECK_LISTED = 100
+#: Upstream tables: a DataFrame for one batch, a dict of them for a run over several.
+TABLE_INPUTS = ("product_groups", "product_images", "image_features")
 
 
 @dg.asset(
@@ -18,15 +32,78 @@ COLUMNS = ["group_id", "product_id", "name", "size", "colour", "colours", "domin
     kinds={"python", "s3"},
     code_version=CATALOG_EXPORT_VERSION,
     check_specs=[dg.AssetCheckSpec("every_group_has_a_cover_rendition", asset="catalog")],
+    # A change of the export format re-exports every batch in one run; inputs are then dicts.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    ins={name: dg.AssetIn(dagster_type=dg.Any) for name in TABLE_INPUTS},
 )
 def catalog(
     context: dg.AssetExecutionContext,
-    product_groups: pd.DataFrame,
-    product_images: pd.DataFrame,
-    image_features: pd.DataFrame,
-) -> dg.Output:
+    product_groups: Tables,
+    product_images: Tables,
+    image_features: Tables,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """The batch's catalogue export: one row per product group with its name, cover
-    renditions, every member's renditions and the colours a shop filters on."""
+    renditions, every member's renditions and the colours a shop filters on.
+
+    A run over several batches (single-run backfill) gets dicts partition key -> table and
+    returns one; each batch's materialisation carries that batch's metadata, and the check
+    covers every batch of the run."""
+    keys = context.partition_keys
+    if len(keys) == 1:
+        table = _export(product_groups, product_images, image_features)
+        no_cover = _without_cover(table)
+        context.log.info(f"catalogue export: {len(table)} product groups")
+        yield dg.Output(table, data_version=_version(table), metadata=_metadata(table))
+        yield dg.AssetCheckResult(
+            check_name="every_group_has_a_cover_rendition",
+            passed=not no_cover,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"groups_without_cover": dg.MetadataValue.json(no_cover[:100])},
+        )
+        return
+
+    tables, versions, failing = {}, {}, {}
+    for key in keys:
+        table = _export(product_groups[key], product_images[key], image_features[key])
+        tables[key], versions[key] = table, _version(table)
+        context.add_asset_metadata(
+            {**_metadata(table), "dagster/row_count": len(table),
+             "content_version": versions[key].value},
+            partition_key=key,
+        )  # fmt: skip
+        if missing := _without_cover(table):
+            failing[key] = missing[:100]
+    context.log.info(
+        f"catalogue export: {sum(len(t) for t in tables.values())} product groups "
+        f"in {len(keys)} batches"
+    )
+    yield dg.Output(
+        tables,
+        data_version=range_data_version(versions),
+        # On every batch's materialisation, next to its own figures: the run's totals.
+        metadata={
+            "run_product_groups": sum(len(t) for t in tables.values()),
+            "run_batches_with_groups_without_cover": len(failing),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="every_group_has_a_cover_rendition",
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "batches_checked": len(keys),
+            "batches_failing": len(failing),
+            "groups_without_cover": dg.MetadataValue.json(
+                dict(list(failing.items())[:CHECK_LISTED])
+            ),
+        },
+        description=f"Evaluated over the run's {len(keys)} batches.",
+    )
+
+
+def _export(
+    product_groups: pd.DataFrame, product_images: pd.DataFrame, image_features: pd.DataFrame
+) -> pd.DataFrame:
     ok = product_images[product_images.status == "ok"]
     renditions = {
         key: rows[["size", "format", "width", "height", "rendition_key"]]
@@ -54,22 +131,21 @@ def catalog(
                 for k, f in zip(group.member_keys, group.members, strict=True)
             ],
         })  # fmt: skip
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    no_cover = sorted(table.group_id[[not r for r in table.cover_renditions]])
-    context.log.info(f"catalogue export: {len(table)} product groups")
-    yield dg.Output(
-        table,
-        data_version=content_version(table, ["group_id", "name", "cover_renditions"]),
-        metadata={
-            "product_groups": len(table),
-            "products": int(table["product_id"].nunique()),
-            "colours": dg.MetadataValue.json(dict(Counter(table.colour).most_common())),
-            "preview": preview(table, ["name", "size", "colour", "cover_file"], 20),
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name="every_group_has_a_cover_rendition",
-        passed=not no_cover,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"groups_without_cover": dg.MetadataValue.json(no_cover[:100])},
-    )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _without_cover(table: pd.DataFrame) -> list[str]:
+    return sorted(table.group_id[[not r for r in table.cover_renditions]])
+
+
+def _version(table: pd.DataFrame) -> dg.DataVersion:
+    return content_version(table, ["group_id", "name", "cover_renditions"])
+
+
+def _metadata(table: pd.DataFrame) -> dict:
+    return {
+        "product_groups": len(table),
+        "products": int(table["product_id"].nunique()),
+        "colours": dg.MetadataValue.json(dict(Counter(table.colour).most_common())),
+        "preview": preview(table, ["name", "size", "colour", "cover_file"], 20),
+    }

@@ -2,6 +2,9 @@ import base64
 import hashlib
 import io
 import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -17,6 +20,7 @@ from photogroup.edits import APPLIED, HOLDS, NOT_APPLICABLE, parse_log
 from photogroup.product_groups import edited_groups, machine_groups, product_group_table
 from resources.edit_log import EditLog
 from resources.memo import MemoStore
+from resources.parquet_io_manager import Tables, range_data_version
 
 #: People's corrections, written by `python -m orchestration groups edit`, which reports a
 #: materialisation of this external asset: product_groups then shows as changed upstream.
@@ -28,9 +32,21 @@ grouping_edits = dg.AssetSpec(
     description="Edit log of the batch's groups (rename, split, merge, move), JSON lines at "
     "s3://<pipeline-bucket>/edits/<tenant>/<batch>.jsonl.",
 )
+# Single-run backfills are deliberate, so Dagster's warnings about them would only be noise on
+# every load: backfill_policy is beta, and image_pipeline_job mixing policies makes its job
+# backfills one batch per run (as before); asset backfills use each asset's own policy.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+warnings.filterwarnings("ignore", category=UserWarning, message=".*varying BackfillPolicies.*")
 #: Covers drawn in the preview: bounds the working copies read per batch.
 PREVIEW_COVERS = 24
 COVERS_NAMESPACE = f"covers/{PRODUCT_GROUPS_VERSION}"
+#: Batches worked on at once in a run over several (edit log and covers reads).
+RANGE_CONCURRENCY = 8
+#: Batches listed by name in a range's check metadata.
+CHECK_LISTED = 100
+#: Upstream tables: a DataFrame for one batch, a dict of them for a run over several.
+TABLE_INPUTS = ("raw_images", "image_features", "image_clusters")
+STALE_DESCRIPTION = "Edits whose images moved apart after clustering re-ran need a person."
 
 
 @dg.asset(
@@ -40,19 +56,103 @@ COVERS_NAMESPACE = f"covers/{PRODUCT_GROUPS_VERSION}"
     code_version=PRODUCT_GROUPS_VERSION,
     deps=[grouping_edits],
     check_specs=[dg.AssetCheckSpec("every_edit_applies", asset="product_groups")],
+    # Re-applying edits to many batches is one run (tables only); its inputs are then dicts.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    ins={name: dg.AssetIn(dagster_type=dg.Any) for name in TABLE_INPUTS},
 )
 def product_groups(
     context: dg.AssetExecutionContext,
-    raw_images: pd.DataFrame,
-    image_features: pd.DataFrame,
-    image_clusters: pd.DataFrame,
+    raw_images: Tables,
+    image_features: Tables,
+    image_clusters: Tables,
     edit_log: EditLog,
     memo: MemoStore,
 ):
     """One row per group: image_clusters with the batch's edit log applied, each group's
     name, cover image (sharpest, then largest) and members. Reads tables only: no image is
-    fetched, featurised or embedded again."""
-    text, _ = edit_log.read(context.partition_key)
+    fetched, featurised or embedded again.
+
+    A run over several batches (single-run backfill) gets dicts partition key -> table and
+    returns one; each batch's materialisation carries that batch's metadata, and the check
+    covers every batch of the run."""
+    keys = context.partition_keys
+    if len(keys) == 1:
+        (key,) = keys
+        done = _group(key, raw_images, image_features, image_clusters, edit_log)
+        _log(context, done, prefix="")
+        yield dg.Output(
+            done.table,
+            data_version=_version(done.table),
+            metadata=_metadata(key, done, edit_log, memo, inline_covers=True),
+        )
+        yield dg.AssetCheckResult(
+            check_name="every_edit_applies",
+            passed=not done.stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"not_applicable": dg.MetadataValue.json(done.stale)},
+            description=STALE_DESCRIPTION,
+        )
+        return
+
+    def one(key: str) -> tuple[_Grouped, dict]:
+        done = _group(key, raw_images[key], image_features[key], image_clusters[key], edit_log)
+        # No inline covers: thousands of base64 sheets would be held until the run ends.
+        return done, _metadata(key, done, edit_log, memo, inline_covers=False)
+
+    workers = min(RANGE_CONCURRENCY, len(keys))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="product-groups") as pool:
+        results = dict(zip(keys, pool.map(one, keys), strict=True))
+    versions = {}
+    for key, (done, meta) in results.items():
+        _log(context, done, prefix=f"{key}: ")
+        versions[key] = _version(done.table)
+        context.add_asset_metadata(
+            {**meta, "dagster/row_count": len(done.table), "content_version": versions[key].value},
+            partition_key=key,
+        )
+    stale = {key: done.stale for key, (done, _) in results.items() if done.stale}
+    yield dg.Output(
+        {key: done.table for key, (done, _) in results.items()},
+        data_version=range_data_version(versions),
+        # On every batch's materialisation, next to its own figures: the run's totals.
+        metadata={
+            "run_groups": sum(len(d.table) for d, _ in results.values()),
+            "run_edits": sum(len(d.edits) for d, _ in results.values()),
+            "run_edits_not_applicable": sum(len(s) for s in stale.values()),
+            "run_batches_with_stale_edits": len(stale),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="every_edit_applies",
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "batches_checked": len(keys),
+            "batches_failing": len(stale),
+            "not_applicable": dg.MetadataValue.json(dict(list(stale.items())[:CHECK_LISTED])),
+        },
+        description=f"{STALE_DESCRIPTION} Evaluated over the run's {len(keys)} batches.",
+    )
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    """One batch's groups and how its edit log applied."""
+
+    table: pd.DataFrame
+    edits: list
+    counts: dict[str, int]
+    stale: list[dict]
+
+
+def _group(
+    partition_key: str,
+    raw_images: pd.DataFrame,
+    image_features: pd.DataFrame,
+    image_clusters: pd.DataFrame,
+    edit_log: EditLog,
+) -> _Grouped:
+    text, _ = edit_log.read(partition_key)
     edits = parse_log(text)
     groups, outcomes = edited_groups(image_clusters, edits)
     images = image_clusters[["key", "file", "sha256"]].merge(
@@ -67,51 +167,53 @@ def product_groups(
         for o in outcomes
         if o.status == NOT_APPLICABLE
     ]
-    for item in stale:
-        context.log.warning(f"edit {item['line']} ({item['op']}) no longer applies: "
+    return _Grouped(table, edits, counts, stale)
+
+
+def _log(context: dg.AssetExecutionContext, done: _Grouped, prefix: str) -> None:
+    for item in done.stale:
+        context.log.warning(f"{prefix}edit {item['line']} ({item['op']}) no longer applies: "
                             f"{item['reason']}")  # fmt: skip
+    counts = done.counts
     context.log.info(
-        f"{len(edits)} edits: {counts[APPLIED]} applied, {counts[HOLDS]} already held, "
-        f"{counts[NOT_APPLICABLE]} no longer apply; {len(table)} groups"
+        f"{prefix}{len(done.edits)} edits: {counts[APPLIED]} applied, {counts[HOLDS]} already "
+        f"held, {counts[NOT_APPLICABLE]} no longer apply; {len(done.table)} groups"
     )
-    yield dg.Output(
-        table,
-        data_version=content_version(table, ["group_id", "product_id", "name", "member_shas"]),
-        metadata={
-            "groups": len(table),
-            "products": int(table.product_id.nunique()),
-            "named_groups": int(table.named.sum()),
-            "edited_groups": int(table.edited.sum()),
-            "edits": len(edits),
-            "edits_applied": counts[APPLIED],
-            "edits_already_held": counts[HOLDS],
-            "edits_not_applicable": counts[NOT_APPLICABLE],
-            "not_applicable": dg.MetadataValue.json(stale),
-            "edit_log": dg.MetadataValue.path(
-                f"s3://{edit_log.bucket}/{edit_log.key(context.partition_key)}"
-            ),
-            "preview": preview(
-                table.sort_values("size", ascending=False),
-                ["name", "group_id", "product_id", "size", "colour", "cover_file"],
-                20,
-            ),
-            **_cover_preview(table, memo),
-        },
-    )
-    yield dg.AssetCheckResult(
-        check_name="every_edit_applies",
-        passed=not stale,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"not_applicable": dg.MetadataValue.json(stale)},
-        description="Edits whose images moved apart after clustering re-ran need a person.",
-    )
+
+
+def _version(table: pd.DataFrame) -> dg.DataVersion:
+    return content_version(table, ["group_id", "product_id", "name", "member_shas"])
+
+
+def _metadata(
+    partition_key: str, done: _Grouped, edit_log: EditLog, memo: MemoStore, inline_covers: bool
+) -> dict:
+    table, counts = done.table, done.counts
+    return {
+        "groups": len(table),
+        "products": int(table.product_id.nunique()),
+        "named_groups": int(table.named.sum()),
+        "edited_groups": int(table.edited.sum()),
+        "edits": len(done.edits),
+        "edits_applied": counts[APPLIED],
+        "edits_already_held": counts[HOLDS],
+        "edits_not_applicable": counts[NOT_APPLICABLE],
+        "not_applicable": dg.MetadataValue.json(done.stale),
+        "edit_log": dg.MetadataValue.path(f"s3://{edit_log.bucket}/{edit_log.key(partition_key)}"),
+        "preview": preview(
+            table.sort_values("size", ascending=False),
+            ["name", "group_id", "product_id", "size", "colour", "cover_file"],
+            20,
+        ),
+        **_cover_preview(table, memo, inline=inline_covers),
+    }
 
 
 def _who(edit) -> dict:
     return {"who": edit.who, "when": edit.when, "why": edit.why} if hasattr(edit, "who") else {}
 
 
-def _cover_preview(table: pd.DataFrame, memo: MemoStore) -> dict:
+def _cover_preview(table: pd.DataFrame, memo: MemoStore, inline: bool = True) -> dict:
     """The covers of the largest groups, captioned with their names; the sheet is stored
     content-addressed, so an unchanged batch reads one object instead of every cover."""
     if table.empty:
@@ -132,10 +234,12 @@ def _cover_preview(table: pd.DataFrame, memo: MemoStore) -> dict:
         tile_sheet(tiles).save(buffer, format="JPEG", quality=80)
         jpeg = buffer.getvalue()
         memo.put_many(COVERS_NAMESPACE, {key: jpeg})
-    data = base64.b64encode(jpeg).decode()
-    return {
-        "covers": dg.MetadataValue.md(f"![covers](data:image/jpeg;base64,{data})"),
+    sheet = {
         "covers_sheet": dg.MetadataValue.path(
             f"s3://{memo.bucket}/{memo.entry_key(COVERS_NAMESPACE, key)}"
-        ),
+        )
     }
+    if not inline:
+        return sheet
+    data = base64.b64encode(jpeg).decode()
+    return {"covers": dg.MetadataValue.md(f"![covers](data:image/jpeg;base64,{data})"), **sheet}
