@@ -22,8 +22,8 @@ from resources.edit_log import EditLog
 from resources.memo import MemoStore
 from resources.parquet_io_manager import Tables, range_data_version
 
-#: People's corrections, written by `python -m orchestration groups edit`, which reports a
-#: materialisation of this external asset: product_groups then shows as changed upstream.
+#: People's corrections, written by `python -m orchestration groups edit`, which reports an
+#: observation of this external asset with the log's data version: product_groups goes stale.
 grouping_edits = dg.AssetSpec(
     "grouping_edits",
     partitions_def=upload_batch_partitions,

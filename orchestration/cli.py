@@ -235,8 +235,10 @@ def _report_edit(batch: BatchKey, log, edit: dict) -> None:
     version = hashlib.sha256(text.encode()).hexdigest()[:24]
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
+        # An observation with a data version (not a materialisation) is what Dagster's
+        # staleness reads for an external asset: product_groups then shows as stale.
         instance.report_runless_asset_event(
-            dg.AssetMaterialization(
+            dg.AssetObservation(
                 "grouping_edits",
                 partition=batch.partition_key,
                 metadata={"edits": len(text.splitlines()), "last_edit": edit["op"]},

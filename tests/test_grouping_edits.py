@@ -86,9 +86,10 @@ def test_each_edit_kind_changes_groups_json(batch, capsys, s3_client, s3_env):
     lines = [json.loads(x) for x in log_bytes(s3_client, s3_env).decode().splitlines()]
     assert [x["op"] for x in lines] == ["rename", "split", "merge", "move"]
     assert all(x["who"] == "ana" and x["why"] == "test" and x["when"] for x in lines)
-    # Dagster knows the edit log changed: product_groups shows as changed upstream.
-    event = batch.get_latest_materialization_event(dg.AssetKey("grouping_edits"))
-    assert event is not None and event.dagster_event.partition == "shop/b1"
+    # Dagster knows the edit log changed: product_groups shows as stale.
+    (record,) = batch.fetch_observations(dg.AssetKey("grouping_edits"), limit=1).records
+    assert record.partition_key == "shop/b1"
+    assert record.asset_observation.tags["dagster/data_version"]
 
 
 ALL_COFFEE = ["coffee.jpg", "coffee-resized.jpg", "coffee-flipped.jpg"]
