@@ -3,19 +3,25 @@
 Shared by the stages that need pixels. A stage looks its entries up by SHA-256 in one
 concurrent batch; only misses load a working copy (the small normalised PNG that
 raw_images stored), and only a missing working copy sends it back to the upload.
+
+Misses are computed in chunks of ``chunk_size`` images, in this process or in
+``processes`` worker processes (photogroup.chunks): memory holds at most ``processes + 1``
+chunks of working copies whatever the batch size, and each chunk's entries are written to
+the memo as soon as it finishes.
 """
 
-from __future__ import annotations
-
 import hashlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import dagster as dg
-from PIL import Image
+from pydantic import Field
 
 from assets.versions import WORK_VERSION
-from photogroup import Rejection, decode_image, encode_work_image, open_work_image
+from photogroup import Rejection, decode_image, encode_work_image
+from photogroup.chunks import Compute, Failed, Worker, compute_chunk, imap_chunks, peak_rss_mb
 from resources.memo import MemoStore
 from resources.s3 import FetchReport
 from resources.uploads import UploadsBucket
@@ -25,14 +31,21 @@ WORK_NAMESPACE = f"work/{WORK_VERSION}"
 CHUNK = 64
 
 
-@dataclass(frozen=True)
-class Failed:
-    """What ``compute`` returns for an image it could not process (a provider refused it).
+class ChunkConfig(dg.Config):
+    """How a stage splits its misses (neither changes a result, so neither is in a memo key)."""
 
-    Failed images are reported and left out of the memo, so the next run tries them again.
-    """
-
-    reason: str
+    chunk_size: int = Field(
+        default=CHUNK,
+        ge=1,
+        description="Images per chunk: memory holds (processes + 1) chunks of working copies, "
+        "and entries are memoised chunk by chunk.",
+    )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes computing chunks; 1 computes in the step's process "
+        "(with threads). Each worker costs a Python start-up and its own memory.",
+    )
 
 
 @dataclass
@@ -46,6 +59,10 @@ class MapResult:
     bytes_fetched: int = 0
     corrupt_entries: int = 0
     fetch: FetchReport = field(default_factory=FetchReport)  # image bytes: copies, uploads
+    chunk_size: int = CHUNK
+    processes: int = 1
+    workers: dict[int, float] = field(default_factory=dict)  # pid -> peak RSS, MiB
+    compute_calls: list[int] = field(default_factory=list)  # images per call of compute
 
     def metadata(self) -> dict:
         lookups = self.hits + self.misses
@@ -59,13 +76,33 @@ class MapResult:
             "image_bytes_fetched": self.bytes_fetched,
             "failed": len(self.failures),
             **self.fetch.metadata(),
+            "chunk_size": self.chunk_size,
+            "processes": self.processes,
+            **worker_metadata(self.workers),
         }
+
+
+def note_worker(workers: dict[int, float], worker: Worker | None) -> None:
+    if worker is not None:
+        workers[worker.pid] = max(workers.get(worker.pid, 0.0), worker.peak_rss_mb)
+
+
+def worker_metadata(workers: dict[int, float]) -> dict:
+    """How many processes computed chunks; peak memory of this process so far (the step's
+    own under the multiprocess executor, the whole run's in-process) and of the largest
+    worker process (0 when chunks ran here)."""
+    here = os.getpid()
+    return {
+        "compute_processes": len(workers),
+        "peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": max((mb for pid, mb in workers.items() if pid != here), default=0.0),
+    }
 
 
 def map_images(
     sources: dict[str, str],
     namespace: str,
-    compute: Callable[[Sequence[Image.Image]], list[dict | Failed]],
+    compute: Compute,
     *,
     memo: MemoStore,
     uploads: UploadsBucket,
@@ -73,13 +110,15 @@ def map_images(
     label: str,
     pack: str | None = None,
     chunk: int = CHUNK,
+    processes: int = 1,
 ) -> MapResult:
     """Entries for every SHA-256 in ``sources`` (sha -> upload key), computing only misses.
 
     ``pack`` (the partition key) names the batch's pack of entries, read first and
-    rewritten when it did not already hold every entry.
+    rewritten when it did not already hold every entry. With ``processes > 1``, ``compute``
+    must be picklable (a module-level function or a partial of one).
     """
-    result = MapResult()
+    result = MapResult(chunk_size=chunk, processes=processes)
 
     def corrupt(key: str, why: str) -> None:
         result.corrupt_entries += 1
@@ -90,54 +129,72 @@ def map_images(
     missing = [sha for sha in sources if sha not in result.entries]
     result.misses = len(missing)
     log.info(f"{label}: {result.hits} memo hits, {result.misses} to compute")
-    for start in range(0, len(missing), chunk):
-        shas = missing[start : start + chunk]
-        images = _working_images(shas, sources, memo, uploads, result, log)
-        # Written per chunk: a run that dies later keeps what it finished.
-        outcome = dict(zip(shas, compute([images[sha] for sha in shas]), strict=True))
-        computed = {sha: e for sha, e in outcome.items() if not isinstance(e, Failed)}
-        for sha, entry in outcome.items():
+
+    def chunks() -> Iterator[tuple[list[str], dict[str, bytes]]]:
+        # Drawn lazily by imap_chunks: a chunk's copies are fetched when a worker needs them.
+        for start in range(0, len(missing), chunk):
+            shas = missing[start : start + chunk]
+            yield shas, _working_copies(shas, sources, memo, uploads, result)
+
+    done, total = 0, -(-len(missing) // chunk)
+    work = partial(compute_chunk, compute)
+    for shas, outcome in imap_chunks(work, chunks(), processes, total):
+        note_worker(result.workers, outcome.worker)
+        result.compute_calls.append(len(outcome.results))
+        if outcome.unreadable:
+            for sha, why in outcome.unreadable.items():
+                result.corrupt_entries += 1
+                log.warning(f"working copy {sha[:12]} unreadable, rebuilt from the upload ({why})")
+            # Rare (a damaged cache entry): computed here rather than queued again.
+            copies = _rebuild(list(outcome.unreadable), sources, memo, uploads, result)
+            rebuilt = compute_chunk(compute, copies)
+            result.compute_calls.append(len(rebuilt.results))
+            outcome.results.update(rebuilt.results)
+        computed = {sha: e for sha, e in outcome.results.items() if not isinstance(e, Failed)}
+        for sha, entry in outcome.results.items():
             if isinstance(entry, Failed):
                 result.failures[sha] = entry.reason
                 log.warning(f"{label}: {sources[sha]} failed: {entry.reason}")
+        # Written per chunk: a run that dies later keeps what it finished.
         memo.put_json_many(namespace, computed)
         result.entries.update(computed)
-        done = start + len(shas)
+        done += len(shas)
         log.info(f"{label}: computed {done}/{len(missing)} ({100 * done // len(missing)}%)")
     if pack and not pack_complete and not result.failures:
         memo.write_pack(namespace, pack, {sha: result.entries[sha] for sha in sources})
     return result
 
 
-def _working_images(shas, sources, memo, uploads, result: MapResult, log) -> dict:
+def _working_copies(shas, sources, memo, uploads, result: MapResult) -> dict[str, bytes]:
+    """PNG bytes of each working copy; copies gone from the memo are rebuilt from uploads.
+
+    Not decoded here: the chunk's worker decodes them, and reports those that do not open.
+    """
     blobs, _ = memo.get_many(WORK_NAMESPACE, shas, totals=result.fetch)
     result.work_images_loaded += len(blobs)
     result.bytes_fetched += sum(len(b) for b in blobs.values())
-    images = {}
-    for sha, blob in blobs.items():
-        try:
-            images[sha] = open_work_image(blob)
-        except Exception as exc:  # any unreadable copy is rebuilt below
-            result.corrupt_entries += 1
-            log.warning(f"working copy {sha[:12]} unreadable, rebuilt from the upload ({exc})")
-    lost = [sha for sha in shas if sha not in images]
+    lost = [sha for sha in shas if sha not in blobs]
     if lost:
-        # Working copies are a cache too: rebuild them from the uploads if they are gone.
-        report = uploads.fetch([sources[sha] for sha in lost])
-        result.fetch += report.without_bytes()
-        if report.errors:
-            raise dg.Failure(f"could not re-fetch {len(report.errors)} uploads: {report.errors}")
-        result.originals_fetched += len(report.data)
-        result.bytes_fetched += report.bytes_fetched
-        rebuilt = {}
-        for sha in lost:
-            data = report.data[sources[sha]]
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise dg.Failure(f"{sources[sha]} changed since raw_images ran: re-run it first")
-            try:
-                rebuilt[sha] = decode_image(data).image
-            except Rejection as exc:
-                raise dg.Failure(f"{sources[sha]} no longer decodes: {exc}") from exc
-        memo.put_many(WORK_NAMESPACE, {s: encode_work_image(im) for s, im in rebuilt.items()})
-        images.update(rebuilt)
-    return images
+        blobs.update(_rebuild(lost, sources, memo, uploads, result))
+    return {sha: blobs[sha] for sha in shas}
+
+
+def _rebuild(shas, sources, memo, uploads, result: MapResult) -> dict[str, bytes]:
+    """Working copies are a cache too: rebuilt from the uploads, and stored again."""
+    report = uploads.fetch([sources[sha] for sha in shas])
+    result.fetch += report.without_bytes()
+    if report.errors:
+        raise dg.Failure(f"could not re-fetch {len(report.errors)} uploads: {report.errors}")
+    result.originals_fetched += len(report.data)
+    result.bytes_fetched += report.bytes_fetched
+    rebuilt = {}
+    for sha in shas:
+        data = report.data[sources[sha]]
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise dg.Failure(f"{sources[sha]} changed since raw_images ran: re-run it first")
+        try:
+            rebuilt[sha] = encode_work_image(decode_image(data).image)
+        except Rejection as exc:
+            raise dg.Failure(f"{sources[sha]} no longer decodes: {exc}") from exc
+    memo.put_many(WORK_NAMESPACE, rebuilt)
+    return rebuilt

@@ -1,27 +1,28 @@
-import base64
+from functools import partial
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from assets.batch_map import Failed, map_images
+from assets.batch_map import ChunkConfig, map_images
 from assets.image_features import accepted_sources
 from assets.tables import content_version, coverage_check, preview
 from assets.versions import EMBEDDINGS_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
-from photogroup.embed import embed_with_failures
+from photogroup.embed import LocalEmbedder, decode_vector, embedding_entries
 from photogroup.manifest import ACCEPTED
 from resources.embedder import EmbedderResource
 from resources.memo import MemoStore
 from resources.uploads import UploadsBucket
 
 
-def _encode(vectors: np.ndarray) -> list[dict]:
-    return [{"vector": base64.b64encode(v.astype("<f4").tobytes()).decode()} for v in vectors]
+class EmbeddingsConfig(ChunkConfig):
+    """Chunks of images to embed; worker processes are used by the local embedder only."""
 
-
-def _decode(entry: dict) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4")
+    chunk_size: int | None = Field(
+        default=None, ge=1, description="Images per chunk; None: the embedder's batch_size."
+    )
 
 
 @dg.asset(
@@ -36,6 +37,7 @@ def _decode(entry: dict) -> np.ndarray:
 )
 def image_embeddings(
     context: dg.AssetExecutionContext,
+    config: EmbeddingsConfig,
     raw_images: pd.DataFrame,
     embedder: EmbedderResource,
     memo: MemoStore,
@@ -43,37 +45,34 @@ def image_embeddings(
 ):
     """One row per accepted image: an L2-normalised float32 embedding and the model id."""
     model = embedder.get_embedder()
-    calls = 0
-
-    def embed(images):
-        nonlocal calls
-        entries: list[dict | Failed] = []
-        for start in range(0, len(images), embedder.batch_size):
-            calls += 1
-            outcome = embed_with_failures(model, images[start : start + embedder.batch_size])
-            for row, entry in enumerate(_encode(outcome.vectors)):
-                reason = outcome.failures.get(row)
-                entries.append(Failed(reason) if reason else entry)
-        return entries
-
+    # Only the local embedder goes to worker processes: it is pure NumPy on small images
+    # (GIL-bound, stateless, cheap to pickle). cnn/onnx would load their weights in every
+    # worker and already run on `threads`; bedrock waits on the network under a token bucket
+    # and bounded concurrency of this process, which workers would each multiply.
+    processes = config.processes if type(model) is LocalEmbedder else 1
+    if processes != config.processes:
+        context.log.info(f"embeddings: {model.model_id} runs in this process, not in "
+                         f"{config.processes} worker processes")  # fmt: skip
     result = map_images(
         accepted_sources(raw_images),
         f"embeddings/{EMBEDDINGS_VERSION}/work{WORK_VERSION}/{model.model_id}-{model.dim}",
-        embed,
+        partial(embedding_entries, embedder=model, batch_size=embedder.batch_size),
         memo=memo,
         uploads=uploads,
         log=context.log,
         label="embeddings",
         pack=context.partition_key,
-        chunk=embedder.batch_size,
+        chunk=config.chunk_size or embedder.batch_size,
+        processes=processes,
     )
+    calls = sum(-(-images // embedder.batch_size) for images in result.compute_calls)
     table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
     failed = table[table.sha256.isin(result.failures)].assign(
         reason=lambda t: t.sha256.map(result.failures)
     )
     table = table[~table.sha256.isin(result.failures)]
     table["model_id"] = model.model_id
-    table["embedding"] = [_decode(result.entries[sha]) for sha in table.sha256]
+    table["embedding"] = [decode_vector(result.entries[sha]) for sha in table.sha256]
     norms = np.array([np.linalg.norm(v) for v in table.embedding])
     yield dg.Output(
         table.reset_index(drop=True),

@@ -1,25 +1,14 @@
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
-
 import dagster as dg
 import pandas as pd
 
-from assets.batch_map import map_images
+from assets.batch_map import ChunkConfig, map_images
 from assets.tables import content_version, coverage_check, preview
 from assets.versions import FEATURES_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
-from photogroup import compute_features
+from photogroup.features import feature_entries
 from photogroup.manifest import ACCEPTED
 from resources.memo import MemoStore
 from resources.uploads import UploadsBucket
-
-
-def _features(images) -> list[dict]:
-    # Pillow and NumPy release the GIL in resizes and DCTs: threads use every core
-    # (1.7x on 2 cores), and a chunk of working copies bounds the memory.
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        return [asdict(features) for features in pool.map(compute_features, images)]
 
 
 def accepted_sources(raw_images: pd.DataFrame) -> dict[str, str]:
@@ -37,6 +26,7 @@ def accepted_sources(raw_images: pd.DataFrame) -> dict[str, str]:
 )
 def image_features(
     context: dg.AssetExecutionContext,
+    config: ChunkConfig,
     raw_images: pd.DataFrame,
     memo: MemoStore,
     uploads: UploadsBucket,
@@ -47,16 +37,24 @@ def image_features(
     result = map_images(
         accepted_sources(raw_images),
         f"features/{FEATURES_VERSION}/work{WORK_VERSION}",
-        _features,
+        feature_entries,  # on every core here, or on a worker's share of them
         memo=memo,
         uploads=uploads,
         log=context.log,
         label="features",
         pack=context.partition_key,
+        chunk=config.chunk_size,
+        processes=config.processes,
     )
-    accepted = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]]
-    rows = [{**row, **result.entries[row["sha256"]]} for row in accepted.to_dict("records")]
-    table = pd.DataFrame(rows, columns=[*accepted.columns, *FEATURE_COLUMNS])
+    table = raw_images.loc[raw_images.status == ACCEPTED, ["key", "file", "sha256"]]
+    table = table.reset_index(drop=True)
+    entries = [result.entries[sha] for sha in table.sha256]
+    for column in FEATURE_COLUMNS:  # column by column: no per-row dicts next to the table
+        table[column] = [entry[column] for entry in entries]
+    # The table shares the entries' values; the dicts themselves would otherwise stay alive
+    # in this suspended generator while the IO manager writes the table.
+    del entries
+    result.entries.clear()
     yield dg.Output(
         table,
         data_version=content_version(table, ["sha256", "phash", "colorhash"]),

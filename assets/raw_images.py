@@ -1,22 +1,22 @@
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.batch_map import WORK_NAMESPACE
+from assets.batch_map import WORK_NAMESPACE, ChunkConfig, note_worker, worker_metadata
 from assets.tables import content_version, preview
 from assets.versions import RAW_IMAGES_VERSION, WORK_VERSION
 from orchestration.partitions import BatchKey, upload_batch_partitions
+from photogroup.chunks import imap_chunks, with_worker
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, sniff_content_type
-from photogroup.manifest import ACCEPTED, REJECTED, Inspection, inspect_upload
+from photogroup.manifest import ACCEPTED, REJECTED, Inspection, inspect_uploads
 from resources.memo import MemoStore
 from resources.s3 import FetchReport
 from resources.uploads import UploadedObject, UploadsBucket
 
-#: Uploads fetched and inspected at once: bounds the bytes held in memory.
+#: Uploads fetched and inspected at once (per process): bounds the bytes held in memory.
 CHUNK = 32
 COLUMNS = ["key", "file", "size", "etag", "sha256", "content_type", "width", "height",
            "frames", "status", "reason"]  # fmt: skip
@@ -28,9 +28,16 @@ def _object_memo_key(obj: UploadedObject) -> str:
     return hashlib.sha256(f"{obj.etag}:{obj.size}".encode()).hexdigest()
 
 
-class ManifestConfig(dg.Config):
+class ManifestConfig(ChunkConfig):
     """Limits that turn an upload into a rejection (part of the memo key: changing one
-    re-inspects the batch)."""
+    re-inspects the batch), and how new uploads are split (not part of it)."""
+
+    chunk_size: int = Field(
+        default=CHUNK,
+        ge=1,
+        description="New uploads fetched and inspected per chunk: memory holds "
+        "(processes + 1) chunks of upload bytes.",
+    )
 
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, description="Largest upload accepted.")
     max_pixels: int = Field(
@@ -65,7 +72,7 @@ def raw_images(
     )
     new = [obj for obj in objects if memo_keys[obj.key] not in known]
     context.log.info(f"{len(objects)} objects, {len(objects) - len(new)} known, {len(new)} new")
-    rows, fetched = _inspect(new, uploads, memo, config, context.log)
+    rows, fetched, workers = _inspect(new, uploads, memo, config, context.log)
     fresh = {memo_keys[key]: row for key, row in rows.items()}
     memo.put_json_many(namespace, fresh)
     found = {**fresh, **known}
@@ -87,6 +94,9 @@ def raw_images(
             "memo_misses": len(new),
             "memo_hit_rate": round(hits / len(objects), 4) if objects else 0.0,
             **fetched,
+            "chunk_size": config.chunk_size,
+            "processes": config.processes,
+            **worker_metadata(workers),
             "rejections": preview(rejected, ["file", "content_type", "reason"], rows=50),
             "preview": preview(
                 table, ["file", "size", "content_type", "width", "height", "status"]
@@ -109,7 +119,8 @@ def raw_images(
 
 
 def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, log):
-    """Manifest rows for objects not seen before, fetched and decoded chunk by chunk."""
+    """Manifest rows for objects not seen before, fetched and decoded chunk by chunk (in
+    worker processes if configured; fetching and memo writes stay here)."""
     rows: dict[str, dict] = {}
     totals = FetchReport()
     for obj in new:
@@ -120,20 +131,28 @@ def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, l
                 None, sniff_content_type(head), None, None, None, REJECTED, reason, None
             ).row()
     fetchable = [obj for obj in new if obj.key not in rows]
-    inspect = partial(inspect_upload, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
-    for start in range(0, len(fetchable), CHUNK):
-        part = fetchable[start : start + CHUNK]
-        report = uploads.fetch([obj.key for obj in part])
-        if report.errors:
-            raise dg.Failure(
-                f"{len(report.errors)} uploads could not be fetched after retries",
-                metadata={"failed_keys": dg.MetadataValue.json(report.errors)},
-            )
-        totals += report.without_bytes()
-        with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
-            inspected = list(pool.map(inspect, (report.data[obj.key] for obj in part)))
+
+    def chunks():
+        nonlocal totals
+        for start in range(0, len(fetchable), config.chunk_size):
+            part = fetchable[start : start + config.chunk_size]
+            report = uploads.fetch([obj.key for obj in part])
+            if report.errors:
+                raise dg.Failure(
+                    f"{len(report.errors)} uploads could not be fetched after retries",
+                    metadata={"failed_keys": dg.MetadataValue.json(report.errors)},
+                )
+            totals += report.without_bytes()
+            yield part, [report.data[obj.key] for obj in part]
+
+    limits = {"max_pixels": config.max_pixels, "max_bytes": config.max_bytes}
+    inspect = partial(with_worker, partial(inspect_uploads, **limits))
+    done, workers = 0, {}
+    total = -(-len(fetchable) // config.chunk_size)
+    for part, (inspected, worker) in imap_chunks(inspect, chunks(), config.processes, total):
+        note_worker(workers, worker)
         memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_png for i in inspected if i.work_png})
         rows.update({obj.key: i.row() for obj, i in zip(part, inspected, strict=True)})
-        done = start + len(part)
+        done += len(part)
         log.info(f"raw_images: inspected {done}/{len(fetchable)} new uploads")
-    return rows, totals.metadata()
+    return rows, totals.metadata(), workers

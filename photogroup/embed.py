@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -10,6 +11,7 @@ import numpy as np
 import scipy.fftpack
 from PIL import Image
 
+from photogroup.chunks import Failed
 from photogroup.features import trim_uniform_border
 
 
@@ -43,6 +45,30 @@ def embed_with_failures(embedder: Embedder, images: Sequence[Image.Image]) -> Em
     if method is not None:
         return method(images)
     return EmbedOutcome(embedder.embed(images))
+
+
+def embedding_entries(
+    images: Sequence[Image.Image], *, embedder: Embedder, batch_size: int
+) -> list[dict | Failed]:
+    """One memo entry (the vector, base64 of little-endian float32) or Failed per image, in
+    embed calls of at most ``batch_size`` images. Module-level so that worker processes can
+    run it with a picklable embedder."""
+    entries: list[dict | Failed] = []
+    for start in range(0, len(images), batch_size):
+        outcome = embed_with_failures(embedder, images[start : start + batch_size])
+        for row, vector in enumerate(outcome.vectors):
+            reason = outcome.failures.get(row)
+            entries.append(Failed(reason) if reason else {"vector": encode_vector(vector)})
+    return entries
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+
+
+def decode_vector(entry: dict) -> np.ndarray:
+    """The vector of an entry made by :func:`embedding_entries`."""
+    return np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4")
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

@@ -8,13 +8,17 @@ identity hash with another's eight (min Hamming distance) is invariant to those 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 
 import imagehash
 import numpy as np
 import scipy.fftpack
 from PIL import Image, ImageChops, ImageStat
 
+from photogroup.chunks import worker_threads
 from photogroup.verify import orb_keypoints
 
 #: Per-channel difference from the corner colour below which a border pixel is "uniform".
@@ -72,6 +76,20 @@ def compute_features(img: Image.Image, keypoints: bool = True) -> ImageFeatures:
         work_height=img.height,
         keypoints=base64.b64encode(orb_keypoints(img).to_bytes()).decode() if keypoints else "",
     )
+
+
+def feature_entries(images: Sequence[Image.Image], threads: int | None = None) -> list[dict]:
+    """:func:`compute_features` of each image as a dict (a memo entry), on ``threads``
+    (default: every core, or a pool worker's share of them).
+
+    Pillow, NumPy and OpenCV release the GIL in resizes, DCTs and ORB: threads use the
+    cores (1.7x on 2 cores). Module-level so that worker processes can run it.
+    """
+    threads = threads or worker_threads() or os.cpu_count() or 1
+    if threads == 1:
+        return [asdict(compute_features(img)) for img in images]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [asdict(features) for features in pool.map(compute_features, images)]
 
 
 def thumbnail(img: Image.Image, size: int = THUMBNAIL) -> Image.Image:

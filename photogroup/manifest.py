@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
+from photogroup.chunks import worker_threads
 from photogroup.decode import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -57,3 +61,21 @@ def inspect_upload(
             encode_work_image(decoded.image),
         )
     return Inspection(sha, sniff_content_type(data), None, None, None, REJECTED, reason, None)
+
+
+def inspect_uploads(
+    blobs: Sequence[bytes],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    threads: int | None = None,
+) -> list[Inspection]:
+    """:func:`inspect_upload` of each upload, on ``threads`` (default: a pool worker's share
+    of the cores, else ThreadPoolExecutor's default; Pillow releases the GIL while decoding).
+    Module-level so that worker processes can run it."""
+    inspect = partial(inspect_upload, max_pixels=max_pixels, max_bytes=max_bytes)
+    threads = threads or worker_threads()
+    if threads == 1:
+        return [inspect(data) for data in blobs]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(inspect, blobs))

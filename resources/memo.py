@@ -12,11 +12,15 @@ lacks, concurrently. A re-run of an unchanged batch is one GET per stage, not on
 """
 
 import json
+import tempfile
 from collections.abc import Callable, Iterable
 
 from pydantic import Field
 
 from resources.s3 import FetchingBucket, FetchReport, put_objects
+
+#: Packs larger than this are spooled to a temporary file while they are encoded.
+SPOOL_BYTES = 8 * 2**20
 
 
 class MemoStore(FetchingBucket):
@@ -76,10 +80,19 @@ class MemoStore(FetchingBucket):
         return found, complete
 
     def write_pack(self, namespace: str, pack: str, entries: dict[str, dict]) -> None:
-        body = json.dumps(entries, sort_keys=True).encode()
-        self.s3.get_client().put_object(
-            Bucket=self.bucket, Key=self.pack_key(namespace, pack), Body=body
-        )
+        """The bytes of ``json.dumps(entries, sort_keys=True)``, encoded entry by entry into
+        a spooled file: 20,000 images' features (ORB keypoints) are ~230 MB of JSON, which
+        as one str and then its bytes would add twice that to the step's peak memory."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as body:
+            body.write(b"{")
+            for i, key in enumerate(sorted(entries)):
+                item = f"{json.dumps(key)}: {json.dumps(entries[key], sort_keys=True)}"
+                body.write(f"{', ' if i else ''}{item}".encode())
+            body.write(b"}")
+            body.seek(0)
+            self.s3.get_client().put_object(
+                Bucket=self.bucket, Key=self.pack_key(namespace, pack), Body=body
+            )
 
     def pack_key(self, namespace: str, pack: str) -> str:
         return f"{self.prefix}/{namespace}/packs/{pack}.json"

@@ -1,0 +1,92 @@
+"""Image stages in chunks on worker processes: same results, per-image memo entries."""
+
+import os
+import time
+from functools import partial
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets import ALL_ASSETS
+from orchestration.definitions import defs
+from orchestration.partitions import upload_batch_partitions
+from photogroup.chunks import imap_chunks, with_worker
+from tests.helpers import metadata, photo_batch, read_table, upload
+
+STAGES = ["raw_images", "image_features", "image_embeddings"]
+PHOTOS = {"astronaut": ["flipped"], "coffee": ["resized"], "chelsea": ["brightened"],
+          "rocket": ["recompressed"], "coins": ["padded"]}  # fmt: skip
+
+
+def test_chunks_run_in_worker_processes_with_a_bounded_lead():
+    drawn, consumed, leads = 0, 0, []
+
+    def chunks():
+        nonlocal drawn
+        for i in range(6):
+            drawn += 1
+            yield i, 0.3  # seconds a worker sleeps: long enough for both to start
+
+    pids = set()
+    for _, (_, worker) in imap_chunks(partial(with_worker, time.sleep), chunks(), processes=2):
+        consumed += 1
+        leads.append(drawn - consumed)
+        pids.add(worker.pid)
+    assert consumed == 6
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert max(leads) <= 2  # processes + 1 chunks in flight, less the one just returned
+
+
+def test_one_process_runs_chunks_here_in_order():
+    chunks = [("a", [1, 2]), ("b", [3])]
+    out = [(k, n, w.pid) for k, (n, w) in imap_chunks(partial(with_worker, sum), chunks)]
+    assert out == [("a", 3, os.getpid()), ("b", 3, os.getpid())]
+
+
+def _materialise(instance, key: str, config: dict) -> dg.ExecuteInProcessResult:
+    if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
+        instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
+    return dg.materialize(
+        ALL_ASSETS,
+        selection=STAGES,
+        partition_key=key,
+        resources=defs.resources,
+        instance=instance,
+        run_config={"ops": {stage: {"config": config} for stage in STAGES}},
+    )
+
+
+def _rows(table: pd.DataFrame) -> list[dict]:
+    return table.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v).to_dict("records")
+
+
+@pytest.mark.integration
+def test_two_processes_give_the_results_of_one_and_memoise_every_image(
+    s3_env, s3_client, monkeypatch
+):
+    files = photo_batch(PHOTOS)
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "b1", files)
+    one_bucket = s3_env["PIPELINE_BUCKET"]
+    two_bucket = f"{one_bucket}-two"  # a fresh memo: the second run computes everything
+    s3_client.create_bucket(Bucket=two_bucket)
+    with dg.instance_for_test() as instance:
+        one = _materialise(instance, "shop/b1", {"processes": 1})
+        monkeypatch.setenv("PIPELINE_BUCKET", two_bucket)
+        two = _materialise(instance, "shop/b1", {"processes": 2, "chunk_size": 1})
+    assert one.success and two.success
+    for stage in STAGES:
+        meta = metadata(two, stage)
+        assert (meta["processes"], meta["chunk_size"]) == (2, 1)
+        assert meta["compute_processes"] == 2, stage  # ten one-image chunks, two workers
+        assert meta["peak_rss_mb"] > 0 and meta["worker_peak_rss_mb"] > 0
+        assert metadata(one, stage)["compute_processes"] == 1
+        assert _rows(read_table(s3_client, two_bucket, stage, "shop/b1")) == _rows(
+            read_table(s3_client, one_bucket, stage, "shop/b1")
+        ), stage
+    assert metadata(two, "image_embeddings")["embedder_calls"] == len(files)  # one per chunk
+    for namespace in ("features", "embeddings", "work"):
+        listing = s3_client.list_objects_v2(Bucket=two_bucket, Prefix=f"memo/{namespace}/")
+        entries = [o["Key"] for o in listing["Contents"] if "/packs/" not in o["Key"]]
+        assert len(entries) == len(files), namespace  # one entry per image
