@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from photogroup.ratelimit import most_in_window
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,16 +66,6 @@ def synthetic_images(n: int, seed: int = 0, size: int = 64) -> list[Image.Image]
         draw.rectangle([x, y, x + size // 5, y + size // 3], fill=(140, 40, 40))
         images.append(img)
     return images
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def run(mode: str, args: argparse.Namespace, standin, images: list[Image.Image]) -> dict:
@@ -117,7 +109,7 @@ def run(mode: str, args: argparse.Namespace, standin, images: list[Image.Image])
         "p95": stats["latency_p95_seconds"] / scale,
         "creates": len(creates),
         "throttled": sum(r.status == 429 for r in creates),
-        "busiest_minute": max_in_window([r.arrived for r in creates], standin.window),
+        "busiest_minute": most_in_window([r.arrived for r in creates], standin.window),
         "requests": len(standin.recorded()),
         "phases": (
             stats["last_create_phase_seconds"] / scale / 60,

@@ -142,3 +142,15 @@ def backoff_delays(
         raise ValueError(f"attempt must be >= 0, got {attempt!r}")
     ceiling = min(cap, base * 2.0 ** min(attempt, 62))
     return (rng or random).uniform(0.0, ceiling)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """Most events in any half-open window ``[t, t + window)``: what a provider's
+    requests-per-window quota counts, for checking a limiter against request timestamps."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

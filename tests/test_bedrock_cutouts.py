@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from photogroup.ratelimit import TokenBucket
+from photogroup.ratelimit import TokenBucket, most_in_window
 from resources import bedrock_cutouts
 from resources.bedrock_cutouts import MAX_SIDE, BedrockCutouts, encode_image
 from tests.standins.bedrock_runtime import BedrockRuntimeStandIn
@@ -62,17 +62,6 @@ def make_cutouts(standin: BedrockRuntimeStandIn, **overrides) -> BedrockCutouts:
     }
     settings.update(overrides)
     return BedrockCutouts.from_settings(**settings)
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """Most requests arriving in any half-open window ``[t, t + window)``."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -247,7 +236,7 @@ def test_requests_per_minute_is_respected_on_a_scaled_clock():
     assert all(o.ok for o in outcomes)
     assert statuses == {200}  # the provider's window never fired
     assert len(arrivals) == 32
-    assert max_in_window(arrivals, 60 * scale) <= 27 + 1  # rate x window + burst
+    assert most_in_window(arrivals, 60 * scale) <= 27 + 1  # rate x window + burst
     assert arrivals[-1] - arrivals[0] >= 31 / 27 * 60 * scale - 0.1
     stats = cutouts.stats()
     assert stats["limiter_requests"] == 32 and stats["limiter_waits"] >= 20

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from photogroup.embed import Embedder, embed_with_failures
-from photogroup.ratelimit import TokenBucket
+from photogroup.ratelimit import TokenBucket, most_in_window
 from resources.bedrock_embedder import BedrockEmbedder, EmbeddingFailed, _clip
 from tests.standins.bedrock_runtime import BedrockRuntimeStandIn
 
@@ -62,17 +62,6 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """Most requests arriving in any half-open window ``[t, t + window)``."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_satisfies_the_embedder_protocol(standin):
     embedder = make_embedder(standin)
     assert isinstance(embedder, Embedder)
@@ -114,8 +103,8 @@ def test_requests_per_minute_is_respected(standin):
     arrivals = standin.arrivals()
     assert len(arrivals) == 12
     # At most burst + rate x window in any window (arrival jitter under 100 ms is absorbed).
-    assert max_in_window(arrivals, 1.0) <= 1 + 10
-    assert max_in_window(arrivals, 0.5) <= 1 + 5
+    assert most_in_window(arrivals, 1.0) <= 1 + 10
+    assert most_in_window(arrivals, 0.5) <= 1 + 5
     assert arrivals[-1] - arrivals[0] >= 11 * 0.1 - 0.05
     stats = embedder.stats()
     assert stats["limiter_requests"] == 12

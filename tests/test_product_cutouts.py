@@ -14,6 +14,7 @@ from PIL import Image
 
 from photogroup.cutout import mask_iou
 from photogroup.cutout_composites import composites
+from photogroup.ratelimit import most_in_window
 from resources.shared_ratelimit import SharedTokenBucket
 from tests.helpers import jpeg, materialise, metadata, read_table, upload
 from tests.standins.replicate_api import VERSION, ReplicateStandIn
@@ -127,7 +128,7 @@ def test_two_runs_share_the_quota_and_record_the_failed_image(s3_env, s3_client,
         limit, client=s3_client, bucket=s3_env["PIPELINE_BUCKET"], key="x", tenant="t"
     ).max_in_window
     for window in (5.0, 10.0):
-        assert _most_in_window(creates, window) <= bound(window), (window, creates)
+        assert most_in_window(creates, window) <= bound(window), (window, creates)
 
     big = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "product_cutouts", "shop-a/big")
     small = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "product_cutouts", "shop-b/small")
@@ -142,15 +143,6 @@ def test_two_runs_share_the_quota_and_record_the_failed_image(s3_env, s3_client,
 def _magenta_block(image: Image.Image) -> bool:
     r, g, b = image.convert("RGB").getpixel((4, 4))
     return r > 200 and g < 60 and b > 200
-
-
-def _most_in_window(times: list[float], window: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def _image(s3_client, bucket: str, key: str) -> Image.Image:

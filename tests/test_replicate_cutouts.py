@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from photogroup.ratelimit import TokenBucket
+from photogroup.ratelimit import TokenBucket, most_in_window
 from photogroup.replicate_cutouts import ReplicateCutouts, SecretToken, _retry_after
 from tests.standins.replicate_api import VERSION, ReplicateStandIn, scaled_limiter
 
@@ -64,17 +64,6 @@ def make_client(standin: ReplicateStandIn, **overrides) -> ReplicateCutouts:
     return ReplicateCutouts(token, settings.pop("version", VERSION), **settings)
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """Most events in any half-open window ``[t, t + window)``."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_two_phases_rate_limit_retries_and_masks():
     # Requests 1-45 are the creates (40 + two 429s + three faults): 4 and 7 answer 5xx, 10
     # drops the connection; request 50 is in phase 2 (a poll or a download) and answers 502.
@@ -113,7 +102,7 @@ def test_two_phases_rate_limit_retries_and_masks():
 
     # The bucket (90% of 30/min, on the scaled clock) kept every trailing "minute" under 30
     # create requests, 429'd and failed ones included, and the stand-in's window never fired.
-    assert max_in_window([r.arrived for r in creates], standin.window) <= 30
+    assert most_in_window([r.arrived for r in creates], standin.window) <= 30
     assert creates[-1].arrived - creates[0].arrived > standin.window  # more than one window
     assert all(r.retry_after == pytest.approx(SCALE) for r in creates if r.status == 429)
 
@@ -145,7 +134,7 @@ def test_retry_after_is_honoured_when_the_limiter_is_too_loose():
     for i in throttled:  # one thread: the next create is this one's retry
         assert creates[i + 1].arrived >= creates[i].arrived + creates[i].retry_after - 0.002
     assert sum(r.status == 201 for r in creates) == 13
-    assert max_in_window([r.arrived for r in creates if r.status == 201], standin.window) <= 10
+    assert most_in_window([r.arrived for r in creates if r.status == 201], standin.window) <= 10
 
 
 def test_wrong_token_is_a_per_image_401_without_the_token(caplog):
