@@ -8,14 +8,15 @@ Prints three things:
   and their ratio;
 * memory: peak RSS of raw_images, then of image_features, for a batch of ``--rss-images``
   smaller JPEGs at each of ``--chunk-sizes`` (run config ``chunk_size``), each stage in a
-  fresh subprocess (so ``ru_maxrss`` is that stage's) on an empty memo; and how big the
-  features table and its memo pack are;
+  fresh subprocess (so its peak, Linux's VmHWM, is that stage's) on an empty memo; and how
+  big the features table and its memo pack are;
 * sensor: how long an upload_sensor tick takes with ``--partitions`` batches registered as
   dynamic partitions in a Dagster instance (each batch one file and its _SUCCESS in the
   bucket): the first tick, which adopts them all, then a tick with every batch handled.
 
 Stages run in-process (``dg.materialize``, one after the other), in subprocesses that share
-the throwaway S3. About 15 minutes on 2 cores at the defaults.
+the throwaway S3. About 20 minutes on 2 idle cores at the defaults (33 with a load average
+of 5 from other work); every figure is printed with the load average at the time.
 
     .venv/bin/python bench/scale.py [--images 2000] [--rss-images 20000]
         [--chunk-sizes 32,512] [--partitions 10000] [--only throughput,memory,sensor]
@@ -266,7 +267,7 @@ def sensor(client, partitions: int) -> None:
             assert not result.run_requests
             idle.append(seconds)
         print(f"  tick with all {partitions} handled, nothing new: {min(idle):.2f} s "
-              f"(best of 3; cursor {len(first.cursor) / 1e3:.0f} kB)")  # fmt: skip
+              f"(best of 3; cursor {len(first.cursor) / 1e3:.0f} kB; {load()})")  # fmt: skip
 
 
 def main() -> None:
