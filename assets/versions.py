@@ -5,9 +5,11 @@ changes, so every entry of that stage is recomputed (old entries are simply not 
 RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
 WORK_VERSION = "2"  # how the working copy is made (normalisation, size): features and
 # embeddings are computed from it, so it is part of their memo namespaces too
-FEATURES_VERSION = "3"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes
+FEATURES_VERSION = "4"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
+# 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "2"  # 2: sub-quadratic candidates, verification, centre check
+CLUSTERS_VERSION = "3"  # 2: sub-quadratic candidates, verification, centre check;
+# 3: same-photo alignment + block comparison, product links by surface verification
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "1"  # how renditions are decoded and encoded (settings: their digest)

@@ -1,56 +1,81 @@
-"""Two-level grouping of a batch: strict duplicate groups, then looser product groups.
+"""Two-level grouping of a batch: strict duplicate groups, then product groups.
 
-* Strict (``group_id``): copies and edits of one photo. Two images are linked when
-  - their dihedral pHash distance is small (``hash_sure``), or
-  - they are candidates (moderate hash distance, or embedding neighbours) and their ORB
-    keypoints match under one affine map (``min_inliers``): crops, small rotations,
-    stretches, watermarks; another viewpoint of the same product does not, or
-  - without keypoints: the hash distance is moderate (``hash_loose``) and the embeddings
-    agree (``cos_strict``).
-* Loose (``product_id``): strict groups whose embedding centroids are similar
-  (``cos_product``): another viewpoint, a re-shoot.
+* Strict (``group_id``): copies and edits of one photo. Candidate pairs (close dihedral
+  pHashes, or embedding neighbours) are verified by :func:`photogroup.verify.match_photos`:
+  aligned onto each other, they must look the same over most of one image (``min_overlap``,
+  ``min_agreement``). Another viewpoint of a product aligns at best one plane and disagrees
+  elsewhere, however close its hash. Images without keypoints fall back to hashes:
+  ``hash_sure``, or ``hash_loose`` with embeddings agreeing to ``cos_strict``.
+* Product (``product_id``): strict groups whose photos show one printed surface from other
+  angles with the same colours and artwork (:mod:`photogroup.product_links`).
 
 Candidates come from sub-quadratic searches (:mod:`photogroup.neighbours`), never from an
-n x n matrix. Links are cut into groups component by component with a centre check against
-chaining: a component's best-connected image becomes a centre and takes its neighbours,
-plus their neighbours only if those are close to the centre too; what is left starts the
-next group. Single-link components would instead merge look-alikes (textures, a gradient
-of similar photos) through intermediate images.
+n x n matrix. Strict links are cut into groups component by component with a centre check
+against chaining: a component's best-connected image becomes a centre and takes its
+neighbours, plus their neighbours only if those are close to the centre too.
 
-Group and product ids derive from the SHA-256 of their centre image, which is chosen by
-degree and then by id, so the same batch gets the same ids on every run.
+Every link keeps its evidence (rule, inliers, overlap, agreement, hash distance, colour
+difference), returned by :func:`group_with_evidence`. Group and product ids derive from the
+SHA-256 of their centre image, chosen by degree and then by id, so the same batch gets the
+same ids on every run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_array, csr_array
+from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from photogroup.colours import colour_name
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
-from photogroup.verify import Keypoints, inlier_count
+from photogroup.product_links import ProductRules, link_products
+from photogroup.verify import Keypoints, match_photos
 
 
 @dataclass(frozen=True)
 class GroupingParams:
-    """Thresholds, chosen on the calibration set of ``bench/grouping.py`` (never on the
-    evaluation set); the comments say what each decides."""
+    """Thresholds, chosen on the calibration sets of ``bench/grouping.py`` (never on the
+    evaluation sets); the comments say what each decides."""
 
-    hash_sure: int = 4  # dihedral pHash bits (of 64): at most this, same photo
-    hash_loose: int = 14  # pairs this close by hash are verified (or, with no keypoints,
-    cos_strict: float = 0.90  # linked if their embeddings agree this much)
+    # Strict level.
+    hash_sure: int = 4  # without keypoints: dihedral pHash bits (of 64) for "same photo"
+    hash_loose: int = 14  # hash alignment is tried up to this distance (without keypoints:
+    cos_strict: float = 0.90  # linked if the embeddings also agree this much)
     cos_candidate: float = 0.30  # embedding neighbours at least this close are verified
-    min_inliers: int = 100  # ORB matches under one affine map: same photo
-    cos_centre: float = 0.50  # second-hop members must be this close to the centre
-    cos_product: float = 0.80  # centroid cosine for two groups to share a product
     neighbours: int = 20  # nearest neighbours searched per image
+    min_overlap: float = 0.5  # aligned copy covers this share of one of the two images
+    min_agreement: float = 0.75  # share of textured blocks that look the same once aligned
+    min_blocks: int = 6  # fewer textured blocks than this prove nothing
+    cos_centre: float = 0.50  # second-hop members must be this close to the centre
+    # Product level.
+    product_neighbours: int = 15  # embedding neighbours proposed per image
+    cos_product_candidate: float = 0.0  # ... if at least this close
+    pairs_per_groups: int = 3  # photo pairs verified per pair of strict groups
+    min_surface_inliers: int = 12  # SIFT matches under one fundamental matrix
+    min_inlier_share: float = 0.06  # ... over the smaller image's keypoints
+    min_matched_area: float = 0.1  # hull of the matches over hull of all keypoints
+    max_colour_difference: float = 12.0  # median a*b* distance at the matches
+    min_density: float = 0.2  # share of keypoints inside the matched hull that matched
+    cos_product: float = 0.80  # without keypoints: embedding cosine for one product
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def product_rules(self) -> ProductRules:
+        return ProductRules(
+            neighbours=self.product_neighbours,
+            cos_candidate=self.cos_product_candidate,
+            pairs_per_groups=self.pairs_per_groups,
+            min_inliers=self.min_surface_inliers,
+            min_inlier_share=self.min_inlier_share,
+            min_matched_area=self.min_matched_area,
+            max_colour_difference=self.max_colour_difference,
+            min_density=self.min_density,
+            cos_product=self.cos_product,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,18 +85,30 @@ class Assignment:
     image_id: str
     group_id: str
     product_id: str
-    confidence: float  # 0..1, how tightly the group holds together (1 for a singleton)
+    confidence: float  # 0..1, the weakest link holding the group together (1 for a singleton)
     is_group_centre: bool
     colour: str = ""  # named dominant colour of the group's centre, for colour facets
 
 
 @dataclass(frozen=True)
 class Links:
-    """Undirected links between images, with a strength in 0..1 for each."""
+    """Undirected links between images, with a strength in 0..1 and evidence for each."""
 
     a: np.ndarray
     b: np.ndarray
     strength: np.ndarray
+    evidence: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Grouping:
+    """Assignments plus why: the links that made groups and products, and every product
+    candidate that was checked (with its verdict), keyed by image ids."""
+
+    assignments: list[Assignment]
+    group_links: list[dict]
+    product_links: list[dict]
+    product_checks: list[dict]
 
 
 def group_images(
@@ -84,19 +121,53 @@ def group_images(
 ) -> list[Assignment]:
     """Group unique images (``image_ids`` are SHA-256 hex, one row each, no repeats).
 
-    ``keypoints`` (optional) enables geometric verification; ``colours`` (optional, the
-    dominant colour of each image as hex) names each group's colour.
+    ``keypoints`` (optional) enables verification; ``colours`` (optional, the dominant
+    colour of each image as hex) names each group's colour.
     """
+    grouping = group_with_evidence(image_ids, phash_d4, embeddings, params, keypoints, colours)
+    return grouping.assignments
+
+
+def group_with_evidence(
+    image_ids: Sequence[str],
+    phash_d4: Sequence[Sequence[str]],
+    embeddings: np.ndarray,
+    params: GroupingParams = GroupingParams(),
+    keypoints: Sequence[Keypoints | None] | None = None,
+    colours: Sequence[str] | None = None,
+) -> Grouping:
+    """:func:`group_images` with the evidence of every link."""
     n = len(image_ids)
     if n == 0:
-        return []
+        return Grouping([], [], [], [])
     if len(set(image_ids)) != n:
         raise ValueError("image_ids must be unique; group duplicate bytes before calling")
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     d4 = parse_hashes(phash_d4)
-    links = strict_links(d4, emb, params, keypoints)
+    links = strict_links(d4, emb, params, keypoints, image_ids)
     centre_of = cut_groups(n, links, emb, params.cos_centre, image_ids)
-    return _assign(image_ids, emb, centre_of, params, colours)
+    centres, group_of = np.unique(centre_of, return_inverse=True)
+    graph = link_products(group_of, emb, keypoints, params.product_rules(), image_ids)
+    confidence = _confidence(links, group_of, len(centres))
+    product_centre = _product_centres(graph.product_of, group_of, centres, image_ids)
+    out = []
+    for i, image_id in enumerate(image_ids):
+        g = group_of[i]
+        centre = centres[g]
+        out.append(
+            Assignment(
+                image_id=image_id,
+                group_id="g-" + image_ids[centre][:16],
+                product_id="p-" + image_ids[product_centre[graph.product_of[g]]][:16],
+                confidence=round(float(confidence[g]), 4),
+                is_group_centre=bool(i == centre),
+                colour=colour_name(colours[centre]) if colours is not None else "",
+            )
+        )
+    kept = [e for e, a, b in zip(links.evidence, links.a, links.b, strict=True)
+            if group_of[a] == group_of[b]]  # fmt: skip
+    # (a strict link the centre check cut is not evidence for the group)
+    return Grouping(sorted(out, key=lambda a: a.image_id), kept, graph.links, graph.checked)
 
 
 def parse_hashes(phash_d4: Sequence[Sequence[str]]) -> np.ndarray:
@@ -106,9 +177,17 @@ def parse_hashes(phash_d4: Sequence[Sequence[str]]) -> np.ndarray:
 
 def dihedral_distance(d4: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Min Hamming distance of each pair over orientations, taken both ways round."""
-    one_way = np.bitwise_count(d4[a, :1] ^ d4[b]).min(axis=1)
-    other_way = np.bitwise_count(d4[b, :1] ^ d4[a]).min(axis=1)
-    return np.minimum(one_way, other_way).astype(np.int64)
+    return dihedral_match(d4, a, b)[0]
+
+
+def dihedral_match(d4: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Distance and orientation of each pair: ``j`` when turning b by dihedral element j
+    matches a, ``-1 - j`` when turning a by j matches b (as :func:`match_photos` takes)."""
+    one_way = np.bitwise_count(d4[a, :1] ^ d4[b])
+    other_way = np.bitwise_count(d4[b, :1] ^ d4[a])
+    first, second = one_way.min(axis=1), other_way.min(axis=1)
+    orientation = np.where(first <= second, one_way.argmin(axis=1), -1 - other_way.argmin(axis=1))
+    return np.minimum(first, second).astype(np.int64), orientation
 
 
 def strict_links(
@@ -116,32 +195,41 @@ def strict_links(
     emb: np.ndarray,
     p: GroupingParams,
     keypoints: Sequence[Keypoints | None] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> Links:
     """Same-photo links from hash neighbours and embedding neighbours."""
     ha, hb, _ = hash_pairs(d4[:, 0], d4, p.hash_sure)
     ea, eb, _ = similar_pairs(emb, p.cos_candidate, k=p.neighbours)
-    a = np.concatenate([ha, ea])
-    b = np.concatenate([hb, eb])
-    a, b, _ = unique_pairs(a, b, np.zeros(len(a)), keep="min")
-    dist = dihedral_distance(d4, a, b)
+    a, b, _ = unique_pairs(np.concatenate([ha, ea]), np.concatenate([hb, eb]),
+                           np.zeros(len(ha) + len(ea)), keep="min")  # fmt: skip
+    dist, orientation = dihedral_match(d4, a, b)
     cos = pair_cosines(emb, a, b)
-    linked = dist <= p.hash_sure
-    strength = np.where(linked, 1.0 - dist / 64.0, 0.0)
     has_kp = np.array([k is not None for k in keypoints]) if keypoints is not None else None
     verifiable = has_kp[a] & has_kp[b] if has_kp is not None else np.zeros(len(a), bool)
-    # Without keypoints, a moderate hash distance plus agreeing embeddings is the best
-    # evidence there is. With them, geometry decides: two viewpoints of one product can
-    # be 4 bits apart with a 0.97 cosine, but do not match under one affine map.
-    loose = ~linked & ~verifiable & (dist <= p.hash_loose) & (cos >= p.cos_strict)
-    linked |= loose
-    strength[loose] = 1.0 - dist[loose] / 64.0
-    candidates = ~linked & verifiable & ((cos >= p.cos_candidate) | (dist <= p.hash_loose))
-    for idx in np.nonzero(candidates)[0]:
-        inliers = inlier_count(keypoints[a[idx]], keypoints[b[idx]])
-        if inliers >= p.min_inliers:
-            linked[idx] = True
-            strength[idx] = min(1.0, inliers / (2.0 * p.min_inliers))
-    return Links(a[linked], b[linked], strength[linked])
+    # Without keypoints, hashes (plus agreeing embeddings) are the best evidence there is.
+    by_hash = (dist <= p.hash_sure) | ((dist <= p.hash_loose) & (cos >= p.cos_strict))
+    linked = ~verifiable & by_hash
+    strength = np.where(linked, 1.0 - dist / 64.0, 0.0)
+    evidence = {int(i): {"rule": "hash", "hash_distance": int(dist[i]),
+                         "cosine": round(float(cos[i]), 4)}
+                for i in np.nonzero(linked)[0]}  # fmt: skip
+    for i in np.nonzero(verifiable)[0]:
+        hint = int(orientation[i]) if dist[i] <= p.hash_loose else None
+        m = match_photos(keypoints[a[i]], keypoints[b[i]], hint)
+        if m is None or m.blocks < p.min_blocks:
+            continue
+        if m.overlap >= p.min_overlap and m.agreement >= p.min_agreement:
+            linked[i] = True
+            strength[i] = m.agreement
+            evidence[int(i)] = {"rule": "same_photo", "method": m.method, "inliers": m.inliers,
+                                "overlap": m.overlap, "agreement": m.agreement,
+                                "blocks": m.blocks, "hash_distance": int(dist[i]),
+                                "cosine": round(float(cos[i]), 4)}  # fmt: skip
+    keep = np.nonzero(linked)[0]
+    if ids is None:  # the scale benchmark: no evidence wanted
+        return Links(a[keep], b[keep], strength[keep])
+    out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
+    return Links(a[keep], b[keep], strength[keep], out)
 
 
 def cut_groups(
@@ -180,36 +268,27 @@ def _cut_component(adjacency, emb, cos_centre, ids, centre_of) -> None:
         remaining -= group
 
 
-def _assign(ids, emb, centre_of, p: GroupingParams, colours) -> list[Assignment]:
-    centres, inverse = np.unique(centre_of, return_inverse=True)
-    # Sum each group's rows with a sparse membership matrix (np.add.at is ~50x slower).
-    membership = csr_array(
-        (np.ones(len(ids), dtype=np.float32), (inverse, np.arange(len(ids)))),
-        shape=(len(centres), len(ids)),
-    )
-    centroids = np.asarray(membership @ emb, dtype=np.float32)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    pa, pb, pcos = similar_pairs(centroids, p.cos_product, k=p.neighbours)
-    product_links = Links(pa, pb, pcos)
-    centre_ids = [ids[c] for c in centres]
-    product_centre = cut_groups(len(centres), product_links, centroids, p.cos_product, centre_ids)
+def _confidence(links: Links, group_of: np.ndarray, groups: int) -> np.ndarray:
+    """Per group, the weakest of its members' strongest links (1.0 for a singleton)."""
+    n = len(group_of)
+    best = np.zeros(n)
+    inside = group_of[links.a] == group_of[links.b]
+    for a, b, s in zip(links.a[inside], links.b[inside], links.strength[inside], strict=True):
+        best[a], best[b] = max(best[a], s), max(best[b], s)
+    sizes = np.bincount(group_of, minlength=groups)
+    confidence = np.ones(groups)
+    multi = sizes[group_of] > 1
+    np.minimum.at(confidence, group_of[multi], np.clip(best[multi], 0.0, 1.0))
+    return confidence
 
-    # Confidence: the least similar member to its centre (1.0 for a singleton).
-    sims = pair_cosines(emb, np.arange(len(ids)), centre_of)
-    confidence = np.ones(len(centres))
-    np.minimum.at(confidence, inverse, np.clip(sims, 0.0, 1.0))
-    out = []
-    for i, image_id in enumerate(ids):
-        g = inverse[i]
-        centre = centres[g]
-        out.append(
-            Assignment(
-                image_id=image_id,
-                group_id="g-" + ids[centre][:16],
-                product_id="p-" + ids[centres[product_centre[g]]][:16],
-                confidence=round(float(confidence[g]), 4),
-                is_group_centre=bool(i == centre),
-                colour=colour_name(colours[centre]) if colours is not None else "",
-            )
-        )
-    return sorted(out, key=lambda a: a.image_id)
+
+def _product_centres(product_of, group_of, centres, ids) -> dict[int, int]:
+    """The image naming each product: the centre of its largest group, then lowest id."""
+    sizes = np.bincount(group_of, minlength=len(centres))
+    best: dict[int, int] = {}
+    for g, root in enumerate(product_of):
+        key = (-sizes[g], ids[centres[g]])
+        current = best.get(int(root))
+        if current is None or key < (-sizes[current], ids[centres[current]]):
+            best[int(root)] = g
+    return {root: int(centres[g]) for root, g in best.items()}

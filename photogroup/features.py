@@ -7,11 +7,10 @@ identity hash with another's eight (min Hamming distance) is invariant to those 
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import imagehash
 import numpy as np
@@ -19,7 +18,8 @@ import scipy.fftpack
 from PIL import Image, ImageChops, ImageStat
 
 from photogroup.chunks import worker_threads
-from photogroup.verify import orb_keypoints
+from photogroup.verify import Keypoints, orb_keypoints
+from photogroup.views import surface_keypoints
 
 #: Per-channel difference from the corner colour below which a border pixel is "uniform".
 BORDER_TOLERANCE = 16
@@ -74,7 +74,17 @@ def compute_features(img: Image.Image, keypoints: bool = True) -> ImageFeatures:
         sharpness=laplacian_variance(img),
         work_width=img.width,
         work_height=img.height,
-        keypoints=base64.b64encode(orb_keypoints(img).to_bytes()).decode() if keypoints else "",
+        keypoints=local_features(img).to_base64() if keypoints else "",
+    )
+
+
+def local_features(img: Image.Image) -> Keypoints:
+    """What verification needs of one working copy: ORB keypoints and a grey thumbnail
+    (same photo, :mod:`photogroup.verify`), SIFT keypoints with colours (same product,
+    :mod:`photogroup.views`)."""
+    xy, descriptors, lab = surface_keypoints(img)
+    return replace(
+        orb_keypoints(img), surface_xy=xy, surface_descriptors=descriptors, surface_lab=lab
     )
 
 
@@ -103,20 +113,35 @@ def thumbnail(img: Image.Image, size: int = THUMBNAIL) -> Image.Image:
 
 def trim_uniform_border(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> Image.Image:
     """Crop away padding or letterboxing of one uniform colour (that of the corners)."""
+    box = trim_box(img, tolerance)
+    return img if box == (0, 0, img.width, img.height) else img.crop(box)
+
+
+def trim_box(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> tuple[int, int, int, int]:
+    """Box (left, top, right, bottom) of the content inside a uniform border of the corners'
+    colour; the whole image when there is none or what remains would be too small."""
     rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    whole = (0, 0, img.width, img.height)
     corners = np.stack([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]])
     colour = tuple(int(v) for v in np.median(corners, axis=0))
     diff = ImageChops.difference(img.convert("RGB"), Image.new("RGB", img.size, colour))
     mask = diff.convert("L").point(lambda v: 255 if v > tolerance else 0)
     box = mask.getbbox()
     if box is None:
-        return img
+        return whole
     left, top, right, bottom = box
     if (right - left) < MIN_TRIMMED_FRACTION * img.width:
-        return img
+        return whole
     if (bottom - top) < MIN_TRIMMED_FRACTION * img.height:
-        return img
-    return img.crop(box)
+        return whole
+    return box
+
+
+def dihedral_view(pixels: np.ndarray, index: int) -> np.ndarray:
+    """Element ``index`` (0-7) of the dihedral group applied to an array: quarter turns
+    0-3 (``np.rot90``), then the same followed by a left-right flip."""
+    turned = np.rot90(pixels, index % 4)
+    return np.ascontiguousarray(np.fliplr(turned) if index >= 4 else turned)
 
 
 def dihedral_phash(img: Image.Image, hash_size: int = 8, highfreq_factor: int = 4) -> tuple:
@@ -129,9 +154,7 @@ def dihedral_phash(img: Image.Image, hash_size: int = 8, highfreq_factor: int = 
     """
     size = hash_size * highfreq_factor
     pixels = np.asarray(img.convert("L").resize((size, size), Image.Resampling.LANCZOS))
-    variants = [np.rot90(pixels, k) for k in range(4)]
-    variants += [np.fliplr(v) for v in variants]
-    return tuple(_phash_hex(v, hash_size) for v in variants)
+    return tuple(_phash_hex(dihedral_view(pixels, k), hash_size) for k in range(8))
 
 
 def _phash_hex(pixels: np.ndarray, hash_size: int) -> str:

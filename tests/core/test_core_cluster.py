@@ -182,13 +182,13 @@ def test_similar_groups_share_a_product():
     assert out[0].product_id != out[1].product_id
 
 
-def test_confidence_is_the_min_cosine_to_the_centre():
-    d4 = [["0" * 16] * 8] * 3
-    emb = np.array([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
-    out = group_images([sha("x"), sha("y"), sha("z")], d4, emb)
+def test_confidence_is_the_weakest_members_strongest_link():
+    # Without keypoints a hash link's strength is 1 - distance / 64: x and y are identical,
+    # z is 3 bits from both, so z's best link (0.953) is the group's weakest.
+    d4 = [["0" * 16] * 8] * 2 + [["0" * 13 + "007"] * 8]
+    out = group_images([sha("x"), sha("y"), sha("z")], d4, np.eye(3, dtype=np.float32))
     assert len({a.group_id for a in out}) == 1
-    # Whichever image is the centre, the x-z and y-z cosines are 0.6.
-    assert all(a.confidence == pytest.approx(0.6, abs=1e-6) for a in out)
+    assert all(a.confidence == pytest.approx(1 - 3 / 64, abs=1e-4) for a in out)
 
 
 def test_identical_hashes_all_group_and_counts_add_up():

@@ -9,14 +9,14 @@ from PIL import Image, ImageOps
 from photogroup.cluster import GroupingParams, group_images
 from photogroup.colours import colour_name
 from photogroup.embed import LocalEmbedder
-from photogroup.features import compute_features
+from photogroup.features import compute_features, local_features
 from photogroup.samples import load_photo
-from photogroup.verify import Keypoints, inlier_count, orb_keypoints
+from photogroup.verify import Keypoints, match_photos, orb_keypoints
 
-#: Edited copies match with many inliers, different photos by chance with a handful; where
-#: between the two a pair links is GroupingParams.min_inliers, calibrated in bench/.
-EDITED = 60
-CHANCE = 15
+#: Aligned edited copies agree on nearly every textured block, different photos on few;
+#: where between the two a pair links is GroupingParams.min_agreement, calibrated in bench/.
+EDITED = 0.85
+CHANCE = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +55,27 @@ def crop(img: Image.Image, fraction: float) -> Image.Image:
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_edited_copies_verify(photos, name, edit):
     original = orb_keypoints(photos[name])
-    assert inlier_count(original, orb_keypoints(work_copy(edit(photos[name])))) >= EDITED
+    match = match_photos(original, orb_keypoints(work_copy(edit(photos[name]))))
+    assert match is not None and match.method == "keypoints"
+    assert match.agreement >= EDITED and match.overlap >= 0.6
 
 
 @pytest.mark.parametrize("a,b", [("astronaut", "coffee"), ("chelsea", "rocket")])
 def test_different_photos_do_not_verify(photos, a, b):
-    assert inlier_count(orb_keypoints(photos[a]), orb_keypoints(photos[b])) < CHANCE
+    match = match_photos(orb_keypoints(photos[a]), orb_keypoints(photos[b]))
+    assert match is None or match.agreement < CHANCE
 
 
 def test_keypoints_round_trip_through_bytes_and_base64(photos):
-    kp = orb_keypoints(photos["coffee"])
+    kp = local_features(photos["coffee"])
     back = Keypoints.from_bytes(kp.to_bytes())
     assert back.descriptors.tobytes() == kp.descriptors.tobytes()
     assert np.allclose(back.xy, kp.xy, atol=0.5)  # float16 coordinates
     assert back.diagonal == pytest.approx(kp.diagonal)
+    assert back.thumb.tobytes() == kp.thumb.tobytes() and max(back.thumb.shape) == 128
+    assert back.surface_descriptors.tobytes() == kp.surface_descriptors.tobytes()
+    assert back.surface_lab.tobytes() == kp.surface_lab.tobytes()
+    assert len(back.surface_xy) > 50
     features = compute_features(photos["coffee"])
     assert Keypoints.from_base64(features.keypoints).descriptors.shape[1] == 32
     assert Keypoints.from_base64("") is None
@@ -77,7 +84,7 @@ def test_keypoints_round_trip_through_bytes_and_base64(photos):
 def test_a_blank_image_has_no_keypoints_and_verifies_nothing(photos):
     blank = orb_keypoints(Image.new("RGB", (200, 200), (255, 255, 255)))
     assert len(blank.xy) == 0
-    assert inlier_count(blank, orb_keypoints(photos["coffee"])) == 0
+    assert match_photos(blank, orb_keypoints(photos["coffee"])) is None
 
 
 def test_verification_links_a_tight_crop(photos):
@@ -90,7 +97,7 @@ def test_verification_links_a_tight_crop(photos):
     d4 = [f.phash_d4 for f in feats]
     kps = [Keypoints.from_base64(f.keypoints) for f in feats]
     # Every pair a candidate; the hash-and-cosine rule off, so only verification can link.
-    params = GroupingParams(cos_candidate=-1.0, hash_loose=0, cos_strict=1.1)
+    params = GroupingParams(cos_candidate=-1.0, hash_sure=0, hash_loose=0, cos_strict=1.1)
     without = {a.image_id: a.group_id for a in group_images(ids, d4, emb, params)}
     assert without[ids[0]] != without[ids[1]]
     with_kp = {a.image_id: a.group_id for a in group_images(ids, d4, emb, params, kps)}

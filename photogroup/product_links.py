@@ -1,0 +1,156 @@
+"""Product level: which strict groups show the same product.
+
+Embedding neighbours propose candidate pairs of photos from different strict groups; each
+is verified by :func:`photogroup.views.match_surfaces`. A pair whose surfaces correspond
+and agree in colour and artwork links its two groups; a pair whose surfaces correspond but
+whose colour or artwork differs is a variant, and keeps its two groups apart for good
+(a cannot-link). Links are then merged strongest first, and a merge that would join two
+groups kept apart is refused, so look-alikes cannot chain into one product through a third
+photo (single-link components would). Photos without surface keypoints fall back to the
+embedding: groups whose centroids have a cosine of at least ``cos_product``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from photogroup.neighbours import pair_cosines, similar_pairs
+from photogroup.verify import Keypoints
+from photogroup.views import SurfaceMatch, match_surfaces
+
+
+@dataclass(frozen=True)
+class ProductRules:
+    """The product-level thresholds (fields of ``GroupingParams``)."""
+
+    neighbours: int
+    cos_candidate: float
+    pairs_per_groups: int
+    min_inliers: int
+    min_inlier_share: float
+    min_matched_area: float
+    max_colour_difference: float
+    min_density: float
+    cos_product: float
+
+    def verdict(self, m: SurfaceMatch) -> str:
+        """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``."""
+        geometry = (
+            m.inliers >= self.min_inliers
+            and m.inlier_share >= self.min_inlier_share
+            and m.matched_area >= self.min_matched_area
+        )
+        if not geometry:
+            return "no_shared_surface"
+        if m.colour_difference > self.max_colour_difference:
+            return "colour_differs"
+        if m.density < self.min_density:
+            return "artwork_differs"
+        return "same_surface"
+
+
+@dataclass
+class ProductGraph:
+    """Result: the product (an index) of each group, and the evidence."""
+
+    product_of: np.ndarray  # group index -> product root (a group index)
+    links: list[dict]  # the links that joined groups, with their evidence
+    checked: list[dict]  # every verified candidate pair between groups, with its verdict
+
+
+def link_products(
+    group_of: np.ndarray,
+    emb: np.ndarray,
+    keypoints: Sequence[Keypoints | None] | None,
+    rules: ProductRules,
+    ids: Sequence[str],
+) -> ProductGraph:
+    """Product of each strict group (``group_of`` maps image -> group index 0..g-1)."""
+    groups = int(group_of.max()) + 1 if len(group_of) else 0
+    pairs = _candidates(group_of, emb, rules)
+    checked = [_check(a, b, emb, keypoints, rules, ids) for a, b in pairs]
+    by_pair: dict[tuple[int, int], list[dict]] = {}
+    for c in checked:
+        by_pair.setdefault(_key(group_of[c["_a"]], group_of[c["_b"]]), []).append(c)
+    positive, apart = [], set()
+    for pair, results in by_pair.items():
+        same = [r for r in results if r["verdict"] == "same_surface"]
+        if same:
+            positive.append((max(r["strength"] for r in same), pair, max(same, key=_strength)))
+        elif any(r["verdict"] in ("colour_differs", "artwork_differs") for r in results):
+            apart.add(pair)
+    product_of, links = _merge(groups, positive, apart)
+    for c in checked:
+        del c["_a"], c["_b"]
+    return ProductGraph(product_of, links, checked)
+
+
+def _strength(r: dict) -> float:
+    return r["strength"]
+
+
+def _key(x, y) -> tuple[int, int]:
+    return (int(min(x, y)), int(max(x, y)))
+
+
+def _candidates(group_of: np.ndarray, emb: np.ndarray, rules: ProductRules):
+    """Image pairs from different groups among embedding neighbours, at most
+    ``pairs_per_groups`` (the most similar) for each pair of groups."""
+    a, b, cos = similar_pairs(emb, rules.cos_candidate, k=rules.neighbours)
+    different = group_of[a] != group_of[b]
+    a, b, cos = a[different], b[different], cos[different]
+    taken: dict[tuple[int, int], int] = {}
+    for i in np.argsort(-cos, kind="stable"):
+        key = _key(group_of[a[i]], group_of[b[i]])
+        if taken.get(key, 0) < rules.pairs_per_groups:
+            taken[key] = taken.get(key, 0) + 1
+            yield int(a[i]), int(b[i])
+
+
+def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids) -> dict:
+    cosine = round(float(pair_cosines(emb, np.array([a]), np.array([b]))[0]), 4)
+    ka = keypoints[a] if keypoints is not None else None
+    kb = keypoints[b] if keypoints is not None else None
+    base = {"a": ids[a], "b": ids[b], "_a": a, "_b": b, "cosine": cosine}
+    if ka is None or kb is None or ka.surface_xy is None or kb.surface_xy is None:
+        ok = cosine >= rules.cos_product
+        verdict = "similar_embedding" if ok else "no_shared_surface"
+        return {**base, "rule": "embedding", "verdict": "same_surface" if ok else verdict,
+                "strength": cosine}  # fmt: skip
+    m = match_surfaces(ka.surface_xy, ka.surface_descriptors, ka.surface_lab,
+                       kb.surface_xy, kb.surface_descriptors, kb.surface_lab,
+                       max(ka.diagonal, kb.diagonal))  # fmt: skip
+    return {**base, "rule": "same_surface", "verdict": rules.verdict(m),
+            "strength": round(m.inlier_share, 4), **m.as_dict()}  # fmt: skip
+
+
+def _merge(groups: int, positive: list, apart: set) -> tuple[np.ndarray, list[dict]]:
+    """Union groups along positive links, strongest first, unless two groups kept apart
+    would end up in one product."""
+    parent = list(range(groups))
+    banned: dict[int, set[int]] = {g: set() for g in range(groups)}
+    for x, y in apart:
+        banned[x].add(y)
+        banned[y].add(x)
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    links = []
+    for _, (x, y), evidence in sorted(positive, key=lambda p: (-p[0], p[1])):
+        rx, ry = root(x), root(y)
+        if rx == ry:
+            continue
+        if {root(g) for g in banned[rx]} & {ry} or {root(g) for g in banned[ry]} & {rx}:
+            evidence["refused"] = "would join products kept apart by a variant check"
+            continue
+        parent[ry] = rx
+        banned[rx] |= banned[ry]
+        links.append(evidence)
+    return np.array([root(g) for g in range(groups)], dtype=np.int64), links

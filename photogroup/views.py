@@ -1,0 +1,150 @@
+"""Same-product verification: do two photos show one physical surface from other angles?
+
+Two angles of one product share printed surface seen under another perspective; a variant
+(another colour, flavour or artwork on the same pack) shares the layout but not the colour
+or all of the artwork. So, for a candidate pair of photos:
+
+1. **Geometry.** SIFT keypoints (Lowe 2004; RootSIFT descriptors, Arandjelovic and
+   Zisserman 2012) are matched with Lowe's ratio test, and a fundamental matrix is fitted
+   with MAGSAC++ (Barath et al. 2020). Epipolar geometry holds for any rigid motion of the
+   camera around the product (a box turned 60 degrees, a bottle turned on its axis), where
+   one homography or affine map holds only for a single plane. Inliers are weighed against
+   the keypoints available, and must cover more than a logo-sized patch.
+2. **Colour** at the matched locations: the median CIELAB a*b* difference of the inlier
+   pairs. A colour variant matches the layout and differs here; lighting of another face
+   changes lightness more than chroma.
+3. **Artwork**: of the keypoints inside the matched region, the share that matched. A
+   design variant leaves its changed artwork (flavour name, illustration) unmatched inside
+   an otherwise matched region.
+
+Keypoints are computed once per image with its other features (:func:`surface_keypoints`);
+the checks run on candidate pairs only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+#: Long side of the grey image SIFT runs on (it doubles it internally); bounds feature cost.
+SURFACE_SIDE = 320
+#: SIFT keypoints kept per image (the strongest).
+N_SURFACE = 300
+_LOWE_RATIO = 0.8
+#: Epipolar inlier distance as a fraction of the working copy's diagonal.
+_EPIPOLAR_FRACTION = 0.004
+#: Side of the box filter averaging colour around a keypoint (working-copy pixels).
+_COLOUR_WINDOW = 5
+
+
+@dataclass(frozen=True)
+class SurfaceMatch:
+    """How two photos' printed surfaces correspond (see the module docstring)."""
+
+    inliers: int  # matches consistent with one fundamental matrix
+    keypoints: int  # the smaller image's keypoint count
+    matched_area: float  # hull of the inliers over hull of all keypoints, smaller of the two
+    density: float  # share of keypoints inside the matched hull that matched, smaller of two
+    colour_difference: float  # median CIELAB a*b* distance at the inliers (0..~180)
+
+    @property
+    def inlier_share(self) -> float:
+        return self.inliers / max(self.keypoints, 1)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["inlier_share"] = round(self.inlier_share, 4)
+        return out
+
+
+def surface_keypoints(img: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SIFT keypoints of a working copy: xy (working-copy pixels, float32), descriptors
+    (uint8, 128) and the CIELAB colour around each keypoint (OpenCV's 8-bit Lab)."""
+    import cv2
+
+    rgb = np.asarray(img.convert("RGB"))
+    grey = img.convert("L")
+    scale = min(1.0, SURFACE_SIDE / max(grey.size))
+    if scale < 1.0:
+        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    sift = cv2.SIFT_create(nfeatures=N_SURFACE)
+    found, descriptors = sift.detectAndCompute(np.asarray(grey), None)
+    if descriptors is None or not found:
+        empty = np.zeros((0, 2), np.float32)
+        return empty, np.zeros((0, 128), np.uint8), np.zeros((0, 3), np.uint8)
+    xy = np.float32([p.pt for p in found]) / scale
+    lab = cv2.cvtColor(cv2.blur(rgb, (_COLOUR_WINDOW, _COLOUR_WINDOW)), cv2.COLOR_RGB2LAB)
+    cols = np.clip(np.round(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
+    rows = np.clip(np.round(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
+    # OpenCV's float descriptors are uint8-ranged already (at most 0.2 x 512).
+    return xy, np.clip(np.round(descriptors), 0, 255).astype(np.uint8), lab[rows, cols]
+
+
+def match_surfaces(
+    xy_a: np.ndarray,
+    desc_a: np.ndarray,
+    lab_a: np.ndarray,
+    xy_b: np.ndarray,
+    desc_b: np.ndarray,
+    lab_b: np.ndarray,
+    diagonal: float,
+) -> SurfaceMatch:
+    """Compare two photos' surface keypoints (see the module docstring)."""
+    import cv2
+
+    keypoints = min(len(xy_a), len(xy_b))
+    none = SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0)
+    if keypoints < 8:
+        return none
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(_root_sift(desc_a), _root_sift(desc_b), k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < _LOWE_RATIO * m[1].distance]
+    if len(good) < 8:
+        return none
+    ia = np.array([m.queryIdx for m in good])
+    ib = np.array([m.trainIdx for m in good])
+    cv2.setRNGSeed(0)
+    threshold = max(1.0, _EPIPOLAR_FRACTION * diagonal)
+    _, mask = cv2.findFundamentalMat(xy_a[ia], xy_b[ib], cv2.USAC_MAGSAC, threshold, 0.999, 2000)
+    if mask is None or int(mask.sum()) < 8:
+        return none
+    keep = mask.ravel().astype(bool)
+    ia, ib = ia[keep], ib[keep]
+    area = min(_hull_share(xy_a, ia), _hull_share(xy_b, ib))
+    density = min(_density(xy_a, ia), _density(xy_b, ib))
+    delta = lab_a[ia, 1:].astype(np.float32) - lab_b[ib, 1:].astype(np.float32)
+    colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
+    return SurfaceMatch(
+        int(keep.sum()), keypoints, round(area, 4), round(density, 4), round(colour, 2)
+    )
+
+
+def _root_sift(desc: np.ndarray) -> np.ndarray:
+    d = desc.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-6)
+    return np.sqrt(d)
+
+
+def _hull_area(points: np.ndarray) -> float:
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
+
+
+def _hull_share(xy: np.ndarray, matched: np.ndarray) -> float:
+    return _hull_area(xy[matched]) / max(_hull_area(xy), 1e-6)
+
+
+def _density(xy: np.ndarray, matched: np.ndarray) -> float:
+    """Share of all keypoints inside the hull of the matched ones that are matched."""
+    import cv2
+
+    if len(matched) < 3:
+        return 0.0
+    hull = cv2.convexHull(xy[matched].astype(np.float32))
+    inside = sum(cv2.pointPolygonTest(hull, (float(x), float(y)), False) >= 0 for x, y in xy)
+    return len(set(matched.tolist())) / max(inside, 1)
