@@ -9,12 +9,14 @@ from assets.contact_sheets import contact_sheet_metadata
 from assets.tables import content_version, coverage_check, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
-from photogroup import GroupingParams, group_images
+from photogroup import GroupingParams
+from photogroup.cluster import group_with_evidence
+from photogroup.evidence import EMPTY, evidence_by_image, evidence_counts, plain
 from photogroup.verify import Keypoints
 from resources.memo import MemoStore
 
 COLUMNS = ["key", "file", "sha256", "group_id", "product_id", "confidence",
-           "is_group_centre", "colour", "group_size", "product_size"]  # fmt: skip
+           "is_group_centre", "colour", "group_size", "product_size", "evidence"]  # fmt: skip
 NAMESPACE = f"clusters/{CLUSTERS_VERSION}"
 
 
@@ -25,8 +27,9 @@ def cluster_memo_key(shas: list[str], model_ids: list[str], params: GroupingPara
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
-def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingParams) -> list:
-    """Group the unique bytes of the batch; one assignment dict per SHA-256."""
+def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingParams) -> dict:
+    """Group the unique bytes of the batch: the memo entry, one assignment dict per SHA-256
+    plus the evidence (``group_links``, ``product_links``, ``product_checks``)."""
     unique = features.drop_duplicates("sha256").set_index("sha256")
     vectors = embeddings.drop_duplicates("sha256").set_index("sha256").embedding
     shas = list(unique.index)
@@ -34,7 +37,7 @@ def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingPar
     # An image the embedder failed on still gets a group: a zero vector links it by hash only.
     missing = np.zeros(dim, dtype=np.float32)
     matrix = np.stack([vectors.get(s, missing) for s in shas]) if shas else np.zeros((0, dim))
-    result = group_images(
+    result = group_with_evidence(
         shas,
         [list(unique.phash_d4[s]) for s in shas],
         matrix,
@@ -44,11 +47,16 @@ def assign(features: pd.DataFrame, embeddings: pd.DataFrame, params: GroupingPar
             unique.dominant_colors[s][0] if len(unique.dominant_colors[s]) else "" for s in shas
         ],
     )
-    return [a.__dict__ for a in result]
+    evidence = {"group_links": result.group_links, "product_links": result.product_links,
+                "product_checks": result.product_checks}  # fmt: skip
+    return {"assignments": [a.__dict__ for a in result.assignments], **plain(evidence)}
 
 
-def cluster_table(features: pd.DataFrame, assignments: list[dict]) -> pd.DataFrame:
-    """Every file gets the group of its bytes; sizes count files."""
+def cluster_table(features: pd.DataFrame, entry: dict) -> pd.DataFrame:
+    """Every file gets the group of its bytes; sizes count files. ``evidence`` is a JSON
+    string of the links in which the row's image is ``a``, the same on every file with the
+    same bytes (photogroup.evidence)."""
+    assignments = entry["assignments"]
     if not assignments:
         return pd.DataFrame(columns=COLUMNS)
     by_sha = pd.DataFrame(assignments).rename(columns={"image_id": "sha256"})
@@ -57,6 +65,7 @@ def cluster_table(features: pd.DataFrame, assignments: list[dict]) -> pd.DataFra
     table["is_group_centre"] &= ~table.duplicated("sha256")
     table["group_size"] = table.groupby("group_id").key.transform("count")
     table["product_size"] = table.groupby("product_id").key.transform("count")
+    table["evidence"] = table.sha256.map(evidence_by_image(entry)).fillna(EMPTY)
     return table[COLUMNS].sort_values(["product_id", "group_id", "file"], ignore_index=True)
 
 
@@ -80,12 +89,12 @@ def image_clusters(
     found = memo.get_json_many(
         NAMESPACE, [key], lambda k, why: context.log.warning(f"cluster memo {k[:12]}: {why}")
     )
-    if key in found:
-        assignments = found[key]["assignments"]
-    else:
-        assignments = assign(image_features, image_embeddings, params)
-        memo.put_json_many(NAMESPACE, {key: {"assignments": assignments}})
-    table = cluster_table(image_features, assignments)
+    entry = found.get(key)
+    hit = entry is not None and "product_checks" in entry  # (older entries lack evidence)
+    if entry is None or not hit:
+        entry = assign(image_features, image_embeddings, params)
+        memo.put_json_many(NAMESPACE, {key: entry})
+    table = cluster_table(image_features, entry)
     groups = table.drop_duplicates("group_id")
     context.log.info(f"{len(table)} images -> {len(groups)} groups, "
                      f"{table.product_id.nunique()} products")  # fmt: skip
@@ -99,7 +108,8 @@ def image_clusters(
             "products": int(table.product_id.nunique()),
             "singletons": int((groups.group_size == 1).sum()),
             "largest_group": int(table.group_size.max()) if len(table) else 0,
-            "memo_hit": key in found,
+            "memo_hit": hit,
+            **evidence_counts(entry, dict(zip(table.sha256, table.product_id, strict=True))),
             "grouping_params": dg.MetadataValue.json(params.as_dict()),
             "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
             **contact_sheet_metadata(table, key, memo),

@@ -121,41 +121,22 @@ def _load_groups(batch: BatchKey):
     return clusters, log, groups, outcomes
 
 
-def _group_listing(clusters, groups) -> list[dict]:
-    files: dict[str, list[str]] = {}
-    for sha, file in zip(clusters.sha256, clusters.file, strict=True):
-        files.setdefault(groups.group_of[sha], []).append(file)
-    # The machine's confidence holds for groups edits left as they were; others get None.
-    machine = clusters.groupby("group_id").agg(
-        files=("file", sorted), confidence=("confidence", "min")
-    )
-    return [
-        {
-            "group_id": group_id,
-            "product_id": groups.product_of[group_id],
-            "name": groups.names.get(group_id),
-            "confidence": round(float(machine.confidence[group_id]), 4)
-            if group_id in machine.index and machine.files[group_id] == sorted(members)
-            else None,
-            "members": sorted(members),
-        }
-        for group_id, members in sorted(files.items())
-    ]
-
-
 def cmd_groups(args) -> int:
+    from photogroup.evidence import batch_listing, evidence_line
+
     if not (args.tenant and args.batch):
         raise CliError("groups needs --tenant and --batch")
     batch = _batch(args)
     clusters, _, groups, outcomes = _load_groups(batch)
-    listing = _group_listing(clusters, groups)
+    listing = batch_listing(clusters, groups)
     stale = [o.__dict__ for o in outcomes if o.status == "not_applicable"]
     if args.json:
-        print(json.dumps({"groups": listing, "edits_not_applicable": stale}))
+        print(json.dumps({**listing, "edits_not_applicable": stale}))
     else:
-        for g in listing:
+        for g in listing["groups"]:
             name = f"  {g['name']!r}" if g["name"] else ""
             print(f"{g['group_id']}  {g['product_id']}{name}  {', '.join(g['members'])}")
+            print(f"    why: {evidence_line(g)}")
         for o in stale:
             print(f"edit {o['index']} ({o['op']}) no longer applies: {o['reason']}",
                   file=sys.stderr)  # fmt: skip

@@ -57,6 +57,38 @@ def test_ingest_run_groups_on_a_folder(tmp_path, subprocess_env):
     assert again["hit_rate"] == 1.0 and again["groups"] == summary["groups"]
 
 
+def test_groups_json_says_why_images_were_grouped(tmp_path, subprocess_env):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, body in photo_batch({"coffee": ["cropped", "resized"], "rocket": []}).items():
+        (folder / name).write_bytes(body)
+    batch = ["--tenant", "t2", "--batch", "b1"]
+    cli("ingest", str(folder), *batch, env=subprocess_env)
+    cli("run", *batch, env=subprocess_env)
+
+    out = json.loads(cli("groups", *batch, "--json", env=subprocess_env).stdout)
+    by_member = {m: g for g in out["groups"] for m in g["members"]}
+    coffee = by_member["coffee.jpg"]
+    assert set(coffee["members"]) == {"coffee.jpg", "coffee-cropped.jpg", "coffee-resized.jpg"}
+    photo = [e for e in coffee["evidence"] if e["rule"] == "same_photo"]
+    assert photo, coffee["evidence"]
+    for link in photo:
+        assert {link["a"], link["b"]} <= set(coffee["members"]) and link["a"] != link["b"]
+        assert link["method"] in ("keypoints", "hash")
+        assert link["overlap"] >= 0.5 and link["agreement"] >= 0.75 and link["blocks"] >= 6
+        assert isinstance(link["inliers"], int) and isinstance(link["hash_distance"], int)
+    # the three images are held together: at least two links, touching all three files
+    assert len({f for e in coffee["evidence"] for f in (e["a"], e["b"])}) == 3
+    assert by_member["rocket.jpg"]["evidence"] == []
+
+    products = {p["product_id"]: p for p in out["products"]}
+    assert set(products) == {g["product_id"] for g in out["groups"]}
+    for product in products.values():
+        assert product["groups"] and {"evidence", "closest_other"} <= set(product)
+    text = cli("groups", *batch, env=subprocess_env).stdout
+    assert "why: " in text and "same photo" in text
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
