@@ -32,7 +32,7 @@ from scipy.sparse.csgraph import connected_components
 from photogroup.colours import colour_name
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
 from photogroup.product_links import ProductRules, link_products
-from photogroup.verify import Keypoints, match_photos
+from photogroup.verify import Keypoints, PhotoMatch, match_photos
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ class GroupingParams:
     min_overlap: float = 0.5  # aligned copy covers this share of one of the two images
     min_agreement: float = 0.75  # share of textured blocks that look the same once aligned
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
+    min_fine_agreement_strict: float = 0.0  # share of blocks agreeing closely (see verify)
+    min_inlier_ratio: float = 0.6  # ORB matches the homography explains, of all good ones
+    max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's
+    max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
+    max_hue_turn: float = 45.0  # degrees: an edit turns saturated hues less, a colour variant more
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image
@@ -60,9 +65,25 @@ class GroupingParams:
     max_colour_difference: float = 12.0  # median a*b* distance at the matches
     min_density: float = 0.2  # share of keypoints inside the matched hull that matched
     cos_product: float = 0.80  # without keypoints: embedding cosine for one product
+    near_agreement: float = 0.6  # shots this alike once aligned are compared print by print:
+    max_hue_turn_product: float = 40.0  # ... hues turned more: a colour variant
+    min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def same_photo(self, m: PhotoMatch) -> bool:
+        """The strict rule on a verified pair (see :mod:`photogroup.verify`)."""
+        return (
+            m.blocks >= self.min_blocks
+            and m.overlap >= self.min_overlap
+            and m.agreement >= self.min_agreement
+            and m.fine_agreement >= self.min_fine_agreement_strict
+            and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
+            and m.second_plane <= self.max_second_plane * max(m.inliers, 1)
+            and m.colour_residual <= self.max_colour_residual
+            and m.hue_turn <= self.max_hue_turn
+        )
 
     def product_rules(self) -> ProductRules:
         return ProductRules(
@@ -75,6 +96,9 @@ class GroupingParams:
             max_colour_difference=self.max_colour_difference,
             min_density=self.min_density,
             cos_product=self.cos_product,
+            near_agreement=self.near_agreement,
+            max_hue_turn=self.max_hue_turn_product,
+            min_fine_agreement=self.min_fine_agreement,
         )
 
 
@@ -216,14 +240,11 @@ def strict_links(
     for i in np.nonzero(verifiable)[0]:
         hint = int(orientation[i]) if dist[i] <= p.hash_loose else None
         m = match_photos(keypoints[a[i]], keypoints[b[i]], hint)
-        if m is None or m.blocks < p.min_blocks:
-            continue
-        if m.overlap >= p.min_overlap and m.agreement >= p.min_agreement:
+        if m is not None and p.same_photo(m):
             linked[i] = True
             strength[i] = m.agreement
-            evidence[int(i)] = {"rule": "same_photo", "method": m.method, "inliers": m.inliers,
-                                "overlap": m.overlap, "agreement": m.agreement,
-                                "blocks": m.blocks, "hash_distance": int(dist[i]),
+            evidence[int(i)] = {"rule": "same_photo", **m.as_dict(),
+                                "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted

@@ -82,10 +82,9 @@ def local_features(img: Image.Image) -> Keypoints:
     """What verification needs of one working copy: ORB keypoints and a grey thumbnail
     (same photo, :mod:`photogroup.verify`), SIFT keypoints with colours (same product,
     :mod:`photogroup.views`)."""
-    xy, descriptors, lab = surface_keypoints(img)
-    return replace(
-        orb_keypoints(img), surface_xy=xy, surface_descriptors=descriptors, surface_lab=lab
-    )
+    orb = orb_keypoints(img)
+    xy, descriptors, lab = surface_keypoints(img, orb.box)
+    return replace(orb, surface_xy=xy, surface_descriptors=descriptors, surface_lab=lab)
 
 
 def feature_entries(images: Sequence[Image.Image], threads: int | None = None) -> list[dict]:

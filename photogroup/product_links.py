@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from photogroup.neighbours import pair_cosines, similar_pairs
-from photogroup.verify import Keypoints
+from photogroup.verify import Keypoints, PhotoMatch, match_photos
 from photogroup.views import SurfaceMatch, match_surfaces
 
 
@@ -35,6 +35,20 @@ class ProductRules:
     max_colour_difference: float
     min_density: float
     cos_product: float
+    near_agreement: float
+    max_hue_turn: float
+    min_fine_agreement: float
+
+    def near_angle(self, m: PhotoMatch) -> bool:
+        """One homography aligns most of the two shots: nearly the same angle."""
+        return m.overlap >= 0.5 and m.agreement >= self.near_agreement
+
+    def aligned_verdict(self, m: PhotoMatch) -> str:
+        if m.hue_turn > self.max_hue_turn:
+            return "colour_differs"
+        if m.fine_agreement < self.min_fine_agreement:
+            return "artwork_differs"
+        return "same_surface"
 
     def verdict(self, m: SurfaceMatch) -> str:
         """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``."""
@@ -123,7 +137,15 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids) -> dict:
     m = match_surfaces(ka.surface_xy, ka.surface_descriptors, ka.surface_lab,
                        kb.surface_xy, kb.surface_descriptors, kb.surface_lab,
                        max(ka.diagonal, kb.diagonal))  # fmt: skip
-    return {**base, "rule": "same_surface", "verdict": rules.verdict(m),
+    verdict = rules.verdict(m)
+    aligned = match_photos(ka, kb)
+    if verdict == "same_surface" and aligned is not None and rules.near_angle(aligned):
+        # Shot from nearly the same angle: the print can be compared block by block, which
+        # tells a flavour or design variant (other print in the same layout) from the same
+        # product far better than keypoints do.
+        verdict = rules.aligned_verdict(aligned)
+        base["aligned"] = aligned.as_dict()
+    return {**base, "rule": "same_surface", "verdict": verdict,
             "strength": round(m.inlier_share, 4), **m.as_dict()}  # fmt: skip
 
 

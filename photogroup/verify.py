@@ -10,12 +10,16 @@ means: once one image is aligned onto the other, the part they share looks the s
    shown inside a screenshot. When too few keypoints match (heavy blur, noise, tiny images),
    the dihedral pHash supplies the alignment instead: the orientation that matched, mapped
    between the border-trimmed boxes.
-2. Compare. The other image's grey thumbnail is warped onto this one's and compared block by
-   block (normalised cross-correlation of 8 x 8 px blocks on a 128 px thumbnail, only blocks
-   with texture). A copy agrees almost everywhere (a sticker or watermark covers a few
+2. Compare. Thumbnails of each image's *content box* (the region with detail: the product,
+   not the studio background around it) are warped onto each other and compared block by
+   block: normalised cross-correlation of 8 x 8 px blocks of the grey thumbnail (128 px),
+   only blocks with texture, and the colours (CIELAB a*b* at 32 px) up to what a global
+   colour edit can do. A copy agrees almost everywhere (a sticker or watermark covers a few
    blocks); another viewpoint does not, since a homography maps one plane of a scene and
-   the rest (other faces, the silhouette, the background) moves differently; a shared logo
-   aligns a small region and disagrees outside it.
+   the rest (other faces, the silhouette) moves differently; a colour variant shot from the
+   same angle agrees in grey but its colours differ in a way no tint, white balance,
+   saturation or grayscale edit explains; a shared logo aligns a small region and disagrees
+   outside it.
 
 Inlier counts alone were the old rule; they depend on how many keypoints two images have
 (small images never reach 100) and are met by a shared logo, so they only gate the
@@ -31,9 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-#: Keypoints per orientation: enough for crops that keep 60 % of the photo, small enough
-#: to store (about 10 kB an image for both orientations).
-N_KEYPOINTS = 256
+#: Keypoints of the image (half as many of its mirror, the rarer case). ORB keeps the
+#: strongest corners, so a sticker's or a screenshot frame's crisp text takes hundreds of
+#: them: 256 left a small product in a studio shot with a dozen matches, 1,000 with hundreds.
+N_KEYPOINTS = 1000
 #: Long side of the grey thumbnail compared after alignment; BLOCK px blocks on it.
 THUMB = 128
 BLOCK = 8
@@ -47,7 +52,18 @@ MIN_ALIGN_INLIERS = 8
 _TEXTURE_STD = 6.0
 #: A textured block agrees when its NCC with the aligned other block is at least this.
 _BLOCK_NCC = 0.5
-_FORMAT = 2  # serialisation format of Keypoints.to_bytes
+#: ... and agrees closely at this correlation: other print (a flavour name, another design)
+#: in the same layout often correlates above _BLOCK_NCC, rarely above this.
+_FINE_NCC = 0.8
+#: Long side of the a*b* colour thumbnail of the content box.
+COLOUR_THUMB = 32
+#: Content box: gradient (grey levels per pixel of a 128 px copy) that counts as detail, and
+#: the margin added around the detail (fraction of the image's side).
+_DETAIL_GRADIENT = 10.0
+_CONTENT_MARGIN = 0.05
+#: Chroma (a*b* distance from grey) above which a colour's hue is well defined.
+_SATURATED = 15.0
+_FORMAT = 3  # serialisation format of Keypoints.to_bytes
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,9 @@ class Keypoints:
     mirror_xy: np.ndarray
     mirror_descriptors: np.ndarray
     size: tuple[int, int]  # width, height of the working copy
-    thumb: np.ndarray | None = None  # h x w uint8, long side THUMB
+    thumb: np.ndarray | None = None  # h x w uint8 grey of the content box, long side THUMB
+    colour: np.ndarray | None = None  # h x w x 2 uint8 a*b* of the content box, COLOUR_THUMB
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # content box, working-copy pixels
     surface_xy: np.ndarray | None = None  # s x 2 float32
     surface_descriptors: np.ndarray | None = None  # s x 128 uint8 (SIFT)
     surface_lab: np.ndarray | None = None  # s x 3 uint8, CIELAB (OpenCV's 8-bit scaling)
@@ -75,10 +93,12 @@ class Keypoints:
 
     def to_bytes(self) -> bytes:
         thumb = self.thumb if self.thumb is not None else np.zeros((0, 0), np.uint8)
+        colour = self.colour if self.colour is not None else np.zeros((0, 0, 2), np.uint8)
         s_xy = _or_empty(self.surface_xy, 2, np.float32)
         s_desc = _or_empty(self.surface_descriptors, 128, np.uint8)
         s_lab = _or_empty(self.surface_lab, 3, np.uint8)
-        header = [_FORMAT, len(self.xy), len(self.mirror_xy), *self.size, *thumb.shape, len(s_xy)]
+        header = [_FORMAT, len(self.xy), len(self.mirror_xy), *self.size, *thumb.shape,
+                  len(s_xy), *colour.shape[:2], *self.box]  # fmt: skip
         parts = [
             np.array(header, dtype="<u2").tobytes(),
             self.xy.astype("<f2").tobytes(),
@@ -86,6 +106,7 @@ class Keypoints:
             self.mirror_xy.astype("<f2").tobytes(),
             self.mirror_descriptors.astype(np.uint8).tobytes(),
             thumb.astype(np.uint8).tobytes(),
+            colour.astype(np.uint8).tobytes(),
             s_xy.astype("<f2").tobytes(),
             s_desc.astype(np.uint8).tobytes(),
             s_lab.astype(np.uint8).tobytes(),
@@ -103,12 +124,12 @@ class Keypoints:
     @classmethod
     def from_bytes(cls, data: bytes) -> Keypoints:
         data = zlib.decompress(data)
-        fmt, k, mk, width, height, th, tw, s = (
-            int(v) for v in np.frombuffer(data[:16], dtype="<u2")
+        fmt, k, mk, width, height, th, tw, s, ch, cw, *box = (
+            int(v) for v in np.frombuffer(data[:28], dtype="<u2")
         )
         if fmt != _FORMAT:
             raise ValueError(f"keypoints format {fmt}, expected {_FORMAT}: recompute features")
-        reader = _Reader(data, 16)
+        reader = _Reader(data, 28)
         return cls(
             xy=reader.take(k, 2, "<f2"),
             descriptors=reader.take(k, 32, np.uint8),
@@ -116,9 +137,11 @@ class Keypoints:
             mirror_descriptors=reader.take(mk, 32, np.uint8),
             size=(width, height),
             thumb=reader.take(th, tw, np.uint8),
+            colour=reader.take(ch, cw * 2, np.uint8).reshape(ch, cw, 2),
             surface_xy=reader.take(s, 2, "<f2"),
             surface_descriptors=reader.take(s, 128, np.uint8),
             surface_lab=reader.take(s, 3, np.uint8),
+            box=tuple(box),  # type: ignore[arg-type]
         )
 
 
@@ -139,27 +162,52 @@ def _or_empty(arr: np.ndarray | None, cols: int, dtype) -> np.ndarray:
 
 
 def orb_keypoints(img: Image.Image, n: int = N_KEYPOINTS) -> Keypoints:
-    """ORB keypoints of a working image and of its mirror, plus its grey thumbnail."""
+    """ORB keypoints of a working image and of its mirror, plus its content thumbnails."""
     import cv2  # deferred: only feature extraction needs OpenCV
 
     # Working copies are normalised to one size, so near-duplicates differ in scale by
-    # little; 5 pyramid levels (1.2^4 = 2.1x) also cover a photo shown inside a screenshot.
-    orb = cv2.ORB_create(nfeatures=n, nlevels=5)
+    # little; 6 pyramid levels (1.2^5 = 2.5x) also cover a photo shown inside a screenshot.
     grey = img.convert("L")
     out = []
-    for view in (grey, ImageOps.mirror(grey)):
+    for view, count in ((grey, n), (ImageOps.mirror(grey), n // 2)):
+        orb = cv2.ORB_create(nfeatures=count, nlevels=6)
         found, descriptors = orb.detectAndCompute(np.asarray(view), None)
         if descriptors is None:
             out += [np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)]
         else:
             out += [np.float32([p.pt for p in found]), descriptors]
-    return Keypoints(*out, size=img.size, thumb=grey_thumbnail(grey))
+    box = content_box(grey)
+    content = img.convert("RGB").crop(box)
+    lab = content.resize(_fit(content.size, COLOUR_THUMB), Image.Resampling.BOX)
+    ab = cv2.cvtColor(np.asarray(lab), cv2.COLOR_RGB2LAB)[..., 1:]
+    thumb = np.asarray(grey.crop(box).resize(_fit(content.size, THUMB), Image.Resampling.BOX))
+    return Keypoints(*out, size=img.size, thumb=thumb, colour=np.ascontiguousarray(ab), box=box)
 
 
-def grey_thumbnail(img: Image.Image, size: int = THUMB) -> np.ndarray:
-    small = img.convert("L")
-    small = small.resize(_fit(small.size, size), Image.Resampling.BOX)
-    return np.asarray(small, dtype=np.uint8)
+def content_box(img: Image.Image) -> tuple[int, int, int, int]:
+    """Box around the detail of an image, in its pixels: where a 128 px grey copy has strong
+    gradients (print, edges), 1st to 99th percentile, plus a margin. A studio shot's smooth
+    backdrop, sweep and soft shadow fall outside; a textured photo keeps its whole frame."""
+    grey = img.convert("L")
+    small = grey.resize(_fit(grey.size, THUMB), Image.Resampling.BOX)
+    g = np.asarray(small, dtype=np.float32)
+    gy, gx = np.gradient(g)
+    ys, xs = np.nonzero(np.hypot(gx, gy) > _DETAIL_GRADIENT)
+    whole = (0, 0, img.width, img.height)
+    if len(xs) < 0.01 * g.size:
+        return whole
+    sx, sy = img.width / g.shape[1], img.height / g.shape[0]
+    (x0, x1), (y0, y1) = np.percentile(xs, [1, 99]), np.percentile(ys, [1, 99])
+    mx, my = _CONTENT_MARGIN * img.width, _CONTENT_MARGIN * img.height
+    box = (
+        max(0, int(x0 * sx - mx)),
+        max(0, int(y0 * sy - my)),
+        min(img.width, int((x1 + 1) * sx + mx)),
+        min(img.height, int((y1 + 1) * sy + my)),
+    )
+    if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+        return whole
+    return box
 
 
 def _fit(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -173,9 +221,18 @@ class PhotoMatch:
 
     method: str  # "keypoints" (ORB homography) or "hash" (dihedral pHash alignment)
     inliers: int  # ORB matches under the homography (0 for "hash")
-    overlap: float  # share of the smaller-content image the aligned other covers
-    agreement: float  # share of textured blocks that agree after alignment, 0..1
+    good: int  # ORB matches passing the ratio test
+    second_plane: int  # inliers of a second homography on the clear outliers
+    overlap: float  # share of one image (the better covered) that the aligned other covers
+    agreement: float  # share of textured grey blocks that agree after alignment, 0..1
+    fine_agreement: float  # the same share at a correlation of at least _FINE_NCC
     blocks: int  # textured blocks compared
+    patches: int  # separate patches of disagreeing blocks (see block_agreement)
+    colour_residual: float  # median a*b* error left by the best global colour edit
+    hue_turn: float  # degrees that edit turns hues (a tint or white balance turns few)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def match_photos(a: Keypoints, b: Keypoints, orientation: int | None = None) -> PhotoMatch | None:
@@ -185,75 +242,170 @@ def match_photos(a: Keypoints, b: Keypoints, orientation: int | None = None) -> 
     (as in :func:`photogroup.features.dihedral_phash`) of the flip/quarter turn that takes
     ``b`` to ``a``, or ``-1 - index`` for the one that takes ``a`` to ``b``.
     """
-    homography, inliers = align(a, b)
-    if homography is not None:
-        return _compare(a, b, homography, "keypoints", inliers)
-    if orientation is None or a.thumb is None or b.thumb is None:
+    if a.thumb is None or b.thumb is None or not a.thumb.size or not b.thumb.size:
         return None
-    return _compare_by_hash(a.thumb, b.thumb, orientation)
+    candidates = [align(a, b)]
+    if orientation is not None:  # also the hash's: exact for flips, turns and padding
+        candidates.append(Alignment(_hash_alignment(a, b, orientation), 0, 0, 0))
+    matches = []
+    for found in candidates:
+        if found is None:
+            continue
+        try:
+            matches.append(_compare(a, b, found))
+        except np.linalg.LinAlgError:  # a degenerate alignment aligns nothing
+            continue
+    return max(matches, key=lambda m: m.agreement, default=None)
 
 
-def align(a: Keypoints, b: Keypoints) -> tuple[np.ndarray | None, int]:
-    """Homography taking ``b``'s working-copy pixels to ``a``'s, from ORB matches of ``b``
-    or of mirrored ``b``; the better supported one, with its inlier count."""
-    best: tuple[np.ndarray | None, int] = (None, 0)
+@dataclass(frozen=True)
+class Alignment:
+    """A homography from b's working-copy pixels to a's, and how the ORB matches behind it
+    split: ``inliers`` under it, ``good`` (ratio-test matches) in all, and ``second``, the
+    inliers of a second homography fitted on the clear outliers. Edits move a photo as one
+    plane, so a second consistent plane means another viewpoint (a box's other face,
+    parallax); a sticker or a frame adds unmatched keypoints, not a second motion."""
+
+    homography: np.ndarray
+    inliers: int
+    good: int
+    second: int
+
+
+def align(a: Keypoints, b: Keypoints) -> Alignment | None:
+    """The better supported alignment of ``b`` or of mirrored ``b`` onto ``a``."""
+    best: Alignment | None = None
     width = b.size[0]
     mirror = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     for xy, desc, pre in ((b.xy, b.descriptors, None), (b.mirror_xy, b.mirror_descriptors, mirror)):
-        homography, inliers = _homography(a.xy, a.descriptors, xy, desc, a.diagonal)
-        if homography is not None and inliers > best[1]:
-            best = (homography @ pre if pre is not None else homography, inliers)
+        found = _homography(a.xy, a.descriptors, xy, desc, a.diagonal)
+        if found is not None and (best is None or found.inliers > best.inliers):
+            h = found.homography @ pre if pre is not None else found.homography
+            best = Alignment(h, found.inliers, found.good, found.second)
     return best
 
 
-def _homography(xy_a, desc_a, xy_b, desc_b, diagonal: float) -> tuple[np.ndarray | None, int]:
+def _homography(xy_a, desc_a, xy_b, desc_b, diagonal: float) -> Alignment | None:
     import cv2
 
     if len(desc_a) < MIN_ALIGN_INLIERS or len(desc_b) < MIN_ALIGN_INLIERS:
-        return None, 0
+        return None
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(desc_b, desc_a, k=2)
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < _LOWE_RATIO * m[1].distance]
     if len(good) < MIN_ALIGN_INLIERS:
-        return None, 0
+        return None
     src = np.float32([xy_b[m.queryIdx] for m in good])
     dst = np.float32([xy_a[m.trainIdx] for m in good])
     cv2.setRNGSeed(0)  # the same pair always verifies the same way
     radius = max(2.0, _REPROJECTION_FRACTION * diagonal)
     homography, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, radius, maxIters=2000)
     if homography is None or mask is None or int(mask.sum()) < MIN_ALIGN_INLIERS:
-        return None, 0
-    return homography, int(mask.sum())
+        return None
+    error = np.hypot(*(cv2.perspectiveTransform(src[None], homography)[0] - dst).T)
+    clear = error > 3 * radius
+    second = 0
+    if clear.sum() >= MIN_ALIGN_INLIERS:
+        h2, mask2 = cv2.findHomography(src[clear], dst[clear], cv2.USAC_MAGSAC, radius,
+                                       maxIters=1000)  # fmt: skip
+        second = int(mask2.sum()) if h2 is not None and mask2 is not None else 0
+    return Alignment(homography, int(mask.sum()), len(good), second)
 
 
-def _scale(size: tuple[int, int], thumb: np.ndarray) -> np.ndarray:
-    return np.diag([thumb.shape[1] / size[0], thumb.shape[0] / size[1], 1.0])
+def _to_thumb(k: Keypoints, thumb: np.ndarray) -> np.ndarray:
+    """Working-copy pixels -> pixels of a thumbnail of the content box."""
+    x0, y0, x1, y1 = k.box
+    sx, sy = thumb.shape[1] / max(x1 - x0, 1), thumb.shape[0] / max(y1 - y0, 1)
+    return np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy], [0, 0, 1.0]])
 
 
-def _compare(a: Keypoints, b: Keypoints, homography, method: str, inliers: int) -> PhotoMatch:
-    """Warp b's thumbnail onto a's with a working-copy homography, then compare blocks."""
+def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
+    """Warp b's content thumbnails onto a's with a working-copy homography; compare."""
     import cv2
 
-    ta, tb = a.thumb, b.thumb
-    if ta is None or tb is None or not ta.size or not tb.size:
-        return PhotoMatch(method, inliers, 0.0, 0.0, 0)
-    h = _scale(a.size, ta) @ homography @ np.linalg.inv(_scale(b.size, tb))
-    shape = (ta.shape[1], ta.shape[0])
-    warped = cv2.warpPerspective(tb, h, shape, flags=cv2.INTER_LINEAR)
-    covered = cv2.warpPerspective(np.full(tb.shape, 255, np.uint8), h, shape) == 255
-    back = cv2.warpPerspective(np.full(ta.shape, 255, np.uint8), np.linalg.inv(h),
-                               (tb.shape[1], tb.shape[0])) == 255  # fmt: skip
-    overlap = max(float(covered.mean()), float(back.mean()))
-    agreement, blocks = block_agreement(ta, warped, covered)
-    return PhotoMatch(method, inliers, round(overlap, 4), round(agreement, 4), blocks)
+    homography = found.homography
+    overlap = _overlap(a.size, b.size, homography)
+    grey_h = _to_thumb(a, a.thumb) @ homography @ np.linalg.inv(_to_thumb(b, b.thumb))
+    size = (a.thumb.shape[1], a.thumb.shape[0])
+    warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
+    covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
+    agreement, blocks, patches, fine = block_agreement(a.thumb, warped, covered)
+    residual, turn = 0.0, 0.0
+    if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
+        colour_h = _to_thumb(a, a.colour) @ homography @ np.linalg.inv(_to_thumb(b, b.colour))
+        csize = (a.colour.shape[1], a.colour.shape[0])
+        wb = cv2.warpPerspective(b.colour, colour_h, csize, flags=cv2.INTER_LINEAR)
+        valid = cv2.warpPerspective(np.full(b.colour.shape[:2], 255, np.uint8), colour_h,
+                                    csize, flags=cv2.INTER_NEAREST) == 255  # fmt: skip
+        residual, turn = colour_edit_fit(a.colour[valid], wb[valid])
+    method = "keypoints" if found.good else "hash"
+    return PhotoMatch(method, found.inliers, found.good, found.second, round(overlap, 4),
+                      round(agreement, 4), round(fine, 4), blocks, patches, round(residual, 2),
+                      round(turn, 1))  # fmt: skip
 
 
-def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, int]:
+def _overlap(size_a, size_b, homography) -> float:
+    """Share of a covered by b's frame once aligned, or of b by a's: the larger."""
+    import cv2
+
+    def frame(size) -> np.ndarray:
+        w, h = size
+        return np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+
+    b_in_a = cv2.perspectiveTransform(frame(size_b)[None], homography)[0]
+    a_in_b = cv2.perspectiveTransform(frame(size_a)[None], np.linalg.inv(homography))[0]
+    shares = []
+    for quad, size in ((b_in_a, size_a), (a_in_b, size_b)):
+        if not cv2.isContourConvex(quad.astype(np.float32)):
+            shares.append(0.0)
+            continue
+        area, _ = cv2.intersectConvexConvex(quad.astype(np.float32), frame(size))
+        shares.append(float(area) / (size[0] * size[1]))
+    return max(shares)
+
+
+def colour_edit_fit(ab_a: np.ndarray, ab_b: np.ndarray) -> tuple[float, float]:
+    """How well one global colour edit explains two aligned sets of a*b* values.
+
+    Tint, white balance, saturation and grayscale edits move every colour the same way: an
+    affine map of the a*b* plane (fitted by least squares, in the direction that fits
+    better, since grayscale cannot be undone). Returns its median residual (a*b* units) and
+    the median hue change (degrees) of the colours that are saturated in both images: an
+    edit shifts saturated hues little, a colour variant turns its label's hue by 60 degrees
+    or more.
+    """
+    x = ab_a.reshape(-1, 2).astype(np.float64) - 128.0
+    y = ab_b.reshape(-1, 2).astype(np.float64) - 128.0
+    if len(x) < 8:
+        return 0.0, 0.0
+    residual = np.inf
+    for src, dst in ((x, y), (y, x)):
+        design = np.hstack([src, np.ones((len(src), 1))])
+        coef, *_ = np.linalg.lstsq(design, dst, rcond=None)
+        residual = min(residual, float(np.median(np.hypot(*(design @ coef - dst).T))))
+    saturated = (np.hypot(*x.T) >= _SATURATED) & (np.hypot(*y.T) >= _SATURATED)
+    if saturated.sum() < 8:
+        return residual, 0.0
+    turn = np.arctan2(y[saturated, 1], y[saturated, 0]) - np.arctan2(
+        x[saturated, 1], x[saturated, 0]
+    )
+    turn = np.abs((np.degrees(turn) + 180.0) % 360.0 - 180.0)
+    return residual, float(np.median(turn))
+
+
+def block_agreement(
+    a: np.ndarray, b: np.ndarray, valid: np.ndarray
+) -> tuple[float, int, int, float]:
     """Share of textured ``BLOCK`` px blocks, wholly inside ``valid``, whose normalised
-    cross-correlation is at least ``_BLOCK_NCC``; and how many blocks were textured.
-    Correlation ignores gain and offset, so exposure and white-balance edits agree."""
+    cross-correlation is at least ``_BLOCK_NCC``; how many blocks were textured; and in how
+    many separate patches (8-connected, two blocks or more) the others lie. Correlation
+    ignores gain and offset, so exposure and white-balance edits agree. A sticker, a
+    watermark or a frame differs in one patch; another flavour or design of a pack differs
+    wherever its flavour name and artwork are printed."""
+    from scipy.ndimage import label
+
     rows, cols = a.shape[0] // BLOCK, a.shape[1] // BLOCK
     if not rows or not cols:
-        return 0.0, 0
+        return 0.0, 0, 0, 0.0
 
     def blocks(x: np.ndarray) -> np.ndarray:
         x = x[: rows * BLOCK, : cols * BLOCK]
@@ -265,26 +417,36 @@ def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[fl
     sa, sb = np.sqrt((va**2).mean(axis=1)), np.sqrt((vb**2).mean(axis=1))
     textured = inside & (np.maximum(sa, sb) > _TEXTURE_STD)
     if not textured.any():
-        return 0.0, 0
+        return 0.0, 0, 0, 0.0
     ncc = (va * vb).mean(axis=1) / np.maximum(sa * sb, 1e-6)
-    return float((ncc[textured] >= _BLOCK_NCC).mean()), int(textured.sum())
+    agree = ncc >= _BLOCK_NCC
+    differ = (textured & ~agree).reshape(rows, cols)
+    labels, count = label(differ, structure=np.ones((3, 3)))
+    patches = int((np.bincount(labels.ravel(), minlength=count + 1)[1:] >= 2).sum())
+    fine = float((ncc[textured] >= _FINE_NCC).mean())
+    return float(agree[textured].mean()), int(textured.sum()), patches, fine
 
 
-def _compare_by_hash(ta: np.ndarray, tb: np.ndarray, orientation: int) -> PhotoMatch:
-    """Compare border-trimmed thumbnails after the flip/quarter turn the hashes matched."""
-    from photogroup.features import dihedral_view, trim_box
+def _hash_alignment(a: Keypoints, b: Keypoints, orientation: int) -> np.ndarray:
+    """Working-copy homography from b to a implied by a dihedral hash match: b's content
+    box, turned by the matched flip/quarter turn, onto a's content box."""
+    import cv2
 
-    crop_a = _crop(ta, trim_box(Image.fromarray(ta)))
-    crop_b = _crop(tb, trim_box(Image.fromarray(tb)))
-    if orientation < 0:  # the turn takes a to b: turn a instead
-        crop_a, crop_b, orientation = crop_b, crop_a, -1 - orientation
-    turned = dihedral_view(crop_b, orientation)
-    resized = np.asarray(Image.fromarray(turned).resize((crop_a.shape[1], crop_a.shape[0]),
-                                                        Image.Resampling.BILINEAR))  # fmt: skip
-    agreement, blocks = block_agreement(crop_a, resized, np.ones(crop_a.shape, bool))
-    return PhotoMatch("hash", 0, 1.0, round(agreement, 4), blocks)
+    from photogroup.features import dihedral_view
 
+    def corners(box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
 
-def _crop(thumb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.ascontiguousarray(thumb[y0:y1, x0:x1])
+    # Where each corner of a 2 x 2 grid lands under the dihedral element tells the order in
+    # which b's corners meet a's (the element is defined on arrays, rows first).
+    flip = orientation < 0
+    index = -1 - orientation if flip else orientation
+    grid = np.arange(4).reshape(2, 2)  # 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+    turned = dihedral_view(grid, index).ravel()  # which source corner ends up where
+    order = [0, 1, 3, 2]  # grid positions in corner (clockwise) order
+    src_idx = [order.index(int(turned[pos])) for pos in order]
+    box_a, box_b = (b.box, a.box) if flip else (a.box, b.box)
+    src, dst = corners(box_b)[src_idx], corners(box_a)
+    h = cv2.getPerspectiveTransform(src, dst).astype(np.float64)
+    return np.linalg.inv(h) if flip else h

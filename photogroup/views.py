@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-#: Long side of the grey image SIFT runs on (it doubles it internally); bounds feature cost.
-SURFACE_SIDE = 320
+#: Long side of the content box SIFT runs on (it doubles it internally); bounds feature cost.
+SURFACE_SIDE = 256
 #: SIFT keypoints kept per image (the strongest).
 N_SURFACE = 300
 _LOWE_RATIO = 0.8
@@ -59,23 +59,28 @@ class SurfaceMatch:
         return out
 
 
-def surface_keypoints(img: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SIFT keypoints of a working copy: xy (working-copy pixels, float32), descriptors
-    (uint8, 128) and the CIELAB colour around each keypoint (OpenCV's 8-bit Lab)."""
+def surface_keypoints(
+    img: Image.Image, box: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SIFT keypoints of a working copy's content ``box`` (the product; see
+    :func:`photogroup.verify.content_box`), at ``SURFACE_SIDE`` px whatever the box's size,
+    so a small product in a wide studio shot keeps its detail. Returns xy (working-copy
+    pixels, float32), descriptors (uint8, 128) and the CIELAB colour around each keypoint
+    (OpenCV's 8-bit Lab)."""
     import cv2
 
     rgb = np.asarray(img.convert("RGB"))
-    grey = img.convert("L")
-    scale = min(1.0, SURFACE_SIDE / max(grey.size))
-    if scale < 1.0:
-        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
-        grey = grey.resize(size, Image.Resampling.BILINEAR)
+    x0, y0, x1, y1 = box or (0, 0, img.width, img.height)
+    grey = img.convert("L").crop((x0, y0, x1, y1))
+    scale = min(2.0, SURFACE_SIDE / max(grey.size))
+    size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+    grey = grey.resize(size, Image.Resampling.BILINEAR)
     sift = cv2.SIFT_create(nfeatures=N_SURFACE)
     found, descriptors = sift.detectAndCompute(np.asarray(grey), None)
     if descriptors is None or not found:
         empty = np.zeros((0, 2), np.float32)
         return empty, np.zeros((0, 128), np.uint8), np.zeros((0, 3), np.uint8)
-    xy = np.float32([p.pt for p in found]) / scale
+    xy = np.float32([p.pt for p in found]) / scale + np.float32([x0, y0])
     lab = cv2.cvtColor(cv2.blur(rgb, (_COLOUR_WINDOW, _COLOUR_WINDOW)), cv2.COLOR_RGB2LAB)
     cols = np.clip(np.round(xy[:, 0]).astype(int), 0, rgb.shape[1] - 1)
     rows = np.clip(np.round(xy[:, 1]).astype(int), 0, rgb.shape[0] - 1)
@@ -107,7 +112,12 @@ def match_surfaces(
     ib = np.array([m.trainIdx for m in good])
     cv2.setRNGSeed(0)
     threshold = max(1.0, _EPIPOLAR_FRACTION * diagonal)
-    _, mask = cv2.findFundamentalMat(xy_a[ia], xy_b[ib], cv2.USAC_MAGSAC, threshold, 0.999, 2000)
+    try:
+        _, mask = cv2.findFundamentalMat(
+            xy_a[ia], xy_b[ib], cv2.USAC_MAGSAC, threshold, 0.999, 2000
+        )
+    except cv2.error:  # degenerate samples (all matches on a line): no geometry to find
+        return none
     if mask is None or int(mask.sum()) < 8:
         return none
     keep = mask.ravel().astype(bool)
