@@ -1,0 +1,139 @@
+"""Product grouping end to end from bytes: rendered products, a variant, shop edits and a real
+stereo pair go JPEG bytes -> working copy -> features -> local embedding ->
+group_with_evidence, as in the pipeline. (Figures over many products: bench/grouping.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import render_products as rp
+from bench import shop_edits
+from photogroup import LocalEmbedder, compute_features, decode_image
+from photogroup.cluster import Grouping, group_with_evidence
+from photogroup.samples import load_stereo_pair
+from photogroup.verify import Keypoints
+
+SIZE = (640, 480)
+
+
+def upload(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def group(named: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], Grouping, dict]:
+    """name -> (group id, product id), the grouping, and sha -> name."""
+    works = [decode_image(data).image for data in named.values()]
+    features = [compute_features(w) for w in works]
+    ids = [hashlib.sha256(data).hexdigest() for data in named.values()]
+    grouping = group_with_evidence(
+        ids,
+        [f.phash_d4 for f in features],
+        LocalEmbedder().embed(works),
+        keypoints=[Keypoints.from_base64(f.keypoints) for f in features],
+    )
+    by_id = {a.image_id: (a.group_id, a.product_id) for a in grouping.assignments}
+    names = dict(zip(ids, named, strict=True))
+    return {name: by_id[i] for i, name in zip(ids, named, strict=True)}, grouping, names
+
+
+@pytest.fixture(scope="module")
+def shop() -> tuple[dict, Grouping, dict]:
+    """A box from three angles 25-30 degrees apart, its colour variant from two of them, a
+    jar turned on its axis between three shots, and two shop edits of one box view."""
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    box = rp.make_product(7001, "box", sources)
+    variant = rp.make_variant(box, "colour", np.random.default_rng(3), sources)
+    jar = rp.make_product(7002, "cylinder", sources)
+    shots = {
+        **{f"box-{a}": (box, rp.View(azimuth_deg=a, elevation_deg=15)) for a in (-25, 0, 30)},
+        **{f"variant-{a}": (variant, rp.View(azimuth_deg=a, elevation_deg=14)) for a in (-20, 5)},
+        **{f"jar-{s}": (jar, rp.View(spin_deg=s, elevation_deg=12)) for s in (0, 30, 60)},
+    }
+    images = {
+        name: rp.render(p, v, "grey_sweep", size=SIZE).image for name, (p, v) in shots.items()
+    }
+    rng = np.random.default_rng(11)
+    images["box-0-screenshot"] = shop_edits.screenshot(images["box-0"], rng)
+    images["box-0-sticker"] = shop_edits.sticker(images["box-0"], rng)
+    return group({name: upload(img) for name, img in images.items()})
+
+
+#: Issue 17's product-level acceptance is not met yet: with the thresholds calibration picked
+#: (few variant merges above all), views 25-30 degrees apart of one box do not all link,
+#: nor does the stereo pair. Strict: these start failing the day they pass, as a reminder.
+NOT_MET = pytest.mark.xfail(
+    strict=True, reason="issue 17: multi-view product recall (bench/grouping.py figures)"
+)
+
+
+@NOT_MET
+def test_views_of_one_product_form_one_product_and_its_colour_variant_another(shop):
+    placed, _, _ = shop
+    products = {name: product for name, (_, product) in placed.items()}
+    assert len({products[f"box-{a}"] for a in (-25, 0, 30)}) == 1
+    assert len({products[f"variant-{a}"] for a in (-20, 5)}) == 1
+    assert len({products[f"jar-{s}"] for s in (0, 30, 60)}) == 1
+    assert products["variant-5"] != products["box-0"]
+    assert products["jar-0"] not in (products["box-0"], products["variant-5"])
+
+
+def test_other_angles_never_share_a_strict_group(shop):
+    placed, _, _ = shop
+    views = [name for name in placed if name.count("-") == 1]
+    assert len({placed[name][0] for name in views}) == len(views)
+
+
+def test_screenshot_framed_and_stickered_copies_join_their_photos_group(shop):
+    placed, grouping, names = shop
+    group_id = placed["box-0"][0]
+    assert placed["box-0-screenshot"][0] == group_id
+    assert placed["box-0-sticker"][0] == group_id
+    joined = {frozenset((names[e["a"]], names[e["b"]])): e for e in grouping.group_links}
+    for copy in ("box-0-screenshot", "box-0-sticker"):
+        links = [e for pair, e in joined.items() if copy in pair]
+        assert links and all(e["rule"] == "same_photo" for e in links)
+        assert all(e["agreement"] >= 0.5 and e["overlap"] > 0 for e in links)
+
+
+def test_the_variant_is_kept_apart_with_a_reason(shop):
+    placed, grouping, names = shop
+    box_products = {placed[f"box-{a}"][1] for a in (-25, 0, 30)}
+    crossing = [
+        c for c in grouping.product_checks
+        if {names[c["a"]].split("-")[0], names[c["b"]].split("-")[0]} == {"box", "variant"}
+    ]  # fmt: skip
+    assert crossing, "the variant was never compared with its base"
+    assert any(c["verdict"] in ("colour_differs", "artwork_differs") for c in crossing)
+    assert placed["variant-5"][1] not in box_products
+
+
+def test_product_links_name_their_rule_and_numbers(shop):
+    _, grouping, names = shop
+    assert grouping.product_links
+    for link in grouping.product_links:
+        assert link["rule"] == "same_surface"
+        assert link["inliers"] > 0 and 0 < link["matched_area"] <= 1
+        assert "colour_difference" in link
+        assert names[link["a"]].split("-")[0] == names[link["b"]].split("-")[0]
+
+
+def test_a_stereo_pair_never_shares_a_strict_group():
+    left, right = load_stereo_pair()
+    placed, _, _ = group({"left": upload(left), "right": upload(right)})
+    assert placed["left"][0] != placed["right"][0]
+
+
+@NOT_MET
+def test_a_stereo_pair_shares_a_product_but_not_a_strict_group():
+    left, right = load_stereo_pair()
+    placed, grouping, _ = group({"left": upload(left), "right": upload(right)})
+    assert placed["left"][0] != placed["right"][0]
+    assert placed["left"][1] == placed["right"][1]
+    assert [link["rule"] for link in grouping.product_links] == ["same_surface"]
