@@ -19,7 +19,8 @@ One command, one run:
    evaluation and fresh.
 3. imagededup's PHash, DHash, AHash and WHash on the same files, in their own venv
    (``imagededup_env.py``), each method's threshold chosen on calibration by strict F1.
-4. Speed (``features_speed.py``): features of 12 MP phone JPEGs as images/s and as a ratio to
+4. The previous commit's grouping (``grouping_before.py``) on the evaluation sets.
+5. Speed (``features_speed.py``): features of 12 MP phone JPEGs as images/s and as a ratio to
    Pillow's draft decoding, for this tree and for the code before the product-level change;
    grouping time per image.
 
@@ -33,15 +34,13 @@ import dataclasses
 import hashlib
 import itertools
 import time
-from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import features_speed
-import labelled_set
+import grouping_before
 import numpy as np
-import product_set
+from grouping_sets import Case, evaluate, load_sets
 from imagededup_env import METHODS, run_worker
 
 import photogroup.cluster as cluster
@@ -65,39 +64,6 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
 }
 MAX_VARIANT_MERGES = 0.02
 IMAGEDEDUP_THRESHOLDS = tuple(range(33))
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One labelled file of either generator."""
-
-    path: Path
-    photo: str  # strict label
-    product: str  # product label
-    family: str  # "original" or the edit family
-    kind: str  # photo, texture, viewpoint (real photos); view, variant (renders)
-    base: str = ""  # renders: the product line, shared by a base product and its variants
-
-    @property
-    def rendered(self) -> bool:
-        return self.kind in ("view", "variant")
-
-
-def load_sets() -> dict[str, list[Case]]:
-    photos = labelled_set.build()
-    renders = {name: product_set.build_preset(name) for name in product_set.PRESETS}
-
-    def cases(items, rendered: bool) -> list[Case]:
-        return [Case(i.path, i.photo, i.product, i.family, i.kind,
-                     i.base if rendered else "") for i in items]  # fmt: skip
-
-    return {
-        "calibration": cases(photos["calibration"].items, False)
-        + cases(renders["calibration"].items, True),
-        "evaluation": cases(photos["evaluation"].items, False)
-        + cases(renders["evaluation"].items, True),
-        "fresh": cases(renders["fresh"].items, True),
-    }
 
 
 # ---- the adaptor: the only code here that knows the grouping API --------------------------
@@ -152,57 +118,6 @@ def remember_verifications() -> None:
 
 
 # ---- scoring ------------------------------------------------------------------------------
-
-
-def evaluate(cases: Sequence[Case], groups: Sequence[str], products: Sequence[str]) -> dict:
-    rendered = [k for k, c in enumerate(cases) if c.rendered]
-    out = {
-        "strict": scores_of([c.photo for c in cases], groups),
-        "product": scores_of([cases[k].product for k in rendered], [products[k] for k in rendered]),
-        "families": recall_per_family(cases, groups),
-        "variant_merges": variant_merges(cases, products),
-        "views_strict_linked": views_strict_linked(cases, groups),
-    }
-    stereo = [k for k, c in enumerate(cases) if c.kind == "viewpoint" and c.family == "original"]
-    if len(stereo) == 2:
-        a, b = stereo
-        out["stereo"] = (groups[a] == groups[b], products[a] == products[b])
-    return out
-
-
-def recall_per_family(cases: Sequence[Case], groups: Sequence[str]) -> dict[str, float]:
-    """Share of each family's copies that landed in their original's strict group."""
-    original = {c.photo: groups[k] for k, c in enumerate(cases) if c.family == "original"}
-    hits: dict[str, list[bool]] = defaultdict(list)
-    for k, c in enumerate(cases):
-        if c.family != "original":
-            hits[c.family].append(groups[k] == original[c.photo])
-    return {family: float(np.mean(h)) for family, h in sorted(hits.items())}
-
-
-def _pairs_where(cases: Sequence[Case], labels: Sequence[str], keep) -> tuple[int, int]:
-    together = total = 0
-    for a, b in itertools.combinations(range(len(cases)), 2):
-        if keep(cases[a], cases[b]):
-            total += 1
-            together += labels[a] == labels[b]
-    return together, total
-
-
-def variant_merges(cases: Sequence[Case], products: Sequence[str]) -> float:
-    """Share of image pairs of one product line, different products, put in one product."""
-    together, total = _pairs_where(
-        cases, products, lambda a, b: a.base and a.base == b.base and a.product != b.product
-    )
-    return together / total if total else 0.0
-
-
-def views_strict_linked(cases: Sequence[Case], groups: Sequence[str]) -> int:
-    """Pairs of different rendered views of one product that share a strict group."""
-    together, _ = _pairs_where(
-        cases, groups, lambda a, b: a.rendered and a.product == b.product and a.photo != b.photo
-    )
-    return together
 
 
 def objective_strict(r: dict) -> float:
@@ -329,6 +244,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="speed passes (best is kept)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed section")
     parser.add_argument("--no-imagededup", action="store_true", help="skip imagededup")
+    parser.add_argument("--no-before", action="store_true", help="skip the previous grouping")
     parser.add_argument("--embedder", choices=("local", "cnn"), default="local")
     args = parser.parse_args()
     run_start = time.perf_counter()
@@ -357,6 +273,13 @@ def main() -> None:
         results[f"ours {name}"] = evaluate(cases, groups, products)
         default = evaluate(cases, *ours(prepared[name], GroupingParams()))
         results[f"defaults {name}"] = default
+    if not args.no_before:
+        print(f"\n== the previous grouping ({grouping_before.BASELINE_COMMIT}), its own defaults")
+        for name, r in grouping_before.figures().items():
+            r["stereo"] = tuple(r["stereo"]) if "stereo" in r else None
+            if r["stereo"] is None:
+                del r["stereo"]
+            results[f"before {name}"] = r
     if not args.no_imagededup:
         method, threshold, theirs = best_imagededup(sets)
         print(f"\n== imagededup 0.3.3.post2: best on calibration {method} at {threshold} bits")
@@ -372,7 +295,7 @@ def main() -> None:
         print(f"\n== feature speed on 12 MP phone JPEGs (best of {args.repeats} passes)")
         features_speed.report_against_baseline(features_speed.phone_jpegs(), args.repeats)
     print("\n== against the issue's targets (evaluation sets only)")
-    for name in ("evaluation", "fresh"):
+    for name in ("evaluation", "fresh", "holdout"):
         targets(name, results[f"ours {name}"])
     print(f"\n(total {time.perf_counter() - run_start:.0f} s)")
 

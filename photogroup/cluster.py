@@ -60,7 +60,7 @@ class GroupingParams:
     cos_product_candidate: float = 0.0  # ... if at least this close
     pairs_per_groups: int = 3  # photo pairs verified per pair of strict groups
     min_surface_inliers: int = 30  # SIFT matches under one fundamental matrix
-    min_inlier_share: float = 0.05  # ... over the smaller image's keypoints
+    min_inlier_share: float = 0.2  # ... over the smaller image's keypoints
     min_matched_area: float = 0.1  # hull of the matches over hull of all keypoints
     max_colour_difference: float = 10.0  # median a*b* distance at the matches
     min_density: float = 0.2  # share of keypoints inside the matched hull that matched
@@ -166,8 +166,20 @@ def group_with_evidence(
         return Grouping([], [], [], [])
     if len(set(image_ids)) != n:
         raise ValueError("image_ids must be unique; group duplicate bytes before calling")
+    return group_arrays(image_ids, parse_hashes(phash_d4), embeddings, params, keypoints, colours)
+
+
+def group_arrays(
+    image_ids: Sequence[str],
+    d4: np.ndarray,
+    embeddings: np.ndarray,
+    params: GroupingParams = GroupingParams(),
+    keypoints: Sequence[Keypoints | None] | None = None,
+    colours: Sequence[str] | None = None,
+) -> Grouping:
+    """:func:`group_with_evidence` on hashes already parsed (``n x 8`` uint64)."""
+    n = len(image_ids)
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    d4 = parse_hashes(phash_d4)
     links = strict_links(d4, emb, params, keypoints, image_ids)
     centre_of = cut_groups(n, links, emb, params.cos_centre, image_ids)
     centres, group_of = np.unique(centre_of, return_inverse=True)

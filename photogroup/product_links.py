@@ -84,6 +84,8 @@ def link_products(
 ) -> ProductGraph:
     """Product of each strict group (``group_of`` maps image -> group index 0..g-1)."""
     groups = int(group_of.max()) + 1 if len(group_of) else 0
+    if keypoints is None or all(k is None for k in keypoints):
+        return _by_centroids(group_of, groups, emb, rules, ids)
     pairs = _candidates(group_of, emb, rules)
     checked = [_check(a, b, emb, keypoints, rules, ids) for a, b in pairs]
     by_pair: dict[tuple[int, int], list[dict]] = {}
@@ -176,3 +178,30 @@ def _merge(groups: int, positive: list, apart: set) -> tuple[np.ndarray, list[di
         banned[rx] |= banned[ry]
         links.append(evidence)
     return np.array([root(g) for g in range(groups)], dtype=np.int64), links
+
+
+def _by_centroids(group_of, groups: int, emb, rules: ProductRules, ids) -> ProductGraph:
+    """Without keypoints (no pixels were analysed): groups whose embedding centroids have a
+    cosine of at least ``cos_product``, cut with the centre check of strict groups.
+    Vectorised: a million images group in about a minute."""
+    from scipy.sparse import csr_array
+
+    from photogroup.cluster import Links, cut_groups
+
+    membership = csr_array(
+        (np.ones(len(group_of), dtype=np.float32), (group_of, np.arange(len(group_of)))),
+        shape=(groups, len(group_of)),
+    )
+    centroids = np.asarray(membership @ emb, dtype=np.float32)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    a, b, cos = similar_pairs(centroids, rules.cos_product, k=rules.neighbours)
+    # Each group is named by its first image, as ids name images.
+    first = np.full(groups, len(group_of), dtype=np.int64)
+    np.minimum.at(first, group_of, np.arange(len(group_of)))
+    names = [ids[i] for i in first]
+    product_of = cut_groups(groups, Links(a, b, cos), centroids, rules.cos_product, names)
+    links = [{"a": names[x], "b": names[y], "rule": "embedding", "verdict": "same_surface",
+              "cosine": round(float(c), 4), "strength": round(float(c), 4)}
+             for x, y, c in zip(a, b, cos, strict=True)
+             if product_of[x] == product_of[y]]  # fmt: skip
+    return ProductGraph(np.asarray(product_of, dtype=np.int64), links, [])

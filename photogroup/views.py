@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 #: Long side of the content box SIFT runs on (it doubles it internally); bounds feature cost.
-SURFACE_SIDE = 256
+SURFACE_SIDE = 224
 #: SIFT keypoints kept per image (the strongest).
 N_SURFACE = 300
 _LOWE_RATIO = 0.8
@@ -75,7 +75,8 @@ def surface_keypoints(
     scale = min(2.0, SURFACE_SIDE / max(grey.size))
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     grey = grey.resize(size, Image.Resampling.BILINEAR)
-    sift = cv2.SIFT_create(nfeatures=N_SURFACE)
+    # Two layers an octave instead of three: a fifth less time, enough keypoints.
+    sift = cv2.SIFT_create(nfeatures=N_SURFACE, nOctaveLayers=2)
     found, descriptors = sift.detectAndCompute(np.asarray(grey), None)
     if descriptors is None or not found:
         empty = np.zeros((0, 2), np.float32)

@@ -65,15 +65,14 @@ def shop() -> tuple[dict, Grouping, dict]:
     return group({name: upload(img) for name, img in images.items()})
 
 
-#: Issue 17's product-level acceptance is not met yet: with the thresholds calibration picked
-#: (few variant merges above all), views 25-30 degrees apart of one box do not all link,
-#: nor does the stereo pair. Strict: these start failing the day they pass, as a reminder.
+#: Issue 17's product-level recall is not met yet (bench/grouping.py's figures): the real
+#: stereo pair (parallax over a whole scene) does not link at the thresholds calibration
+#: picked. Strict: this starts failing the day it passes, as a reminder.
 NOT_MET = pytest.mark.xfail(
     strict=True, reason="issue 17: multi-view product recall (bench/grouping.py figures)"
 )
 
 
-@NOT_MET
 def test_views_of_one_product_form_one_product_and_its_colour_variant_another(shop):
     placed, _, _ = shop
     products = {name: product for name, (_, product) in placed.items()}

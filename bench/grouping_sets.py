@@ -1,0 +1,109 @@
+"""The labelled sets of ``bench/grouping.py`` as one list of cases each, and how a grouping
+of them is scored. Imports nothing of the grouping code, so the previous commit's grouping
+can be scored on the same sets (``grouping_before.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import labelled_set
+import numpy as np
+import product_set
+
+from photogroup import pairwise_scores as scores_of
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One labelled file of either generator."""
+
+    path: Path
+    photo: str  # strict label
+    product: str  # product label
+    family: str  # "original" or the edit family
+    kind: str  # photo, texture, viewpoint (real photos); view, variant (renders)
+    base: str = ""  # renders: the product line, shared by a base product and its variants
+
+    @property
+    def rendered(self) -> bool:
+        return self.kind in ("view", "variant")
+
+
+#: (name, seed, source photos) of the set made after the last rule change.
+HOLDOUT = ("holdout", 404, ())
+
+
+def load_sets() -> dict[str, list[Case]]:
+    photos = labelled_set.build()
+    renders = {name: product_set.build_preset(name) for name in product_set.PRESETS}
+
+    def cases(items, rendered: bool) -> list[Case]:
+        return [Case(i.path, i.photo, i.product, i.family, i.kind,
+                     i.base if rendered else "") for i in items]  # fmt: skip
+
+    return {
+        "calibration": cases(photos["calibration"].items, False)
+        + cases(renders["calibration"].items, True),
+        "evaluation": cases(photos["evaluation"].items, False)
+        + cases(renders["evaluation"].items, True),
+        "fresh": cases(renders["fresh"].items, True),
+        # Made after the same-photo rule changed on seeing evaluation's figures (the hash
+        # alignment no longer overrides the keypoints' geometry): a fourth seed, artwork
+        # drawn without any photo, never looked at before being reported.
+        "holdout": cases(product_set.build(*HOLDOUT).items, True),
+    }
+
+
+def evaluate(cases: Sequence[Case], groups: Sequence[str], products: Sequence[str]) -> dict:
+    rendered = [k for k, c in enumerate(cases) if c.rendered]
+    out = {
+        "strict": scores_of([c.photo for c in cases], groups),
+        "product": scores_of([cases[k].product for k in rendered], [products[k] for k in rendered]),
+        "families": recall_per_family(cases, groups),
+        "variant_merges": variant_merges(cases, products),
+        "views_strict_linked": views_strict_linked(cases, groups),
+    }
+    stereo = [k for k, c in enumerate(cases) if c.kind == "viewpoint" and c.family == "original"]
+    if len(stereo) == 2:
+        a, b = stereo
+        out["stereo"] = (groups[a] == groups[b], products[a] == products[b])
+    return out
+
+
+def recall_per_family(cases: Sequence[Case], groups: Sequence[str]) -> dict[str, float]:
+    """Share of each family's copies that landed in their original's strict group."""
+    original = {c.photo: groups[k] for k, c in enumerate(cases) if c.family == "original"}
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for k, c in enumerate(cases):
+        if c.family != "original":
+            hits[c.family].append(groups[k] == original[c.photo])
+    return {family: float(np.mean(h)) for family, h in sorted(hits.items())}
+
+
+def _pairs_where(cases: Sequence[Case], labels: Sequence[str], keep) -> tuple[int, int]:
+    together = total = 0
+    for a, b in itertools.combinations(range(len(cases)), 2):
+        if keep(cases[a], cases[b]):
+            total += 1
+            together += labels[a] == labels[b]
+    return together, total
+
+
+def variant_merges(cases: Sequence[Case], products: Sequence[str]) -> float:
+    """Share of image pairs of one product line, different products, put in one product."""
+    together, total = _pairs_where(
+        cases, products, lambda a, b: a.base and a.base == b.base and a.product != b.product
+    )
+    return together / total if total else 0.0
+
+
+def views_strict_linked(cases: Sequence[Case], groups: Sequence[str]) -> int:
+    """Pairs of different rendered views of one product that share a strict group."""
+    together, _ = _pairs_where(
+        cases, groups, lambda a, b: a.rendered and a.product == b.product and a.photo != b.photo
+    )
+    return together
