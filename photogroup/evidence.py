@@ -10,7 +10,7 @@ between images, each a dict with ``a`` and ``b`` (SHA-256s) and the numbers that
   or ``embedding``);
 * ``product_checks``: every verified candidate pair from different strict groups, with its
   ``verdict`` (``same_surface``, ``colour_differs``, ``artwork_differs``,
-  ``no_shared_surface``, ``similar_embedding``; ``refused`` when a merge was refused).
+  ``no_shared_surface``; ``refused`` when a merge was refused).
 
 The table stores, for each image, the links whose ``a`` is that image as one JSON object
 ``{"group_links": [...], "product_links": [...], "product_checks": [...]}``. Every file with

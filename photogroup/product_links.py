@@ -132,19 +132,17 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids) -> dict:
     kb = keypoints[b] if keypoints is not None else None
     base = {"a": ids[a], "b": ids[b], "_a": a, "_b": b, "cosine": cosine}
     if ka is None or kb is None or ka.surface_xy is None or kb.surface_xy is None:
-        ok = cosine >= rules.cos_product
-        verdict = "similar_embedding" if ok else "no_shared_surface"
-        return {**base, "rule": "embedding", "verdict": "same_surface" if ok else verdict,
-                "strength": cosine}  # fmt: skip
+        verdict = "same_surface" if cosine >= rules.cos_product else "no_shared_surface"
+        return {**base, "rule": "embedding", "verdict": verdict, "strength": cosine}
     m = match_surfaces(ka.surface_xy, ka.surface_descriptors, ka.surface_lab,
                        kb.surface_xy, kb.surface_descriptors, kb.surface_lab,
                        max(ka.diagonal, kb.diagonal))  # fmt: skip
     verdict = rules.verdict(m)
     aligned = match_photos(ka, kb)
     if verdict == "same_surface" and aligned is not None and rules.near_angle(aligned):
-        # Shot from nearly the same angle: the print can be compared block by block, which
-        # tells a flavour or design variant (other print in the same layout) from the same
-        # product far better than keypoints do.
+        # Shot from nearly the same angle: the print can be compared block by block. That
+        # tells a colour variant by its hue turn; another design only where its print
+        # disagrees at close correlation (bench/grouping.py: still often not).
         verdict = rules.aligned_verdict(aligned)
         base["aligned"] = aligned.as_dict()
     return {**base, "rule": "same_surface", "verdict": verdict,
