@@ -79,9 +79,9 @@ def compute_features(img: Image.Image, keypoints: bool = True) -> ImageFeatures:
 
 
 def local_features(img: Image.Image) -> Keypoints:
-    """What verification needs of one working copy: ORB keypoints and a grey thumbnail
-    (same photo, :mod:`photogroup.verify`), SIFT keypoints with colours (same product,
-    :mod:`photogroup.views`)."""
+    """What verification needs of one working copy: ORB keypoints and thumbnails of the
+    content box (same photo, :mod:`photogroup.verify`), SIFT keypoints of the content box
+    with their colours (same product, :mod:`photogroup.views`)."""
     orb = orb_keypoints(img)
     xy, descriptors, lab = surface_keypoints(img, orb.box)
     return replace(orb, surface_xy=xy, surface_descriptors=descriptors, surface_lab=lab)
@@ -112,28 +112,20 @@ def thumbnail(img: Image.Image, size: int = THUMBNAIL) -> Image.Image:
 
 def trim_uniform_border(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> Image.Image:
     """Crop away padding or letterboxing of one uniform colour (that of the corners)."""
-    box = trim_box(img, tolerance)
-    return img if box == (0, 0, img.width, img.height) else img.crop(box)
-
-
-def trim_box(img: Image.Image, tolerance: int = BORDER_TOLERANCE) -> tuple[int, int, int, int]:
-    """Box (left, top, right, bottom) of the content inside a uniform border of the corners'
-    colour; the whole image when there is none or what remains would be too small."""
     rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
-    whole = (0, 0, img.width, img.height)
     corners = np.stack([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]])
     colour = tuple(int(v) for v in np.median(corners, axis=0))
     diff = ImageChops.difference(img.convert("RGB"), Image.new("RGB", img.size, colour))
     mask = diff.convert("L").point(lambda v: 255 if v > tolerance else 0)
     box = mask.getbbox()
     if box is None:
-        return whole
+        return img
     left, top, right, bottom = box
     if (right - left) < MIN_TRIMMED_FRACTION * img.width:
-        return whole
+        return img
     if (bottom - top) < MIN_TRIMMED_FRACTION * img.height:
-        return whole
-    return box
+        return img
+    return img.crop(box)
 
 
 def dihedral_view(pixels: np.ndarray, index: int) -> np.ndarray:
