@@ -53,7 +53,7 @@ class GroupingParams:
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's
     max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
-    max_hue_turn: float = 30.0  # degrees: an edit turns saturated hues less, a colour variant more
+    max_hue_turn: float = 60.0  # degrees: an edit turns saturated hues less, a colour variant more
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image

@@ -65,14 +65,14 @@ def shop() -> tuple[dict, Grouping, dict]:
     return group({name: upload(img) for name, img in images.items()})
 
 
-#: Issue 17's product-level recall is not met yet (bench/grouping.py's figures): the real
-#: stereo pair (parallax over a whole scene) does not link at the thresholds calibration
-#: picked. Strict: this starts failing the day it passes, as a reminder.
-NOT_MET = pytest.mark.xfail(
-    strict=True, reason="issue 17: multi-view product recall (bench/grouping.py figures)"
-)
+#: Issue 17's acceptance points this code does not meet yet (bench/grouping.py has the
+#: figures): product recall (views 25-30 degrees apart of this box do not all verify) and
+#: sticker recall (at the calibrated agreement of 0.9 this sticker's copy, 0.85, is not
+#: linked). Strict: each starts failing the day it passes, as a reminder.
+NOT_MET = pytest.mark.xfail(strict=True, reason="issue 17: not met yet (bench/grouping.py)")
 
 
+@NOT_MET
 def test_views_of_one_product_form_one_product_and_its_colour_variant_another(shop):
     placed, _, _ = shop
     products = {name: product for name, (_, product) in placed.items()}
@@ -89,16 +89,21 @@ def test_other_angles_never_share_a_strict_group(shop):
     assert len({placed[name][0] for name in views}) == len(views)
 
 
-def test_screenshot_framed_and_stickered_copies_join_their_photos_group(shop):
+def _joins_with_same_photo_evidence(shop, copy: str) -> None:
     placed, grouping, names = shop
-    group_id = placed["box-0"][0]
-    assert placed["box-0-screenshot"][0] == group_id
-    assert placed["box-0-sticker"][0] == group_id
-    joined = {frozenset((names[e["a"]], names[e["b"]])): e for e in grouping.group_links}
-    for copy in ("box-0-screenshot", "box-0-sticker"):
-        links = [e for pair, e in joined.items() if copy in pair]
-        assert links and all(e["rule"] == "same_photo" for e in links)
-        assert all(e["agreement"] >= 0.5 and e["overlap"] > 0 for e in links)
+    assert placed[copy][0] == placed["box-0"][0]
+    links = [e for e in grouping.group_links if copy in (names[e["a"]], names[e["b"]])]
+    assert links and all(e["rule"] == "same_photo" for e in links)
+    assert all(e["agreement"] >= 0.5 and e["overlap"] > 0 for e in links)
+
+
+def test_a_screenshot_framed_copy_joins_its_photos_group(shop):
+    _joins_with_same_photo_evidence(shop, "box-0-screenshot")
+
+
+@NOT_MET
+def test_a_stickered_copy_joins_its_photos_group(shop):
+    _joins_with_same_photo_evidence(shop, "box-0-sticker")
 
 
 def test_the_variant_is_kept_apart_with_a_reason(shop):
@@ -123,13 +128,6 @@ def test_product_links_name_their_rule_and_numbers(shop):
         assert names[link["a"]].split("-")[0] == names[link["b"]].split("-")[0]
 
 
-def test_a_stereo_pair_never_shares_a_strict_group():
-    left, right = load_stereo_pair()
-    placed, _, _ = group({"left": upload(left), "right": upload(right)})
-    assert placed["left"][0] != placed["right"][0]
-
-
-@NOT_MET
 def test_a_stereo_pair_shares_a_product_but_not_a_strict_group():
     left, right = load_stereo_pair()
     placed, grouping, _ = group({"left": upload(left), "right": upload(right)})
