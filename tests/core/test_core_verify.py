@@ -11,7 +11,7 @@ from photogroup.colours import colour_name
 from photogroup.embed import LocalEmbedder
 from photogroup.features import compute_features, local_features
 from photogroup.samples import load_photo
-from photogroup.verify import Keypoints, match_photos, orb_keypoints
+from photogroup.verify import THUMB, Keypoints, match_photos, orb_keypoints
 
 #: Aligned edited copies agree on nearly every textured block, different photos on few;
 #: where between the two a pair links is GroupingParams.min_agreement, calibrated in bench/.
@@ -72,7 +72,7 @@ def test_keypoints_round_trip_through_bytes_and_base64(photos):
     assert back.descriptors.tobytes() == kp.descriptors.tobytes()
     assert np.allclose(back.xy, kp.xy, atol=0.5)  # float16 coordinates
     assert back.diagonal == pytest.approx(kp.diagonal)
-    assert back.thumb.tobytes() == kp.thumb.tobytes() and max(back.thumb.shape) == 128
+    assert back.thumb.tobytes() == kp.thumb.tobytes() and max(back.thumb.shape) == THUMB
     assert back.surface_descriptors.tobytes() == kp.surface_descriptors.tobytes()
     assert back.surface_lab.tobytes() == kp.surface_lab.tobytes()
     assert len(back.surface_xy) > 50
