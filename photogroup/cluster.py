@@ -49,7 +49,6 @@ class GroupingParams:
     min_overlap: float = 0.5  # aligned copy covers this share of one of the two images
     min_agreement: float = 0.9  # share of textured blocks that look the same once aligned
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
-    min_fine_agreement_strict: float = 0.0  # share of blocks agreeing closely (see verify)
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's
     max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
@@ -78,7 +77,6 @@ class GroupingParams:
             m.blocks >= self.min_blocks
             and m.overlap >= self.min_overlap
             and m.agreement >= self.min_agreement
-            and m.fine_agreement >= self.min_fine_agreement_strict
             and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
             and m.second_plane <= self.max_second_plane * max(m.inliers, 1)
             and m.colour_residual <= self.max_colour_residual
@@ -122,6 +120,9 @@ class Links:
     b: np.ndarray
     strength: np.ndarray
     evidence: list[dict] = field(default_factory=list)
+    #: Same-photo comparisons made without a hash hint, by (i, j) with i < j: the product
+    #: level asks the same question of its candidates and reuses them.
+    photo_matches: dict[tuple[int, int], PhotoMatch | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,7 +184,9 @@ def group_arrays(
     links = strict_links(d4, emb, params, keypoints, image_ids)
     centre_of = cut_groups(n, links, emb, params.cos_centre, image_ids)
     centres, group_of = np.unique(centre_of, return_inverse=True)
-    graph = link_products(group_of, emb, keypoints, params.product_rules(), image_ids)
+    graph = link_products(
+        group_of, emb, keypoints, params.product_rules(), image_ids, links.photo_matches
+    )
     confidence = _confidence(links, group_of, len(centres))
     product_centre = _product_centres(graph.product_of, group_of, centres, image_ids)
     out = []
@@ -249,9 +252,12 @@ def strict_links(
     evidence = {int(i): {"rule": "hash", "hash_distance": int(dist[i]),
                          "cosine": round(float(cos[i]), 4)}
                 for i in np.nonzero(linked)[0]}  # fmt: skip
+    photo_matches: dict[tuple[int, int], PhotoMatch | None] = {}
     for i in np.nonzero(verifiable)[0]:
         hint = int(orientation[i]) if dist[i] <= p.hash_loose else None
         m = match_photos(keypoints[a[i]], keypoints[b[i]], hint)
+        if hint is None:
+            photo_matches[(int(a[i]), int(b[i]))] = m
         if m is not None and p.same_photo(m):
             linked[i] = True
             strength[i] = m.agreement
@@ -260,9 +266,9 @@ def strict_links(
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted
-        return Links(a[keep], b[keep], strength[keep])
+        return Links(a[keep], b[keep], strength[keep], photo_matches=photo_matches)
     out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
-    return Links(a[keep], b[keep], strength[keep], out)
+    return Links(a[keep], b[keep], strength[keep], out, photo_matches)
 
 
 def cut_groups(

@@ -12,7 +12,7 @@ embedding: groups whose centroids have a cosine of at least ``cos_product``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,13 +81,16 @@ def link_products(
     keypoints: Sequence[Keypoints | None] | None,
     rules: ProductRules,
     ids: Sequence[str],
+    photo_matches: Mapping[tuple[int, int], PhotoMatch | None] | None = None,
 ) -> ProductGraph:
-    """Product of each strict group (``group_of`` maps image -> group index 0..g-1)."""
+    """Product of each strict group (``group_of`` maps image -> group index 0..g-1).
+    ``photo_matches``: same-photo comparisons the strict level already made (no hint)."""
     groups = int(group_of.max()) + 1 if len(group_of) else 0
     if keypoints is None or all(k is None for k in keypoints):
         return _by_centroids(group_of, groups, emb, rules, ids)
     pairs = _candidates(group_of, emb, rules)
-    checked = [_check(a, b, emb, keypoints, rules, ids) for a, b in pairs]
+    known = photo_matches or {}
+    checked = [_check(a, b, emb, keypoints, rules, ids, known) for a, b in pairs]
     by_pair: dict[tuple[int, int], list[dict]] = {}
     for c in checked:
         by_pair.setdefault(_key(group_of[c["_a"]], group_of[c["_b"]]), []).append(c)
@@ -126,7 +129,7 @@ def _candidates(group_of: np.ndarray, emb: np.ndarray, rules: ProductRules):
             yield int(a[i]), int(b[i])
 
 
-def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids) -> dict:
+def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> dict:
     cosine = round(float(pair_cosines(emb, np.array([a]), np.array([b]))[0]), 4)
     ka = keypoints[a] if keypoints is not None else None
     kb = keypoints[b] if keypoints is not None else None
@@ -138,7 +141,7 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids) -> dict:
                        kb.surface_xy, kb.surface_descriptors, kb.surface_lab,
                        max(ka.diagonal, kb.diagonal))  # fmt: skip
     verdict = rules.verdict(m)
-    aligned = match_photos(ka, kb)
+    aligned = known[(a, b)] if (a, b) in known else match_photos(ka, kb)
     if verdict == "same_surface" and aligned is not None and rules.near_angle(aligned):
         # Shot from nearly the same angle: the print can be compared block by block. That
         # tells a colour variant by its hue turn; another design only where its print
