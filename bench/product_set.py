@@ -78,21 +78,12 @@ PRESETS: dict[str, Preset] = {
 
 
 @dataclass(frozen=True)
-class Item:
-    path: Path
-    photo: str  # strict label: one rendered view
-    product: str  # product label (a variant is another product)
-    family: str  # "original" or a key of EDIT_FAMILIES
-    kind: str  # "view" or "variant" (edited copies keep their source's kind)
+class Item(labelled_set.Item):
+    """A labelled_set item (``kind``: "view" or "variant"; edited copies keep their
+    source's) with the product line and the mask of an original."""
+
     base: str  # the base product of the line
     mask: str = ""  # coverage mask PNG of an original, "" for edits
-
-    def read(self) -> bytes:
-        return self.path.read_bytes()
-
-    def image(self) -> Image.Image:
-        with Image.open(self.path) as img:
-            return img.convert("RGB")
 
 
 @dataclass(frozen=True)
