@@ -379,43 +379,58 @@ def cmd_seed(args) -> int:
 
 
 def cmd_up(args) -> int:
-    """Embedded S3, sample batches materialised, then `dagster dev` in the foreground.
+    """Embedded S3, sample batches materialised, then `dg dev`, supervised (see
+    orchestration/stack.py): the S3 is restarted at the same endpoint if it dies, and a
+    signal stops everything this command started.
 
     With PIPELINE_PROFILE=distributed, PostgreSQL, Redis and two Celery workers start
-    first (orchestration/local_cluster.py) and stop when `dagster dev` does."""
+    first (orchestration/local_cluster.py) and stop with the rest."""
+    import signal
+
+    from orchestration import local_s3
     from orchestration.profiles import current_profile
+    from orchestration.stack import Stack, dg_dev_command
 
-    if current_profile() != "distributed":
-        _seed_and_materialise()
-        command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
-        print(f"starting {' '.join(command)} (Ctrl-C stops it; `s3 stop` stops the local S3)")
-        os.execve(str(Path(sys.executable).parent / "dagster"), command, os.environ)
-    import subprocess
+    def leave(signum, _frame):  # during set-up: unwind, so `finally` stops what started
+        raise SystemExit(128 + signum)
 
-    from orchestration.instance import DEFAULT_DISTRIBUTED_HOME
-    from orchestration.local_cluster import LocalCluster
-    from orchestration.local_s3 import REPO_ROOT
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+    embedded = not os.environ.get("S3_ENDPOINT_URL")
+    s3 = local_s3.configured() if embedded else None
+    stack = Stack(s3=s3, owns_s3=bool(s3 and s3.status() is None))
+    cluster = None
+    if current_profile() == "distributed":
+        from orchestration.instance import DEFAULT_DISTRIBUTED_HOME
+        from orchestration.local_cluster import LocalCluster
 
-    os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DISTRIBUTED_HOME))
-    cluster = LocalCluster(REPO_ROOT / ".local" / "cluster", workers=args.workers,
-                           daemon=False, env=dict(os.environ))  # fmt: skip
+        os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DISTRIBUTED_HOME))
+        cluster = LocalCluster(local_s3.REPO_ROOT / ".local" / "cluster", workers=args.workers,
+                               daemon=False, env=dict(os.environ))  # fmt: skip
     try:
-        cluster.start()
-        os.environ.update(cluster.env)
-        print(f"PostgreSQL {cluster.postgres.url}, Redis {cluster.redis.url}, "
-              f"{args.workers} Celery workers (logs in {cluster.root})")  # fmt: skip
-        _seed_and_materialise()
-        command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
-        print(f"starting {' '.join(command)} (Ctrl-C stops it and the cluster)")
-        subprocess.run([str(Path(sys.executable).parent / "dagster"), *command[1:]])
-    except KeyboardInterrupt:
-        pass
+        if cluster is not None:
+            cluster.start()
+            os.environ.update(cluster.env)
+            print(f"PostgreSQL {cluster.postgres.url}, Redis {cluster.redis.url}, "
+                  f"{args.workers} Celery workers (logs in {cluster.root})")  # fmt: skip
+        _seed_and_materialise(samples=not args.no_samples)
+        command = dg_dev_command(args.port)
+        # dg compares the active virtual environment with the project's: this one.
+        env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+        dagster = stack.spawn("dg dev", command, env=env, cwd=local_s3.REPO_ROOT)
+        print(
+            f"Dagster UI: http://127.0.0.1:{args.port} ({' '.join(command[1:])}; Ctrl-C or "
+            f"SIGTERM stops it{' and the local S3' if stack.owns_s3 else ''})",
+            flush=True,
+        )
+        return stack.run(dagster)
     finally:
-        cluster.stop()
-    return 0
+        stack.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
-def _seed_and_materialise() -> None:
+def _seed_and_materialise(samples: bool = True) -> None:
     import dagster as dg
 
     from orchestration.environment import ensure_environment, uploads_from_env
@@ -425,6 +440,8 @@ def _seed_and_materialise() -> None:
 
     ensure_dagster_home()
     ensure_environment()
+    if not samples:
+        return
     with dg.DagsterInstance.get() as instance:
         for tenant, name in seed(uploads_from_env()):
             batch = BatchKey(tenant, name)
@@ -514,8 +531,10 @@ def _parser() -> argparse.ArgumentParser:
     seed_cmd = sub.add_parser("seed", help="upload and seal the sample batches")
     seed_cmd.set_defaults(handler=cmd_seed)
 
-    up = sub.add_parser("up", help="local S3 + samples + `dagster dev` (the README's command)")
+    up = sub.add_parser("up", help="local S3, samples, `dg dev`, supervised (README)")
     up.add_argument("--port", type=int, default=3000, help="webserver port")
+    up.add_argument("--no-samples", action="store_true",
+                    help="skip seeding and materialising the sample batches")  # fmt: skip
     up.add_argument("--workers", type=int, default=2,
                     help="Celery workers (PIPELINE_PROFILE=distributed only)")  # fmt: skip
     up.set_defaults(handler=cmd_up)

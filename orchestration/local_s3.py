@@ -3,8 +3,10 @@
 It runs with an identities file generated once into its git-ignored data folder, so a
 wrong key is refused as on AWS, and with a generated key-encryption key so that
 ``ServerSideEncryption=AES256`` works as on AWS (without one SeaweedFS answers
-InternalError). Its state file records the PID we started, the only process ``stop``
-ever signals.
+InternalError). Its state file (owner-only: it holds the secret key) records the PID we
+started, the only process ``stop`` ever signals, and the ports chosen on first start: a
+restart after a crash or a ``stop`` comes back at the same endpoint, so running Dagster
+processes keep working without a restart.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +40,11 @@ class LocalS3State:
     data_dir: str
     log_file: str
     sse: bool = False  # started with a key-encryption key (servers from before it was not)
+    ports: dict[str, int] = field(default_factory=dict)  # SeaweedFS's internal ports
+
+    @property
+    def s3_port(self) -> int:
+        return int(self.endpoint_url.rsplit(":", 1)[1])
 
     def env(self) -> dict[str, str]:
         """Environment that points the pipeline at this server."""
@@ -49,39 +56,55 @@ class LocalS3State:
         }
 
 
+class PortTaken(RuntimeError):
+    """The recorded S3 port is in use by a process that is not our server."""
+
+
 class LocalS3:
     def __init__(self, data_dir: Path = DEFAULT_DIR, s3_port: int | None = None) -> None:
         self.dir = Path(data_dir)
         self.s3_port = s3_port
         self.state_file = self.dir / "state.json"
 
-    def status(self) -> LocalS3State | None:
-        """The running server we started, or None (a stale state file is removed)."""
+    def recorded(self) -> LocalS3State | None:
+        """What the state file says, running or not (its endpoint outlives the process)."""
         if not self.state_file.exists():
             return None
-        state = LocalS3State(**json.loads(self.state_file.read_text()))
-        if _is_our_weed(state.pid, self.dir) and _answers(state.endpoint_url):
+        return LocalS3State(**json.loads(self.state_file.read_text()))
+
+    def status(self) -> LocalS3State | None:
+        """The running server we started, or None."""
+        state = self.recorded()
+        if state and _is_our_weed(state.pid, self.dir) and _answers(state.endpoint_url):
             return state
-        if not _is_our_weed(state.pid, self.dir):
-            self.state_file.unlink(missing_ok=True)
         return None
 
     def start(self, timeout: float = 60.0) -> LocalS3State:
-        """Start the server, or return the one already running from this folder."""
-        running = self.status()
-        if running and running.sse:
-            return running
-        if running:  # an older server without SSE support: writes would fail
-            self.stop()
-        if self.state_file.exists():  # our process is alive but not answering yet
-            state = LocalS3State(**json.loads(self.state_file.read_text()))
-            return self._wait(state, None, timeout)
+        """Start the server at its recorded endpoint (chosen on first start), or return the
+        one already running from this folder."""
+        recorded = self.recorded()
+        if recorded and _is_our_weed(recorded.pid, self.dir):
+            if recorded.sse:  # running, or still starting
+                return self._wait(recorded, None, timeout)
+            self.stop()  # an older server without SSE support: writes would fail
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         access_key, secret_key = self._credentials()
-        s3_port = self.s3_port or (DEFAULT_S3_PORT if _free(DEFAULT_S3_PORT) else _free_port())
-        ports = dict(
-            zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES), exclude={s3_port}), strict=True)
-        )
+        if self.s3_port:
+            s3_port = self.s3_port
+        elif recorded:
+            s3_port = recorded.s3_port
+        else:
+            s3_port = DEFAULT_S3_PORT if _free(DEFAULT_S3_PORT) else _free_port()
+        if not _free(s3_port):
+            raise PortTaken(
+                f"port {s3_port} of the local S3 ({self.state_file}) is in use by another "
+                f"process; free it, or delete {self.state_file} to choose a new port"
+            )
+        # Internal ports are nobody else's business: kept while free, else chosen again.
+        ports = dict(recorded.ports) if recorded else {}
+        if sorted(ports) != sorted(_PORT_NAMES) or not all(_free(p) for p in ports.values()):
+            chosen = _free_ports(len(_PORT_NAMES), exclude={s3_port})
+            ports = dict(zip(_PORT_NAMES, chosen, strict=True))
         log_file = self.dir / "weed.log"
         # Each bucket is a collection with volumes of its own (about 7 on first write), and
         # "-volume.max=0" sized the slots from free disk / volume size: ~40 buckets on a
@@ -113,19 +136,21 @@ class LocalS3:
             data_dir=str(self.dir),
             log_file=str(log_file),
             sse=True,
+            ports=ports,
         )
-        self.state_file.write_text(json.dumps(asdict(state)))
+        self._record(state)
         return self._wait(state, process, timeout)
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the server started from this folder; False if none was running.
+        """Stop the server started from this folder; False if none was running. The state
+        file stays (without a PID): the next start uses the same endpoint.
 
         SIGTERM takes ~16 s: weed's filer waits out a 15 s gRPC graceful-stop timeout for
         the S3 gateway's metadata subscription. SIGKILL only if that is exceeded.
         """
-        if not self.state_file.exists():
+        state = self.recorded()
+        if state is None:
             return False
-        state = LocalS3State(**json.loads(self.state_file.read_text()))
         stopped = False
         if _is_our_weed(state.pid, self.dir):
             os.kill(state.pid, signal.SIGTERM)
@@ -133,8 +158,15 @@ class LocalS3:
             if not stopped:
                 os.kill(state.pid, signal.SIGKILL)
                 stopped = _wait_exit(state.pid, 5.0)
-        self.state_file.unlink(missing_ok=True)
+        self._record(replace(state, pid=0))
         return stopped
+
+    def _record(self, state: LocalS3State) -> None:
+        """Write the state file readable by its owner only: it holds the secret key."""
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file from before this rule keeps its old mode otherwise
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(state)))
 
     def _credentials(self) -> tuple[str, str]:
         identities = self.dir / "identities.json"
@@ -165,7 +197,7 @@ class LocalS3:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
-                self.state_file.unlink(missing_ok=True)
+                self._record(replace(state, pid=0))
                 raise RuntimeError(
                     f"SeaweedFS exited at start; see {state.log_file}:\n{_tail(state.log_file)}"
                 )
@@ -200,6 +232,8 @@ def _answers(endpoint_url: str) -> bool:
 
 def _is_our_weed(pid: int, data_dir: Path) -> bool:
     """True only for a live process whose command line is a weed server on our folder."""
+    if pid <= 0:
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -231,7 +265,10 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers set it (Go's
+    do): connections of a crashed server left in TIME_WAIT do not make the port busy."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

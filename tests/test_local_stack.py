@@ -1,0 +1,196 @@
+"""`./dev up` as a service: started without a terminal in a temporary DAGSTER_HOME and data
+folder, its embedded S3 killed and brought back at the same endpoint (the sensor then runs
+a new batch with no manual step), and a SIGTERM stopping every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from orchestration.local_s3 import LocalS3, _free_port
+from tests.helpers import photo_batch, upload
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below ``pid``, by parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    live = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        if fields[0] != "Z":
+            live.add(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found & live
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
+def wait_for(predicate, what: str, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Up:
+    """A `./dev up --no-samples` started without a terminal."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.s3 = LocalS3(root / "s3")
+        self.env = {
+            **{
+                k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "DAGSTER_"))
+            },
+            "DAGSTER_HOME": str(root / "home"),
+            "LOCAL_S3_DIR": str(root / "s3"),
+            "UPLOADS_BUCKET": "stack-uploads",
+            "PIPELINE_BUCKET": "stack-pipeline",
+        }
+        self.log = open(root / "up.log", "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            ["./dev", "up", "--no-samples", "--port", str(self.port)],
+            cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,  # no controlling terminal
+        )  # fmt: skip
+        self.started: set[int] = set()
+
+    def output(self) -> str:
+        return (self.root / "up.log").read_text(errors="replace")[-4000:]
+
+    def record(self) -> set[int]:
+        """Everything started so far (the S3 has its own session: not a descendant)."""
+        self.started |= descendants(self.process.pid)
+        state = self.s3.recorded()
+        if state and state.pid:
+            self.started.add(state.pid)
+        return self.started
+
+    def close(self) -> None:
+        """Teardown after a failure: stop by the PIDs we know, never by name."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        for pid in alive(self.record()):
+            os.kill(pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    stack = Up(tmp_path_factory.mktemp("stack"))
+    try:
+        wait_for(lambda: (stack.s3.status() and _answers(stack.port))
+                 or stack.process.poll() is not None,
+                 "the S3 and the Dagster webserver", 180)  # fmt: skip
+        assert stack.process.poll() is None, stack.output()
+        yield stack
+    finally:
+        stack.close()
+
+
+def _answers(port: int) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(600)
+def test_killed_s3_comes_back_at_its_endpoint_and_the_sensor_runs_a_new_batch(up, monkeypatch):
+    before = up.s3.status()
+    assert (up.root / "s3" / "state.json").stat().st_mode & 0o777 == 0o600
+    up.record()
+    os.kill(before.pid, signal.SIGKILL)  # a crash
+
+    after = wait_for(up.s3.status, "the S3 to come back", 60)
+    assert after.endpoint_url == before.endpoint_url and after.pid != before.pid
+    assert "starting it again at" in up.output()
+
+    client = boto3.client("s3", endpoint_url=after.endpoint_url, region_name="us-east-1",
+                          aws_access_key_id=after.access_key,
+                          aws_secret_access_key=after.secret_key)  # fmt: skip
+    upload(client, "stack-uploads", "live", "b1", photo_batch({"chelsea": ["flipped"]}))
+    monkeypatch.setenv("DAGSTER_HOME", up.env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as inst:
+        finished = dg.RunsFilter(
+            tags={"dagster/partition": "live/b1"},
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+        )
+        (run,) = wait_for(lambda: inst.get_runs(finished), "the sensor's run", 480, every=3)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, up.output()
+        assert run.tags["dagster/sensor_name"] == "upload_sensor"
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_every_process_it_started(up):
+    started = up.record()
+    assert len(started) >= 4, started  # dg dev, webserver, daemon, code server, S3...
+    up.process.send_signal(signal.SIGTERM)
+    up.process.wait(30)
+    deadline = time.monotonic() + 5  # the stack has already waited for its children
+    while alive(started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(started), f"left behind: {alive(started)}\n{up.output()}"
+    state = json.loads((up.root / "s3" / "state.json").read_text())
+    assert state["pid"] == 0 and state["endpoint_url"]  # stopped, endpoint kept
+
+
+def test_recorded_port_taken_by_another_process_is_a_clear_error(tmp_path):
+    import socket
+
+    from orchestration.local_s3 import LocalS3State, PortTaken
+
+    server = LocalS3(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        state = LocalS3State(0, f"http://127.0.0.1:{port}", "k", "s", str(tmp_path), "log")
+        server._record(state)
+        with pytest.raises(PortTaken, match=f"port {port} .* in use by another process"):
+            server.start()
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
