@@ -5,17 +5,18 @@ A batch (``uploads/<tenant>/<batch>/``) is ready when its ``_SUCCESS`` marker ex
 configured, when none of its objects changed for that long. Each ready batch gets a
 *seal token* that changes when it is re-sealed, so a re-seal is a new run.
 
-Every tick lists the whole prefix, page by page (1,000 keys a page), and compares with
-state kept in the sensor cursor. Nothing is skipped by key order or by LastModified, so
-a key that lands while the listing runs is seen now or on the next tick, never missed.
+Every tick lists the whole prefix, page by page (1,000 keys a page), and asks the sensor's
+state (``handled``) about each sealing. Nothing is skipped by key order, so a key that
+lands while the listing runs is seen now or on the next tick, never missed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from orchestration.partitions import BatchKey
 from resources.uploads import SEAL_MARKER
@@ -48,6 +49,12 @@ class BatchListing:
         else:
             return None
         return hashlib.sha256(basis.encode()).hexdigest()[:12]
+
+    def sealed_at(self, quiet_seconds: int) -> datetime:
+        """When it was sealed: the marker's LastModified, or when it fell quiet."""
+        if self.marker_modified is not None:
+            return self.marker_modified
+        return self.newest + timedelta(seconds=quiet_seconds)
 
 
 def list_batches(client, bucket: str, prefix: str = "uploads") -> tuple[dict, list[str]]:
@@ -99,9 +106,11 @@ def parse_manifest(body: bytes) -> list[str] | None:
 
 @dataclass
 class Discovery:
-    ready: dict[BatchKey, str] = field(default_factory=dict)  # batch -> seal token
+    ready: dict[BatchKey, tuple[str, datetime]] = field(default_factory=dict)  # token, sealed
     waiting: int = 0  # not sealed (or quiet) yet, or files promised by the manifest missing
+    incomplete: dict[str, str] = field(default_factory=dict)  # sealed, files missing: token
     malformed: dict[str, str] = field(default_factory=dict)  # partition key -> error
+    malformed_tokens: dict[str, str] = field(default_factory=dict)  # partition key -> token
     unchanged: int = 0  # ready, but with the token already handled
     stray: list[str] = field(default_factory=list)
 
@@ -113,10 +122,9 @@ def discover(
     *,
     now: datetime,
     quiet_seconds: int = 0,
-    done: dict[str, str] | None = None,
+    handled: Callable[[str, str, datetime], bool] = lambda key, token, sealed: False,
 ) -> Discovery:
-    """Batches ready to run whose seal token differs from ``done[partition key]``."""
-    done = done or {}
+    """Batches ready to run whose sealing (token, seal time) is not ``handled`` yet."""
     batches, stray = list_batches(client, bucket, prefix)
     found = Discovery(stray=stray)
     for key, listing in sorted(batches.items()):
@@ -124,7 +132,8 @@ def discover(
         if token is None:
             found.waiting += 1
             continue
-        if done.get(key.partition_key) == token:
+        sealed = listing.sealed_at(quiet_seconds)
+        if handled(key.partition_key, token, sealed):
             found.unchanged += 1
             continue
         if listing.marker_size:
@@ -134,11 +143,13 @@ def discover(
                 promised = parse_manifest(body)
             except MalformedManifest as exc:
                 found.malformed[key.partition_key] = str(exc)
+                found.malformed_tokens[key.partition_key] = token
                 continue
             if promised and not set(promised) <= listing.files:
                 found.waiting += 1
+                found.incomplete[key.partition_key] = token
                 continue
-        found.ready[key] = token
+        found.ready[key] = (token, sealed)
     return found
 
 

@@ -1,4 +1,3 @@
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -7,15 +6,22 @@ from orchestration.jobs import image_pipeline_job
 from orchestration.partitions import upload_batch_partitions
 from resources.uploads import SEAL_MARKER, UploadsBucket
 from sensors.batch_discovery import discover, round_robin
+from sensors.sensor_state import SensorState
 
 #: Runs requested per tick. Beyond it, ready batches wait for the next tick (30 s later);
 #: the queued run coordinator's per-tenant limits then decide what runs at once.
 MAX_RUNS_PER_TICK = 25
 
 
-def _cursor(raw: str | None) -> dict:
-    state = json.loads(raw) if raw else {}
-    return {"done": state.get("done", {}), "last_tenant": state.get("last_tenant")}
+def clock() -> datetime:
+    """Now, in UTC (a function, so tests can move time instead of sleeping)."""
+    return datetime.now(UTC)
+
+
+def _ran_since(instance: dg.DagsterInstance, partition_key: str, sealed: datetime) -> bool:
+    """A run of this batch created after its sealing (by `run`, a backfill or the UI)."""
+    runs = dg.RunsFilter(tags={"dagster/partition": partition_key}, created_after=sealed)
+    return bool(instance.get_run_records(filters=runs, limit=1))
 
 
 @dg.sensor(
@@ -26,15 +32,16 @@ def _cursor(raw: str | None) -> dict:
     "a re-sealed batch runs again. Fair across tenants.",
 )
 def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
-    state = _cursor(context.cursor)
+    state = SensorState.from_cursor(context.cursor)
+    now = clock()
     # A listing error raises: the tick fails with it and the cursor stays where it was.
     found = discover(
         uploads.s3.get_client(),
         uploads.bucket,
         uploads.prefix,
-        now=datetime.now(UTC),
+        now=now,
         quiet_seconds=uploads.quiet_period_seconds,
-        done=state["done"],
+        handled=state.handled,
     )
     for partition_key, error in found.malformed.items():
         context.log.error(f"{partition_key}: {error}; fix it and re-write {SEAL_MARKER}")
@@ -43,18 +50,28 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
                             f"{found.stray[:5]}")  # fmt: skip
     registered = set(context.instance.get_dynamic_partitions(upload_batch_partitions.name))
     ready, adopted = {}, 0
-    for key, token in found.ready.items():
-        if key.partition_key in registered and key.partition_key not in state["done"]:
-            # Registered by `run` or `backfill` before this sensor saw it: already handled.
-            # Only a later re-seal (a new token) makes it run again.
-            state["done"][key.partition_key] = token
+    for key, (token, sealed) in found.ready.items():
+        pk = key.partition_key
+        if pk in registered and not state.knows(pk) and _ran_since(context.instance, pk, sealed):
+            # Run by `run`, a backfill or the UI after it was sealed, before this sensor
+            # saw it: handled. A later re-seal (a new sealing) makes it run again.
+            state.mark(pk, token, sealed)
             adopted += 1
         else:
-            ready[key] = token
-    chosen, last_tenant = round_robin(ready, state["last_tenant"], MAX_RUNS_PER_TICK)
+            ready[key] = (token, sealed)
+    tokens = {key: token for key, (token, _) in ready.items()}
+    chosen, state.last_tenant = round_robin(tokens, state.last_tenant, MAX_RUNS_PER_TICK)
     for key in chosen:
-        state["done"][key.partition_key] = ready[key]
-    cursor = json.dumps({"done": state["done"], "last_tenant": last_tenant})
+        state.mark(key.partition_key, *ready[key])
+    # Still to do, looked at again every tick: ready batches beyond this tick's cap,
+    # sealed ones missing promised files, and malformed ones (reported until fixed).
+    state.pending = {
+        **found.incomplete,
+        **found.malformed_tokens,
+        **{k.partition_key: t for k, t in tokens.items() if k not in set(chosen)},
+    }
+    state.advance(now)
+    cursor = state.to_cursor()
     if not chosen:
         return dg.SensorResult(
             skip_reason=f"nothing new: {found.unchanged + adopted} batches handled, "
@@ -68,8 +85,8 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
         run_requests=[
             dg.RunRequest(
                 partition_key=k.partition_key,
-                run_key=f"{k.partition_key}@{ready[k]}",
-                tags={"tenant": k.tenant, "upload/seal": ready[k]},
+                run_key=f"{k.partition_key}@{tokens[k]}",
+                tags={"tenant": k.tenant, "upload/seal": tokens[k]},
             )
             for k in chosen
         ],

@@ -3,6 +3,7 @@
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import botocore.exceptions
 import dagster as dg
@@ -183,3 +184,36 @@ def test_a_batch_landing_behind_the_listing_is_seen_on_the_next_tick(s3_env, buc
     assert requested(first) == ["z/big"]
     # ...and the next one does: nothing is skipped by a position cursor.
     assert requested(second) == ["a/late"]
+
+
+def test_cursor_stays_small_after_ten_thousand_batches_and_nothing_runs_twice(
+    bucket, s3_client, monkeypatch
+):
+    import sensors.upload_sensor as sensor_module
+    from sensors.sensor_state import MARGIN
+
+    batches = [f"t{i % 20:02d}/b{i:05d}" for i in range(10_000)]
+    put_all(s3_client, bucket, [f"uploads/{b}/_SUCCESS" for b in batches], body=b"")
+    real_clock = sensor_module.clock
+    sealed_by = real_clock() + timedelta(seconds=1)  # S3 rounds LastModified down
+    monkeypatch.setattr(sensor_module, "MAX_RUNS_PER_TICK", 4_000)
+    runs: list[str] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for _ in range(3):
+            result = tick(instance, cursor)
+            runs += requested(result)
+            cursor = result.cursor
+        assert sorted(runs) == sorted(batches)  # every batch once, none twice
+        # Once every sealing is older than the margin: nothing runs, the cursor is small.
+        monkeypatch.setattr(sensor_module, "clock", lambda: sealed_by + MARGIN)
+        result = tick(instance, cursor)
+        assert requested(result) == []
+        assert len(result.cursor) < 2_048, len(result.cursor)
+        # A re-seal after that is a new sealing: that batch, and only it, runs again.
+        while datetime.now(UTC) < sealed_by + timedelta(seconds=1):
+            time.sleep(0.2)
+        seal(s3_client, bucket, batches[123])
+        monkeypatch.setattr(sensor_module, "clock", real_clock)
+        again = tick(instance, result.cursor)
+    assert requested(again) == [batches[123]]
