@@ -231,8 +231,10 @@ def table_size(client, bucket: str, partition: str) -> None:
 def sensor(client, partitions: int) -> None:
     import dagster as dg
 
+    import sensors.upload_sensor as sensor_module
     from orchestration.definitions import defs
     from orchestration.partitions import upload_batch_partitions
+    from sensors.sensor_state import MARGIN
     from sensors.upload_sensor import upload_sensor
 
     print(f"\n== sensor: {partitions} registered batches ==")
@@ -258,16 +260,27 @@ def sensor(client, partitions: int) -> None:
         instance.add_dynamic_partitions(upload_batch_partitions.name, keys)
         print(f"  {partitions} dynamic partitions registered in "
               f"{time.perf_counter() - started:.1f} s")  # fmt: skip
-        first, adopt = tick(instance, None)
-        print(f"  first tick (adopts every registered batch): {adopt:.2f} s, "
-              f"{len(first.run_requests)} runs requested")  # fmt: skip
-        idle = []
+        # One tick takes every batch (the cap lifted), as if they had been run one by one.
+        cap, sensor_module.MAX_RUNS_PER_TICK = sensor_module.MAX_RUNS_PER_TICK, partitions
+        first, seconds = tick(instance, None)
+        sensor_module.MAX_RUNS_PER_TICK = cap
+        print(f"  first tick, cap lifted: {seconds:.2f} s, {len(first.run_requests)} runs "
+              f"requested; cursor {len(first.cursor) / 1e3:.0f} kB (sealed in the last "
+              f"{MARGIN.seconds // 60} minutes)")  # fmt: skip
+        idle, cursor = [], first.cursor
         for _ in range(3):
-            result, seconds = tick(instance, first.cursor)
+            result, seconds = tick(instance, cursor)
             assert not result.run_requests
             idle.append(seconds)
+        # The same, once the sealings are older than the cursor's margin.
+        now = sensor_module.clock
+        sensor_module.clock = lambda: now() + MARGIN
+        later, seconds = tick(instance, cursor)
+        sensor_module.clock = now
+        assert not later.run_requests
         print(f"  tick with all {partitions} handled, nothing new: {min(idle):.2f} s "
-              f"(best of 3; cursor {len(first.cursor) / 1e3:.0f} kB; {load()})")  # fmt: skip
+              f"(best of 3); {MARGIN.seconds // 60} minutes later {seconds:.2f} s, cursor "
+              f"{len(later.cursor)} bytes; {load()}")  # fmt: skip
 
 
 def main() -> None:

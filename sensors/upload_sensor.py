@@ -18,10 +18,19 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _ran_since(instance: dg.DagsterInstance, partition_key: str, sealed: datetime) -> bool:
-    """A run of this batch created after its sealing (by `run`, a backfill or the UI)."""
-    runs = dg.RunsFilter(tags={"dagster/partition": partition_key}, created_after=sealed)
-    return bool(instance.get_run_records(filters=runs, limit=1))
+def _run_since_sealed(instance: dg.DagsterInstance, sealed: dict[str, datetime]) -> set[str]:
+    """Partitions with a run created after their sealing (by `run`, a backfill or the UI),
+    looked up a few hundred partitions per query."""
+    keys, found = sorted(sealed), set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        runs = dg.RunsFilter(tags={"dagster/partition": chunk},
+                             created_after=min(sealed[k] for k in chunk))  # fmt: skip
+        for record in instance.get_run_records(filters=runs):
+            key = record.dagster_run.tags.get("dagster/partition")
+            if key in sealed and record.create_timestamp > sealed[key]:
+                found.add(key)
+    return found
 
 
 @dg.sensor(
@@ -49,18 +58,22 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
         context.log.warning(f"{len(found.stray)} keys outside <tenant>/<batch>/<file>: "
                             f"{found.stray[:5]}")  # fmt: skip
     registered = set(context.instance.get_dynamic_partitions(upload_batch_partitions.name))
-    ready, adopted = {}, 0
+    # Registered and run (by `run`, a backfill or the UI) since it was sealed, before this
+    # sensor saw it: handled, not run again. A later re-seal (a new sealing) runs again.
+    ran = _run_since_sealed(context.instance, {
+        k.partition_key: sealed for k, (_, sealed) in found.ready.items()
+        if k.partition_key in registered and not state.knows(k.partition_key)
+    })  # fmt: skip
+    ready = {}
     for key, (token, sealed) in found.ready.items():
-        pk = key.partition_key
-        if pk in registered and not state.knows(pk) and _ran_since(context.instance, pk, sealed):
-            # Run by `run`, a backfill or the UI after it was sealed, before this sensor
-            # saw it: handled. A later re-seal (a new sealing) makes it run again.
-            state.mark(pk, token, sealed)
-            adopted += 1
+        if key.partition_key in ran:
+            state.mark(key.partition_key, token, sealed)
         else:
             ready[key] = (token, sealed)
+    adopted = len(ran)
     tokens = {key: token for key, (token, _) in ready.items()}
     chosen, state.last_tenant = round_robin(tokens, state.last_tenant, MAX_RUNS_PER_TICK)
+    taken = set(chosen)
     for key in chosen:
         state.mark(key.partition_key, *ready[key])
     # Still to do, looked at again every tick: ready batches beyond this tick's cap,
@@ -68,7 +81,7 @@ def upload_sensor(context: dg.SensorEvaluationContext, uploads: UploadsBucket):
     state.pending = {
         **found.incomplete,
         **found.malformed_tokens,
-        **{k.partition_key: t for k, t in tokens.items() if k not in set(chosen)},
+        **{k.partition_key: t for k, t in tokens.items() if k not in taken},
     }
     state.advance(now)
     cursor = state.to_cursor()

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -194,3 +195,27 @@ def test_recorded_port_taken_by_another_process_is_a_clear_error(tmp_path):
         with pytest.raises(PortTaken, match=f"port {port} .* in use by another process"):
             server.start()
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.timeout(300)
+def test_dg_launch_materialises_a_batch(s3_env, s3_client, subprocess_env, tmp_path):
+    """Dagster's `dg` CLI serves the same definitions (pyproject's [tool.dg])."""
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "dg", "b1", photo_batch({"coffee": ["flipped"]}))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("upload_batches", ["dg/b1"])
+    dg_bin = str(Path(sys.executable).parent / "dg")
+    env = {**subprocess_env, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    check = subprocess.run([dg_bin, "check", "defs"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    launch = subprocess.run(
+        [dg_bin, "launch", "--assets", "raw_images", "--partition", "dg/b1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_images"), asset_partitions=["dg/b1"]),
+            limit=1,
+        ).records
+    assert records and records[0].asset_materialization.metadata["accepted"].value == 2

@@ -217,3 +217,27 @@ def test_cursor_stays_small_after_ten_thousand_batches_and_nothing_runs_twice(
         monkeypatch.setattr(sensor_module, "clock", real_clock)
         again = tick(instance, result.cursor)
     assert requested(again) == [batches[123]]
+
+
+@dg.op
+def _noop():
+    pass
+
+
+@dg.job
+def _elsewhere():
+    _noop()
+
+
+def test_a_batch_run_elsewhere_since_its_seal_is_adopted_and_a_reseal_runs(bucket, s3_client):
+    put_all(s3_client, bucket, ["uploads/r/ran/1.jpg", "uploads/r/not/1.jpg"])
+    seal(s3_client, bucket, "r/ran")
+    seal(s3_client, bucket, "r/not")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("upload_batches", ["r/ran", "r/not"])
+        time.sleep(1.1)  # the run is created after the seal (one-second LastModified)
+        _elsewhere.execute_in_process(instance=instance, tags={"dagster/partition": "r/ran"})
+        first = tick(instance)
+        assert requested(first) == ["r/not"]  # registered, but never run since its seal
+        seal(s3_client, bucket, "r/ran")
+        assert requested(tick(instance, first.cursor)) == ["r/ran"]
