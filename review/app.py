@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -18,6 +19,7 @@ import dagster as dg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -261,9 +263,33 @@ def create_app(
         Route("/t/{tenant}/b/{batch}/{kind:str}/{file:path}", image),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(ServerTiming)],
                     exception_handlers={HTTPException: http_error})  # fmt: skip
+
     return app
+
+
+class ServerTiming:
+    """Adds ``Server-Timing: app;dur=<ms>`` to every answer (bench/review_page.py reads it)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                elapsed = (time.perf_counter() - started) * 1000
+                headers = [*message.get("headers", []),
+                           (b"server-timing", f"app;dur={elapsed:.1f}".encode())]  # fmt: skip
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 def _edit_request(form, who: Access) -> EditRequest:

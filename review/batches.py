@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import dagster as dg
@@ -114,6 +114,8 @@ class BatchTables:
     thumb_key: dict[str, str]  # file -> 256 px rendition key on the pipeline bucket
     rejected: list[tuple[str, str]]  # (file, reason)
     images: int
+    #: Views already made, by edit-log version: a page view is then only its HTML.
+    views: dict[str, BatchView] = field(default_factory=dict, compare=False, repr=False)
 
 
 class BatchCache:
@@ -206,6 +208,15 @@ class BatchView:
 def batch_view(batch: BatchKey, tables: BatchTables) -> BatchView:
     """The groups with the current edit log applied, as cards (the log read now)."""
     text, _ = edit_log_from_env().read(batch.partition_key)
+    version = log_version(text)
+    if version not in tables.views:
+        if len(tables.views) >= 4:
+            tables.views.clear()
+        tables.views[version] = _make_view(batch, tables, text)
+    return tables.views[version]
+
+
+def _make_view(batch: BatchKey, tables: BatchTables, text: str) -> BatchView:
     loaded = BatchGroups(batch, tables.clusters, None, text)  # type: ignore[arg-type]
     listing = batch_listing(tables.clusters, loaded.groups)
     cards: dict[str, GroupCard] = {}
