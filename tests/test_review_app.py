@@ -137,3 +137,29 @@ def test_an_edit_made_on_an_old_version_is_refused_and_shows_the_current_groups(
     assert status == 409 and b"someone else changed the groups" in body
     assert f'name="version" value="{version}"'.encode() in body  # the current state, to redo
     assert edit_log(review_stack) == before
+
+
+def test_up_runs_the_review_app_beside_dagster_and_stops_it_by_its_handle(
+    review_stack, monkeypatch, tmp_path
+):
+    """`./dev up`'s wrapper: the app answers while the block runs and is gone after it."""
+    import urllib.request
+
+    from orchestration.local_s3 import _free_port
+    from review.server import review_process
+
+    for name, value in review_stack.env.items():
+        monkeypatch.setenv(name, value)
+    port = _free_port()
+    with review_process("127.0.0.1", port, tmp_path) as url:
+        assert url == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as response:
+            assert response.read() == b"ok"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/healthz", timeout=5)
+    taken = int(review_stack.url.rsplit(":", 1)[1])  # the session's app holds it
+    with (
+        pytest.raises(RuntimeError, match="is taken"),
+        review_process("127.0.0.1", taken, tmp_path),
+    ):
+        pass
