@@ -101,35 +101,19 @@ def cmd_run(args) -> int:
     return 0 if ok else 1
 
 
-def _load_groups(batch: BatchKey):
-    """The batch's machine groups (image_clusters), its edit log and the two combined."""
-    import botocore.exceptions
-    import dagster as dg
-
-    from orchestration.environment import edit_log_from_env, ensure_environment, tables_from_env
-    from photogroup.edits import parse_log
-    from photogroup.product_groups import edited_groups
-
-    ensure_environment()
-    try:
-        clusters = tables_from_env().read(dg.AssetKey("image_clusters"), batch.partition_key)
-    except botocore.exceptions.ClientError as exc:
-        raise CliError(f"no groups for {batch.partition_key}: run it first ({exc})") from exc
-    log = edit_log_from_env()
-    text, _ = log.read(batch.partition_key)
-    groups, outcomes = edited_groups(clusters, parse_log(text))
-    return clusters, log, groups, outcomes
-
-
 def cmd_groups(args) -> int:
     from photogroup.evidence import batch_listing, evidence_line
 
     if not (args.tenant and args.batch):
         raise CliError("groups needs --tenant and --batch")
+    from orchestration.editing import load_groups
+    from orchestration.environment import ensure_environment
+
     batch = _batch(args)
-    clusters, _, groups, outcomes = _load_groups(batch)
-    listing = batch_listing(clusters, groups)
-    stale = [o.__dict__ for o in outcomes if o.status == "not_applicable"]
+    ensure_environment()
+    loaded = load_groups(batch)
+    listing = batch_listing(loaded.clusters, loaded.groups)
+    stale = [o.__dict__ for o in loaded.outcomes if o.status == "not_applicable"]
     if args.json:
         print(json.dumps({**listing, "edits_not_applicable": stale}))
     else:
@@ -146,86 +130,54 @@ def cmd_groups(args) -> int:
 def cmd_groups_edit(args) -> int:
     """Validate one edit against the current groups and append it to the batch's log."""
     import getpass
-    from datetime import UTC, datetime
 
-    from photogroup.edits import Edit, EditError, check_new_edit, parse_log
-    from photogroup.product_groups import edited_groups
+    from orchestration.editing import EditRequest, record_edit
+    from orchestration.environment import edit_log_from_env, ensure_environment
 
     batch = _batch(args)
-    clusters, log, _, _ = _load_groups(batch)
-    sha_of = dict(zip(clusters.file, clusters.sha256, strict=True))
-    who = args.who or os.environ.get("USER") or getpass.getuser()
-    when = datetime.now(UTC).isoformat(timespec="seconds")
-
-    def image(file: str) -> str:
-        if file not in sha_of:
-            raise CliError(f"no accepted image named {file!r} in {batch.partition_key} "
-                           "(see `groups --tenant ... --batch ...`)")  # fmt: skip
-        return sha_of[file]
-
-    def members(groups, group_id: str) -> tuple[str, ...]:
-        found = groups.members(group_id)
-        if not found:
-            known = ", ".join(groups.group_ids()[:20])
-            raise CliError(f"unknown group {group_id!r} in {batch.partition_key}; "
-                           f"its groups are: {known}")  # fmt: skip
-        return tuple(found)
-
-    def make_line(text: str) -> str:
-        groups, _ = edited_groups(clusters, parse_log(text))
-        common = {"op": args.op, "who": who, "when": when, "why": args.why or ""}
-        if args.op == "rename":
-            edit = Edit(**common, group=members(groups, args.group), name=args.name.strip(),
-                        ref={"group_id": args.group})  # fmt: skip
-        elif args.op == "split":
-            members(groups, args.group)
-            shas = tuple(dict.fromkeys(image(f) for f in args.files))
-            outside = [f for f in args.files if groups.group_of[sha_of[f]] != args.group]
-            if outside:
-                raise CliError(f"split: {', '.join(outside)} not in group {args.group}")
-            edit = Edit(**common, images=shas, ref={"group_id": args.group, "files": args.files})
-        elif args.op == "merge":
-            edit = Edit(**common, groups=tuple(members(groups, g) for g in args.groups),
-                        ref={"group_ids": args.groups})  # fmt: skip
-        else:
-            edit = Edit(**common, image=image(args.file), to=members(groups, args.to),
-                        ref={"file": args.file, "group_id": args.to})  # fmt: skip
-        try:
-            check_new_edit(groups, edit)
-        except EditError as exc:
-            raise CliError(str(exc)) from exc
-        return edit.to_json()
-
-    line = log.append(batch.partition_key, make_line)
-    _report_edit(batch, log, json.loads(line))
+    ensure_environment()
+    request = EditRequest(
+        op=args.op,
+        who=args.who or os.environ.get("USER") or getpass.getuser(),
+        why=args.why or "",
+        group=getattr(args, "group", None),
+        name=getattr(args, "name", None),
+        files=tuple(getattr(args, "files", None) or ()),
+        groups=tuple(getattr(args, "groups", None) or ()),
+        file=getattr(args, "file", None),
+        to=getattr(args, "to", None),
+    )
+    recorded = record_edit(batch, request)
     if args.json:
-        print(line)
+        print(json.dumps(recorded, sort_keys=True))
     else:
-        print(f"recorded {args.op} in s3://{log.bucket}/{log.key(batch.partition_key)}; "
-              "re-materialise product_groups (and catalog) to publish it")  # fmt: skip
+        log = edit_log_from_env()
+        where = f"s3://{log.bucket}/{log.key(batch.partition_key)}"
+        print(
+            f"recorded {args.op} in {where}; `publish --tenant ... --batch ...` (or the "
+            "review page's Accept) re-materialises product_groups, catalog and cutouts"
+        )
     return 0
 
 
-def _report_edit(batch: BatchKey, log, edit: dict) -> None:
-    """Tell Dagster the grouping_edits partition changed, so product_groups shows stale."""
+def cmd_publish(args) -> int:
+    """Materialise product_groups, catalog and product_cutouts of one batch after edits."""
     import dagster as dg
 
+    from orchestration.environment import ensure_environment
     from orchestration.instance import ensure_dagster_home
+    from orchestration.publish import publish
 
-    text, _ = log.read(batch.partition_key)
-    version = hashlib.sha256(text.encode()).hexdigest()[:24]
+    batch = _batch(args)
     ensure_dagster_home()
+    ensure_environment()
     with dg.DagsterInstance.get() as instance:
-        # An observation with a data version (not a materialisation) is what Dagster's
-        # staleness reads for an external asset: product_groups then shows as stale.
-        instance.report_runless_asset_event(
-            dg.AssetObservation(
-                "grouping_edits",
-                partition=batch.partition_key,
-                metadata={"edits": len(text.splitlines()), "last_edit": edit["op"]},
-                tags={"dagster/data_version": version},
-            )
-        )
+        try:
+            result = publish(batch, instance, run_id=args.run_id, who=args.who or "")
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+    print(json.dumps({"run_id": result.run_id, "success": result.success}))
+    return 0 if result.success else 1
 
 
 def cmd_search(args) -> int:
@@ -378,10 +330,31 @@ def cmd_seed(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    """The review web app in the foreground (REVIEW_TOKENS: who may see which tenant)."""
+    from orchestration.environment import ensure_environment
+    from orchestration.instance import ensure_dagster_home
+    from review.auth import ConfigError
+    from review.server import LOCAL_TOKEN_FILE, port_is_free, serve
+
+    ensure_dagster_home()
+    ensure_environment()
+    if not port_is_free(args.host, args.port):
+        raise CliError(f"port {args.port} on {args.host} is taken: pass --port")
+    if not os.environ.get("REVIEW_TOKENS"):
+        print(f"REVIEW_TOKENS is unset: sign in with the token in {LOCAL_TOKEN_FILE}",
+              file=sys.stderr)  # fmt: skip
+    try:
+        serve(args.host, args.port)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
 def cmd_up(args) -> int:
-    """Embedded S3, sample batches materialised, then `dg dev`, supervised (see
-    orchestration/stack.py): the S3 is restarted at the same endpoint if it dies, and a
-    signal stops everything this command started.
+    """Embedded S3, sample batches materialised, then `dg dev` and the review app,
+    supervised (see orchestration/stack.py): the S3 is restarted at the same endpoint if
+    it dies, and a signal stops everything this command started.
 
     With PIPELINE_PROFILE=distributed, PostgreSQL, Redis and two Celery workers start
     first (orchestration/local_cluster.py) and stop with the rest."""
@@ -390,6 +363,11 @@ def cmd_up(args) -> int:
     from orchestration import local_s3
     from orchestration.profiles import current_profile
     from orchestration.stack import Stack, dg_dev_command
+    from review.server import LOCAL_TOKEN_FILE, port_is_free
+
+    for name, port in (("--port", args.port), ("--review-port", args.review_port)):
+        if not port_is_free("127.0.0.1", port):
+            raise CliError(f"port {port} on 127.0.0.1 is taken: pass {name}")
 
     def leave(signum, _frame):  # during set-up: unwind, so `finally` stops what started
         raise SystemExit(128 + signum)
@@ -414,13 +392,17 @@ def cmd_up(args) -> int:
             print(f"PostgreSQL {cluster.postgres.url}, Redis {cluster.redis.url}, "
                   f"{args.workers} Celery workers (logs in {cluster.root})")  # fmt: skip
         _seed_and_materialise(samples=not args.no_samples)
+        review_url = _start_review(stack, args.review_port)
         command = dg_dev_command(args.port)
         # dg compares the active virtual environment with the project's: this one.
         env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
         dagster = stack.spawn("dg dev", command, env=env, cwd=local_s3.REPO_ROOT)
+        token = "REVIEW_TOKENS" if os.environ.get("REVIEW_TOKENS") else str(LOCAL_TOKEN_FILE)
         print(
-            f"Dagster UI: http://127.0.0.1:{args.port} ({' '.join(command[1:])}; Ctrl-C or "
-            f"SIGTERM stops it{' and the local S3' if stack.owns_s3 else ''})",
+            f"Dagster:    http://127.0.0.1:{args.port} ({' '.join(command[1:])})\n"
+            f"Review app: {review_url} (sign in with the token in {token}; log in "
+            f".local/review.log)\nCtrl-C or SIGTERM stops them"
+            f"{' and the local S3' if stack.owns_s3 else ''}",
             flush=True,
         )
         return stack.run(dagster)
@@ -428,6 +410,26 @@ def cmd_up(args) -> int:
         stack.stop()
         if cluster is not None:
             cluster.stop()
+
+
+def _start_review(stack, port: int) -> str:
+    """The review app as one of the stack's children; its URL once it answers."""
+    import subprocess
+
+    from orchestration.local_s3 import REPO_ROOT
+    from review.server import wait_until_up
+
+    (REPO_ROOT / ".local").mkdir(exist_ok=True)
+    with open(REPO_ROOT / ".local" / "review.log", "ab") as log:
+        child = stack.spawn(
+            "review app",
+            [sys.executable, "-m", "orchestration", "review", "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url, child.process)
+    return url
 
 
 def _seed_and_materialise(samples: bool = True) -> None:
@@ -503,7 +505,17 @@ def _parser() -> argparse.ArgumentParser:
     move = ops.add_parser("move", help="move one image to another group")
     move.add_argument("--file", required=True)
     move.add_argument("--to", required=True, help="target group id")
+    ops.add_parser("undo", help="take back the latest edit still in force (kept in the log)")
     edit.set_defaults(handler=cmd_groups_edit)
+
+    publish = sub.add_parser(
+        "publish",
+        help="materialise product_groups, catalog and product_cutouts of a batch (after edits)",
+    )
+    batch_args(publish)
+    publish.add_argument("--run-id", help="the Dagster run id to use (default: a new one)")
+    publish.add_argument("--who", help="who accepted the groups (a run tag)")
+    publish.set_defaults(handler=cmd_publish)
 
     back = sub.add_parser(
         "backfill",
@@ -531,8 +543,14 @@ def _parser() -> argparse.ArgumentParser:
     seed_cmd = sub.add_parser("seed", help="upload and seal the sample batches")
     seed_cmd.set_defaults(handler=cmd_seed)
 
-    up = sub.add_parser("up", help="local S3, samples, `dg dev`, supervised (README)")
+    review = sub.add_parser("review", help="the review web app: check and correct groups")
+    review.add_argument("--host", default="127.0.0.1", help="address to bind (default local)")
+    review.add_argument("--port", type=int, default=3001, help="port (default 3001)")
+    review.set_defaults(handler=cmd_review)
+
+    up = sub.add_parser("up", help="local S3, samples, `dg dev`, review app, supervised")
     up.add_argument("--port", type=int, default=3000, help="webserver port")
+    up.add_argument("--review-port", type=int, default=3001, help="review app port")
     up.add_argument("--no-samples", action="store_true",
                     help="skip seeding and materialising the sample batches")  # fmt: skip
     up.add_argument("--workers", type=int, default=2,

@@ -12,7 +12,9 @@ Kinds (JSON lines in the edit log, plus ``who``, ``when`` and ``why``):
 * ``rename``: ``group`` (member SHAs) gets ``name``;
 * ``split``: ``images`` move out of their group into a new group and a new product;
 * ``merge``: ``groups`` (member SHA lists) become the first group, with its product;
-* ``move``: ``image`` joins the group holding ``to`` (member SHAs).
+* ``move``: ``image`` joins the group holding ``to`` (member SHAs);
+* ``undo``: the edit on line ``undoes`` (from 1) is taken back. The log stays append-only
+  (who undid what stays on record); the log is replayed as if that line were absent.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-KINDS = ("rename", "split", "merge", "move")
+KINDS = ("rename", "split", "merge", "move", "undo")
 APPLIED, HOLDS, NOT_APPLICABLE = "applied", "already_holds", "not_applicable"
+#: Status of an edit a later ``undo`` took back.
+UNDONE = "undone"
 
 
 class EditError(ValueError):
@@ -83,6 +87,7 @@ class Edit:
     groups: tuple[tuple[str, ...], ...] = ()  # merge: first is the one kept
     image: str | None = None  # move
     to: tuple[str, ...] = ()  # move: members of the target group
+    undoes: int | None = None  # undo: line number (from 1) of the edit taken back
     ref: dict = field(default_factory=dict, compare=False)  # group ids and files, for people
 
     def to_json(self) -> str:
@@ -111,6 +116,7 @@ class Edit:
                 groups=tuple(tuple(g) for g in data.get("groups", ())),
                 image=data.get("image"),
                 to=tuple(data.get("to", ())),
+                undoes=data.get("undoes"),
                 ref=data.get("ref", {}),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -124,6 +130,7 @@ _FIELDS = {
     "split": lambda e: {"images": list(e.images)},
     "merge": lambda e: {"groups": [list(g) for g in e.groups]},
     "move": lambda e: {"image": e.image, "to": list(e.to)},
+    "undo": lambda e: {"undoes": e.undoes},
 }
 
 
@@ -133,9 +140,11 @@ def _check_shape(edit: Edit) -> None:
         "split": not edit.images,
         "merge": len(edit.groups) < 2 or not all(edit.groups),
         "move": not edit.image or not edit.to,
+        "undo": not isinstance(edit.undoes, int) or edit.undoes < 1,
     }
     if problems[edit.op]:
-        raise EditError(f"{edit.op} edit is missing its images or name")
+        what = "the line it undoes" if edit.op == "undo" else "its images or name"
+        raise EditError(f"{edit.op} edit is missing {what}")
 
 
 def apply_edit(groups: Groups, edit: Edit) -> str:
@@ -186,22 +195,65 @@ def new_group_id(shas: Iterable[str]) -> str:
 class Outcome:
     index: int  # line number in the log, from 1
     op: str
-    status: str  # APPLIED, HOLDS or NOT_APPLICABLE
+    status: str  # APPLIED, HOLDS, NOT_APPLICABLE or UNDONE
     reason: str = ""
 
 
 def apply_log(groups: Groups, edits: Sequence[Edit | EditError]) -> tuple[Groups, list[Outcome]]:
-    """Every edit in order on a copy of ``groups``; unreadable lines are reported too."""
+    """Every edit in order on a copy of ``groups``, skipping those a later ``undo`` took
+    back; unreadable lines are reported too."""
     result, outcomes = groups.copy(), []
+    undone = undone_lines(edits)
     for index, edit in enumerate(edits, start=1):
         if isinstance(edit, EditError):
             outcomes.append(Outcome(index, "?", NOT_APPLICABLE, str(edit)))
+            continue
+        if index in undone:
+            outcomes.append(Outcome(index, edit.op, UNDONE))
+            continue
+        if edit.op == "undo":
+            valid = edit.undoes in undone and undone[edit.undoes] == index
+            outcomes.append(Outcome(index, edit.op, APPLIED if valid else NOT_APPLICABLE,
+                                    "" if valid else "it names no edit before it"))  # fmt: skip
             continue
         try:
             outcomes.append(Outcome(index, edit.op, apply_edit(result, edit)))
         except NotApplicable as exc:
             outcomes.append(Outcome(index, edit.op, NOT_APPLICABLE, str(exc)))
     return result, outcomes
+
+
+def undone_lines(edits: Sequence[Edit | EditError]) -> dict[int, int]:
+    """Line taken back -> the line of the ``undo`` that took it back. An undo names an
+    earlier edit that is neither an undo nor already taken back; others change nothing."""
+    undone: dict[int, int] = {}
+    for index, edit in enumerate(edits, start=1):
+        if isinstance(edit, Edit) and edit.op == "undo" and edit.undoes is not None:
+            target = edit.undoes
+            if 1 <= target < index and target not in undone:
+                named = edits[target - 1]
+                if isinstance(named, EditError) or named.op != "undo":
+                    undone[target] = index
+    return undone
+
+
+def last_undoable(edits: Sequence[Edit | EditError]) -> int | None:
+    """Line of the latest edit an ``undo`` may take back (None when there is none): undoing
+    again walks further back."""
+    undone = undone_lines(edits)
+    for index in range(len(edits), 0, -1):
+        edit = edits[index - 1]
+        if index not in undone and (isinstance(edit, EditError) or edit.op != "undo"):
+            return index
+    return None
+
+
+def undo_edit(edits: Sequence[Edit | EditError], who: str, when: str, why: str = "") -> Edit:
+    """An ``undo`` of the latest edit still in force; EditError when there is none."""
+    line = last_undoable(edits)
+    if line is None:
+        raise EditError("undo: there is no edit left to undo")
+    return Edit(op="undo", who=who, when=when, why=why, undoes=line)
 
 
 def parse_log(text: str) -> list[Edit | EditError]:
@@ -224,6 +276,8 @@ def check_new_edit(groups: Groups, edit: Edit) -> Groups:
     most likely misread the groups, so it is refused rather than logged as a no-op.
     """
     _check_shape(edit)
+    if edit.op == "undo":
+        raise EditError("undo is made from the log: see undo_edit")
     if edit.op == "split":
         source = groups.group_of[edit.images[0]]
         outside = [s for s in edit.images if groups.group_of.get(s) != source]

@@ -124,13 +124,15 @@ def _group_listing(clusters: pd.DataFrame, groups: Groups) -> list[dict]:
     machine = clusters.groupby("group_id").agg(
         files=("file", sorted), confidence=("confidence", "min")
     )
+    # Plain dicts: a pandas look-up per group costs ~0.1 ms, a lot at 2,000 groups a page.
+    machine_files, confidence = machine.files.to_dict(), machine.confidence.to_dict()
     return [
         {
             "group_id": group_id,
             "product_id": groups.product_of[group_id],
             "name": groups.names.get(group_id),
-            "confidence": round(float(machine.confidence[group_id]), 4)
-            if group_id in machine.index and machine.files[group_id] == sorted(members)
+            "confidence": round(float(confidence[group_id]), 4)
+            if machine_files.get(group_id) == sorted(members)
             else None,
             "members": sorted(members),
         }

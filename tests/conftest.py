@@ -67,3 +67,7 @@ def s3_env(
 def subprocess_env(s3_env: dict[str, str]) -> dict[str, str]:
     """Environment for `python -m orchestration` children, pointing at the session S3."""
     return RedactedEnv({**os.environ, **s3_env})
+
+
+# The review app's session stack (one seeded batch, one server), for its two test modules.
+from tests.review_stack import review_stack  # noqa: E402, F401

@@ -74,6 +74,7 @@ class Up:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = _free_port()
+        self.review_port = _free_port()
         self.s3 = LocalS3(root / "s3")
         self.env = {
             **{
@@ -86,7 +87,8 @@ class Up:
         }
         self.log = open(root / "up.log", "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
-            ["./dev", "up", "--no-samples", "--port", str(self.port)],
+            ["./dev", "up", "--no-samples", "--port", str(self.port),
+             "--review-port", str(self.review_port)],
             cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True,  # no controlling terminal
         )  # fmt: skip
@@ -129,11 +131,11 @@ def up(tmp_path_factory):
         stack.close()
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, path: str = "/server_info") -> bool:
     import urllib.request
 
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).close()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).close()
     except OSError:
         return False
     return True
@@ -167,8 +169,9 @@ def test_killed_s3_comes_back_at_its_endpoint_and_the_sensor_runs_a_new_batch(up
 
 @pytest.mark.timeout(120)
 def test_sigterm_stops_every_process_it_started(up):
+    assert _answers(up.review_port, "/healthz")  # the review app runs beside Dagster
     started = up.record()
-    assert len(started) >= 4, started  # dg dev, webserver, daemon, code server, S3...
+    assert len(started) >= 5, started  # dg dev, webserver, daemon, code server, review, S3
     up.process.send_signal(signal.SIGTERM)
     up.process.wait(30)
     deadline = time.monotonic() + 5  # the stack has already waited for its children
@@ -177,6 +180,25 @@ def test_sigterm_stops_every_process_it_started(up):
     assert not alive(started), f"left behind: {alive(started)}\n{up.output()}"
     state = json.loads((up.root / "s3" / "state.json").read_text())
     assert state["pid"] == 0 and state["endpoint_url"]  # stopped, endpoint kept
+    assert not _answers(up.review_port, "/healthz")
+
+
+def test_up_with_a_taken_port_is_a_clear_error_before_starting_anything(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestration", "up", "--review-port", str(taken),
+             "--port", str(_free_port())],
+            cwd=REPO, env={**os.environ, "LOCAL_S3_DIR": str(tmp_path / "s3")},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"port {taken} on 127.0.0.1 is taken: pass --review-port" in proc.stderr
+    assert not (tmp_path / "s3").exists()  # nothing was started
 
 
 def test_recorded_port_taken_by_another_process_is_a_clear_error(tmp_path):

@@ -99,3 +99,26 @@ def test_log_round_trip_and_unreadable_lines_are_reported_not_dropped():
 def test_new_edits_that_change_nothing_or_do_not_fit_are_refused(edit, message):
     with pytest.raises(EditError, match=message):
         check_new_edit(machine(), edit)
+
+
+def test_undo_replays_the_log_without_the_edit_it_takes_back():
+    from photogroup.edits import UNDONE, last_undoable, undo_edit
+
+    base = machine()
+    rename = Edit("rename", **WHO, group=("a", "b", "c"), name="Cup")
+    merge = Edit("merge", **WHO, groups=(("a", "b", "c"), ("f",)))
+    edits: list = [rename, merge]
+    undo = undo_edit(edits, "bo", "t2")
+    assert undo.undoes == 2 and Edit.from_json(undo.to_json()) == undo
+    groups, outcomes = apply_log(base, [*edits, undo])
+    assert [o.status for o in outcomes] == [APPLIED, UNDONE, APPLIED]
+    assert groups.group_of["f"] == "g3"  # the merge is gone
+    assert groups.names[groups.group_of["a"]] == "Cup"  # the rename stays
+    # Undoing again walks back to the rename, then nothing is left.
+    edits = [*edits, undo]
+    assert last_undoable(edits) == 1
+    edits.append(undo_edit(edits, "bo", "t3"))
+    groups, _ = apply_log(base, edits)
+    assert groups.names == {}
+    with pytest.raises(EditError, match="no edit left to undo"):
+        undo_edit(edits, "bo", "t4")

@@ -1,0 +1,104 @@
+"""One seeded batch and one review app for the whole test session (both review test modules
+use them): buckets on the session SeaweedFS, a DAGSTER_HOME of their own, the pipeline run
+once, the app in a child process on a free port, stopped by its handle."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.local_s3 import REPO_ROOT, LocalS3State, _free_port
+from tests.helpers import materialise, photo_batch, upload
+
+TENANT, BATCH, OTHER_TENANT, OTHER_BATCH = "shop-a", "b1", "shop-b", "b9"
+PHOTOS = {"coffee": ["resized", "flipped"], "astronaut": ["brightened"], "chelsea": [],
+          "rocket": ["recompressed"]}  # fmt: skip
+REJECTED = {"notes.txt": b"not a photo at all"}
+
+
+@dataclass(frozen=True)
+class ReviewStack:
+    url: str
+    env: dict[str, str]
+    token: str  # shop-a's
+    other_token: str  # shop-b's
+    accepted: list[str]  # the accepted file names of shop-a/b1
+
+    @property
+    def batch_path(self) -> str:
+        return f"/t/{TENANT}/b/{BATCH}"
+
+
+def seed(seaweed: LocalS3State, root: Path) -> dict[str, str]:
+    """Buckets, a DAGSTER_HOME and shop-a/b1 materialised; shop-b/b9 registered only."""
+    import boto3
+
+    from orchestration.instance import ensure_dagster_home
+    from resources.s3 import client_config
+
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        **seaweed.env(),
+        "UPLOADS_BUCKET": f"review-uploads-{suffix}",
+        "PIPELINE_BUCKET": f"review-pipeline-{suffix}",
+        "DAGSTER_HOME": str(root / "dagster_home"),
+    }
+    client = boto3.client(
+        "s3", endpoint_url=seaweed.endpoint_url, aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key, region_name="us-east-1", config=client_config(),
+    )  # fmt: skip
+    for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
+        client.create_bucket(Bucket=bucket)
+    upload(client, env["UPLOADS_BUCKET"], TENANT, BATCH, {**photo_batch(PHOTOS), **REJECTED})
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        ensure_dagster_home()
+        with dg.DagsterInstance.get() as instance:
+            result = materialise(instance, f"{TENANT}/{BATCH}")
+            assert result.success
+            instance.add_dynamic_partitions("upload_batches", [f"{OTHER_TENANT}/{OTHER_BATCH}"])
+    return env
+
+
+def start_app(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "orchestration", "review", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    from review.server import wait_until_up
+
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url, child, timeout=120)
+    return child, url
+
+
+@pytest.fixture(scope="session")
+def review_stack(seaweed, tmp_path_factory) -> Iterator[ReviewStack]:
+    root = tmp_path_factory.mktemp("review")
+    env = seed(seaweed, root)
+    token, other = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    child_env = {**os.environ, **env,
+                 "REVIEW_TOKENS": f"{TENANT}:{token},{OTHER_TENANT}:{other}"}  # fmt: skip
+    child, url = start_app(child_env, root / "review.log")
+    accepted = sorted(photo_batch(PHOTOS))
+    try:
+        yield ReviewStack(url, child_env, token, other, accepted)
+    finally:
+        child.terminate()
+        try:
+            child.wait(90)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
