@@ -21,8 +21,9 @@ from orchestration.partitions import BatchKey
 from orchestration.publish import PUBLISHED
 from review.batches import IN_PROGRESS, NotFound
 
-#: Seconds the app waits for publish runs when it stops before ending them.
-STOP_GRACE = 60
+#: Seconds the app waits for publish runs when it stops before ending them (within the
+#: 30 s in which ./dev up stops everything; see orchestration/stack.py).
+STOP_GRACE = 15
 
 
 class Publisher:
@@ -37,8 +38,9 @@ class Publisher:
         command = [sys.executable, "-m", "orchestration", "publish", "--tenant", batch.tenant,
                    "--batch", batch.batch, "--run-id", run_id, "--who", who]  # fmt: skip
         with open(self._logs / f"{run_id}.log", "wb") as out:
+            # In the app's process group: a supervisor stopping the app stops its runs too.
             child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ), start_new_session=True)  # fmt: skip
+                                     env=dict(os.environ))  # fmt: skip
         with self._lock:
             self._children[run_id] = (batch, child)
         return run_id
