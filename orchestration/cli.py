@@ -399,7 +399,7 @@ def cmd_up(args) -> int:
         dagster = stack.spawn("dg dev", command, env=env, cwd=local_s3.REPO_ROOT)
         token = "REVIEW_TOKENS" if os.environ.get("REVIEW_TOKENS") else str(LOCAL_TOKEN_FILE)
         print(
-            f"Dagster:    http://127.0.0.1:{args.port} ({' '.join(command[1:])})\n"
+            f"Dagster:    http://127.0.0.1:{args.port} (dg {' '.join(command[1:])})\n"
             f"Review app: {review_url} (sign in with the token in {token}; log in "
             f".local/review.log)\nCtrl-C or SIGTERM stops them"
             f"{' and the local S3' if stack.owns_s3 else ''}",
