@@ -396,7 +396,10 @@ def cmd_up(args) -> int:
         command = dg_dev_command(args.port)
         # dg compares the active virtual environment with the project's: this one.
         env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
-        dagster = stack.spawn("dg dev", command, env=env, cwd=local_s3.REPO_ROOT)
+        # SIGINT, as Ctrl-C in a terminal sends it to the whole group: dagster dev's own
+        # shutdown path (on SIGTERM its webserver sometimes outlived the 20 s grace).
+        dagster = stack.spawn("dg dev", command, stop_signal=signal.SIGINT, env=env,
+                              cwd=local_s3.REPO_ROOT)  # fmt: skip
         token = "REVIEW_TOKENS" if os.environ.get("REVIEW_TOKENS") else str(LOCAL_TOKEN_FILE)
         print(
             f"Dagster:    http://127.0.0.1:{args.port} (dg {' '.join(command[1:])})\n"

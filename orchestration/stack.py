@@ -37,6 +37,7 @@ class Child:
 
     name: str
     process: subprocess.Popen
+    stop_signal: int = signal.SIGTERM
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -61,9 +62,11 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
-    def spawn(self, name: str, command: list[str], **popen) -> Child:
+    def spawn(
+        self, name: str, command: list[str], stop_signal: int = signal.SIGTERM, **popen
+    ) -> Child:
         process = subprocess.Popen(command, start_new_session=True, **popen)
-        child = Child(name, process)
+        child = Child(name, process, stop_signal)
         self.children.append(child)
         return child
 
@@ -104,13 +107,13 @@ class Stack:
             s3_stop = threading.Thread(target=self.s3.stop, kwargs={"timeout": STOP_SECONDS - 5})
             s3_stop.start()
         for child in self.children:
-            child.signal(signal.SIGTERM)
+            child.signal(child.stop_signal)
         deadline = time.monotonic() + STOP_SECONDS - 5
         while time.monotonic() < deadline and any(c.group_alive() for c in self.children):
             time.sleep(0.2)
         for child in self.children:
             if child.group_alive():
-                self.log(f"{child.name} did not stop on SIGTERM: killing its process group")
+                self.log(f"{child.name} did not stop in time: killing its process group")
                 child.signal(signal.SIGKILL)
         for child in self.children:
             with contextlib.suppress(subprocess.TimeoutExpired):
