@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import botocore.exceptions
@@ -45,12 +46,21 @@ def ensure_environment() -> bool:
 
 
 def s3_from_env() -> S3Resource:
-    return S3Resource(
-        endpoint_url=os.environ["S3_ENDPOINT_URL"],
-        region_name=os.environ.get("AWS_REGION"),
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    """The S3 resource the environment names; one per endpoint and key in a process, so its
+    boto3 client (about 0.1-0.3 s to create) is made once, not per call (a long-running
+    process such as the review app calls this per request)."""
+    return _s3(
+        os.environ["S3_ENDPOINT_URL"],
+        os.environ.get("AWS_REGION"),
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_SECRET_ACCESS_KEY"),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _s3(endpoint_url: str, region: str | None, key_id: str | None, secret: str | None):
+    return S3Resource(endpoint_url=endpoint_url, region_name=region,
+                      aws_access_key_id=key_id, aws_secret_access_key=secret)  # fmt: skip
 
 
 def uploads_from_env() -> UploadsBucket:
