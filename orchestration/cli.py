@@ -374,6 +374,10 @@ def cmd_up(args) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, leave)
+    # A background job of a non-interactive shell (`setsid ./dev up &`) starts with SIGINT
+    # ignored, and children inherit an ignored signal: Dagster would then ignore the SIGINT
+    # the stack stops it with. A handler here is reset to the default in every child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     embedded = not os.environ.get("S3_ENDPOINT_URL")
     s3 = local_s3.configured() if embedded else None
     stack = Stack(s3=s3, owns_s3=bool(s3 and s3.status() is None))

@@ -91,6 +91,9 @@ class Up:
              "--review-port", str(self.review_port)],
             cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT, start_new_session=True,  # no controlling terminal
+            # As `setsid ./dev up &` from a script: a background job starts with SIGINT
+            # ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
         self.started: set[int] = set()
 
@@ -178,6 +181,7 @@ def test_sigterm_stops_every_process_it_started(up):
     while alive(started) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(started), f"left behind: {alive(started)}\n{up.output()}"
+    assert "did not stop in time" not in up.output()  # each stopped on its signal, not killed
     state = json.loads((up.root / "s3" / "state.json").read_text())
     assert state["pid"] == 0 and state["endpoint_url"]  # stopped, endpoint kept
     assert not _answers(up.review_port, "/healthz")
