@@ -2,7 +2,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.tables import content_version, preview
+from assets.tables import content_version, ok_rows, preview
 from assets.versions import CATALOG_VERSION
 from orchestration.partitions import BatchKey, upload_batch_partitions
 from photogroup.catalog import entry_ids
@@ -81,6 +81,7 @@ def catalog_index(
     batches are neither recomputed nor re-fetched. Batches whose partition was deleted are
     removed from the index."""
     key = BatchKey.parse(context.partition_key)
+    image_embeddings = ok_rows(image_embeddings)  # failed embeddings are not indexed
     segment = build_segment(key.batch, image_clusters, image_features, image_embeddings)
     model_id = str(image_embeddings.model_id.iloc[0]) if len(image_embeddings) else ""
     registered = {

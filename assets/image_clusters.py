@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from assets.contact_sheets import contact_sheet_metadata
-from assets.tables import content_version, coverage_check, preview
+from assets.tables import content_version, coverage_check, ok_rows, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup import GroupingParams
@@ -85,6 +85,7 @@ def image_clusters(
     """One row per accepted image: its strict group (copies and edits of one photo), its
     product (groups showing the same product) and the group's confidence."""
     params = GroupingParams()
+    image_embeddings = ok_rows(image_embeddings)  # a failed image groups by its hash alone
     key = cluster_memo_key(list(image_features.sha256), list(image_embeddings.model_id), params)
     found = memo.get_json_many(
         NAMESPACE, [key], lambda k, why: context.log.warning(f"cluster memo {k[:12]}: {why}")

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from assets.batch_map import ChunkConfig, map_images
 from assets.image_features import accepted_sources
-from assets.tables import content_version, coverage_check, preview
+from assets.tables import FAILED, OK, content_version, coverage_check, ok_rows, preview
 from assets.versions import EMBEDDINGS_VERSION, WORK_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup.embed import LocalEmbedder, decode_vector, embedding_entries
@@ -43,7 +43,8 @@ def image_embeddings(
     memo: MemoStore,
     uploads: UploadsBucket,
 ):
-    """One row per accepted image: an L2-normalised float32 embedding and the model id."""
+    """One row per accepted image: an L2-normalised float32 embedding and the model id, or
+    status "failed" and the reason when the embedder could not embed it."""
     model = embedder.get_embedder()
     # Only the local embedder goes to worker processes: it is pure NumPy on small images
     # (GIL-bound, stateless, cheap to pickle). cnn/onnx would load their weights in every
@@ -66,26 +67,21 @@ def image_embeddings(
         processes=processes,
     )
     calls = sum(-(-images // embedder.batch_size) for images in result.compute_calls)
-    table = raw_images[raw_images.status == ACCEPTED][["key", "file", "sha256"]].copy()
-    failed = table[table.sha256.isin(result.failures)].assign(
-        reason=lambda t: t.sha256.map(result.failures)
-    )
-    table = table[~table.sha256.isin(result.failures)]
-    table["model_id"] = model.model_id
-    table["embedding"] = [decode_vector(result.entries[sha]) for sha in table.sha256]
-    norms = np.array([np.linalg.norm(v) for v in table.embedding])
+    table = embedding_table(raw_images, model.model_id, result.entries, result.failures)
+    ok, failed = ok_rows(table), table[table.status != OK]
+    norms = np.array([np.linalg.norm(v) for v in ok.embedding])
     yield dg.Output(
-        table.reset_index(drop=True),
-        data_version=content_version(table, ["sha256", "model_id", "embedding"]),
+        table,
+        data_version=content_version(table, ["sha256", "model_id", "embedding", "status"]),
         metadata={
-            "images": len(table),
+            "images": len(ok),
             "model_id": model.model_id,
             "dimensions": model.dim,
             "embedder_calls": calls,
             **result.metadata(),
             **(model.stats() if hasattr(model, "stats") else {}),
             "failures": preview(failed, ["file", "sha256", "reason"]),
-            "preview": preview(table, ["file", "sha256", "model_id"]),
+            "preview": preview(ok, ["file", "sha256", "model_id"]),
         },
     )
     bad = int((~np.isfinite(norms) | (np.abs(norms - 1) > 1e-3)).sum())
@@ -94,9 +90,25 @@ def image_embeddings(
         passed=bad == 0,
         metadata={"vectors": len(norms), "not_unit_or_not_finite": bad},
     )
-    yield coverage_check("every_accepted_image_has_an_embedding", table, raw_images)
+    yield coverage_check("every_accepted_image_has_an_embedding", ok, raw_images)
     if len(failed):
         context.log.warning(
             f"{len(failed)} images could not be embedded and are left out of grouping; "
             "they are retried on the next run: " + ", ".join(failed.file.head(10))
         )
+
+
+def embedding_table(
+    raw_images: pd.DataFrame, model_id: str, entries: dict[str, dict], failures: dict[str, str]
+) -> pd.DataFrame:
+    """One row per accepted image: its vector and status ok, or no vector, status failed and
+    the provider's reason (failures are not memoised: retried on the next run)."""
+    table = raw_images.loc[raw_images.status == ACCEPTED, ["key", "file", "sha256"]]
+    table = table.reset_index(drop=True)
+    table["model_id"] = model_id
+    table["embedding"] = [
+        None if sha in failures else decode_vector(entries[sha]) for sha in table.sha256
+    ]
+    table["status"] = [FAILED if sha in failures else OK for sha in table.sha256]
+    table["reason"] = [failures.get(sha, "") for sha in table.sha256]
+    return table

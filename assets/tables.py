@@ -9,6 +9,18 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+#: ``status`` of a row a stage computed; other rows carry a failure and its ``reason``.
+OK = "ok"
+FAILED = "failed"
+
+
+def ok_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a stage's table that hold a result (tables without ``status`` hold only
+    those), for consumers that must skip failures."""
+    if "status" not in table.columns:
+        return table
+    return table[table.status == OK].reset_index(drop=True)
+
 
 def content_version(table: pd.DataFrame, columns: list[str]) -> dg.DataVersion:
     """A data version from the table's content, independent of row order and run."""

@@ -3,8 +3,9 @@ Dagster then marks the asset and everything downstream stale, and the memo names
 changes, so every entry of that stage is recomputed (old entries are simply not read)."""
 
 RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
-WORK_VERSION = "2"  # how the working copy is made (normalisation, size): features and
-# embeddings are computed from it, so it is part of their memo namespaces too
+WORK_VERSION = "3"  # how the working copy is made (normalisation, size): features and
+# embeddings are computed from it, so it is part of their memo namespaces too;
+# 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped
 FEATURES_VERSION = "4"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
@@ -12,6 +13,7 @@ CLUSTERS_VERSION = "3"  # 2: sub-quadratic candidates, verification, centre chec
 # 3: same-photo alignment + block comparison, product links by surface verification
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
-RENDITIONS_VERSION = "1"  # how renditions are decoded and encoded (settings: their digest)
+RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);
+# 2: the working copy's colour pipeline (ICC on images with alpha, colour keys)
 CATALOG_EXPORT_VERSION = "1"  # the per-batch catalogue export
 CUTOUTS_VERSION = "1"  # how cut-outs are stored (the provider's model id is in the namespace)

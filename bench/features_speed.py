@@ -42,31 +42,36 @@ PHONE_SIZES = ((4000, 3000), (3000, 2000))
 _ORIENTATION = 0x0112
 
 
-def phone_jpegs(count: int = PHONE_COUNT, cache: Path = CACHE) -> list[Path]:
-    """``count`` camera-like JPEGs, made once (about a minute) and then read from the cache."""
+def phone_jpegs(
+    count: int = PHONE_COUNT,
+    cache: Path = CACHE,
+    sizes: Sequence[tuple[int, int]] = PHONE_SIZES,
+    name: str = "phone",
+    sources: Sequence[str] = (*photos.COLOUR, *photos.GREY),
+) -> list[Path]:
+    """``count`` camera-like JPEGs of ``sizes`` from the photos ``sources`` (each in turn),
+    made once (about a minute) and then read from the cache folder ``<name>-<key>``."""
     key = hashlib.sha256(
-        Path(__file__).read_bytes() + f"{count}/{PIL.__version__}".encode()
+        Path(__file__).read_bytes() + f"{count}/{PIL.__version__}/{sizes}/{sources}".encode()
     ).hexdigest()[:12]
-    folder = cache / f"phone-{key}"
+    folder = cache / f"{name}-{key}"
     if not folder.exists():
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        names = [*photos.COLOUR, *photos.GREY]
         rng = np.random.default_rng(11)
         for i in range(count):
-            _phone_photo(photos.load(names[i % len(names)]), i, rng).save(
+            _phone_photo(photos.load(sources[i % len(sources)]), sizes[i % len(sizes)], rng).save(
                 tmp / f"phone_{i:02d}.jpg", **_save_options(i)
             )
         tmp.rename(folder)
-        for stale in cache.glob("phone-*"):  # made by an earlier version of this file
+        for stale in cache.glob(f"{name}-*"):  # made by an earlier version of this file
             if stale != folder:
                 shutil.rmtree(stale, ignore_errors=True)
     return sorted(folder.glob("*.jpg"))
 
 
-def _phone_photo(img: Image.Image, index: int, rng: np.random.Generator) -> Image.Image:
-    size = PHONE_SIZES[index % len(PHONE_SIZES)]
+def _phone_photo(img: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
     aspect = size[0] / size[1]
     # The largest crop of that aspect ratio, at a random place.
     w, h = img.size

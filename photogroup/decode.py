@@ -3,18 +3,20 @@
 Every upload ends as either a :class:`Decoded` image or a :class:`Rejection` with a
 specific reason code. Normalisation is what makes odd encodings group with their
 originals: EXIF orientation applied, 16-bit samples scaled (not clipped) to 8 bits,
+embedded ICC profiles converted to sRGB (as renditions are: :func:`to_srgb` is shared),
 transparency flattened onto white, CMYK converted, the first frame of an animation.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 #: Long side, in pixels, of the working copy every later stage reads. Perceptual hashes
 #: work at 8-32 px and the embedder at 64 px, so 512 px loses nothing they use.
@@ -157,12 +159,13 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
                 scale = _draft_scale(max(img.size), 3 * work_size // 4)
                 img.draft("RGB", (img.width // scale, img.height // scale))
             img.load()
+            profile = img.info.get("icc_profile")
             img = ImageOps.exif_transpose(img) or img
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc
     except _MALFORMED as exc:
         raise Rejection("corrupt_image", str(exc)) from exc
-    rgb = to_rgb(img)
+    rgb = to_srgb(img, profile)
     rgb.thumbnail((work_size, work_size), Image.Resampling.LANCZOS)
     return Decoded(rgb, content_type, width, height, frames)
 
@@ -173,30 +176,92 @@ def _draft_scale(long_side: int, min_long_side: int) -> int:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB the same way everywhere.
+    """8-bit RGB, without colour management: :func:`to_srgb` without a profile."""
+    return to_srgb(img, None)
 
-    16-bit and 32-bit samples are scaled by their nominal range (a plain ``convert``
-    clips them, turning a 16-bit photo white); alpha is composited onto white.
+
+def to_srgb(
+    img: Image.Image, profile: bytes | None = None, *, keep_alpha: bool = False
+) -> Image.Image:
+    """The one colour pipeline of every decoded upload (working copy and renditions).
+
+    8-bit sRGB ("RGB", or "RGBA" with ``keep_alpha`` when the image has transparency):
+    16-bit and 32-bit samples are scaled by their nominal range (a plain ``convert`` clips
+    them, turning a 16-bit photo white); an embedded ICC ``profile`` (Display P3, Adobe RGB,
+    CMYK...) is converted to sRGB, so features are computed on the colours customers see;
+    alpha is composited onto white unless kept. A broken profile is ignored.
     """
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / scale) + 0.5, 0, 255).astype(np.uint8))
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 1.0 if arr.max() <= 1.0 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / scale) + 0.5, 0, 255).astype(np.uint8))
+    img = _to_8_bit(img)
+    if _colour_key_hides_content(img):
+        img = img.convert("RGB")  # the key's own colour: what the photo had there
+        img.info.pop("transparency", None)  # convert() carries the key over as a colour
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "PA", "La", "RGBa"):
+    if img.mode in ("LA", "PA", "La", "RGBa") or (
+        img.mode in ("L", "RGB") and "transparency" in img.info
+    ):
         img = img.convert("RGBA")
+    if img.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        img = img.convert("RGB")
+    if profile:
+        img = _profile_to_srgb(img, profile)
     if img.mode == "RGBA":
+        if keep_alpha:
+            return img
         background = Image.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
-    if img.mode == "L" and "transparency" in img.info:
-        return to_rgb(img.convert("LA"))
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _to_8_bit(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / scale) + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if arr.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / scale) + 0.5, 0, 255).astype(np.uint8))
+    return img
+
+
+def _colour_key_hides_content(img: Image.Image) -> bool:
+    """Whether a colour key (one palette index or one colour made fully transparent, as
+    GIF and palette PNG do) hides pixels of the photo rather than a background.
+
+    A cut-out's key covers its background, so most of the border: flattened onto white it
+    matches the same product shot on white. A converter that keyed a colour the photo
+    itself uses (black, typically) hides pixels all over the image and little of the
+    border: flattened onto white, dark areas turn white and the file lands outside its
+    photo's group, while the pixels under the key still hold the photo's colour. So a key
+    that leaves most of the border visible is dropped. Graded alpha is never a key.
+    """
+    if img.mode not in ("P", "L", "RGB") or "transparency" not in img.info:
+        return False
+    alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+    if not np.isin(alpha, (0, 255)).all():
+        return False  # a palette with graded alpha (e.g. quantised RGBA): real transparency
+    border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+    return bool((border == 0).mean() < 0.5)
+
+
+def _profile_to_srgb(img: Image.Image, profile: bytes) -> Image.Image:
+    out_mode = "RGBA" if img.mode == "RGBA" else "RGB"
+    try:
+        return ImageCms.applyTransform(img, _transform_to_srgb(profile, img.mode, out_mode))
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img  # broken, or not for this mode (a CMYK profile on RGB pixels)
+
+
+@functools.lru_cache(maxsize=16)
+def _transform_to_srgb(profile: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform:
+    """Built once per profile: a phone embeds the same few profiles in every photo."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    return ImageCms.buildTransform(source, _SRGB, in_mode, out_mode)
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def encode_work_image(img: Image.Image) -> bytes:

@@ -15,9 +15,9 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageOps
 
-from photogroup.decode import DEFAULT_MAX_PIXELS, Rejection, to_rgb
+from photogroup.decode import DEFAULT_MAX_PIXELS, Rejection, to_rgb, to_srgb
 
 FORMATS = {"webp": "WEBP", "jpeg": "JPEG"}
 
@@ -89,30 +89,12 @@ def _open(data: bytes, largest: int, max_pixels: int) -> Image.Image:
         raise
     except Exception as exc:  # raw_images accepted these bytes: say what broke now
         raise Rejection("corrupt_image", str(exc)) from exc
-    return _to_srgb(img, profile)
+    return to_srgb(img, profile, keep_alpha=True)
 
 
 def _draft_size(size: tuple[int, int], largest: int) -> tuple[int, int]:
     scale = max(s for s in (1, 2, 4, 8) if s == 1 or max(size) // s >= largest)
     return (size[0] // scale, size[1] // scale)
-
-
-def _to_srgb(img: Image.Image, profile: bytes | None) -> Image.Image:
-    """RGB or RGBA in sRGB. An embedded ICC profile is honoured; without one, Pillow's
-    plain conversions (16-bit scaling and CMYK as in the decoder) are the best guess."""
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        img.mode == "P" and "transparency" in img.info
-    )
-    if profile and img.mode in ("RGB", "CMYK", "L"):
-        try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            srgb = ImageCms.createProfile("sRGB")
-            return ImageCms.profileToProfile(img, source, srgb, outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError):
-            pass  # a broken profile: fall back to the plain conversion
-    if has_alpha:
-        return img.convert("RGBA")
-    return to_rgb(img)
 
 
 def _resize(img: Image.Image, size: int) -> Image.Image:

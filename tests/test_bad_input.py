@@ -20,6 +20,7 @@ from PIL import Image, features
 
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from photogroup.samples import load_photo
+from tests.colour_files import adobe_rgb_jpeg, palette_with_black_keyed
 from tests.helpers import jpeg, materialise, metadata, photo_batch, read_table, upload
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,8 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
             Image.fromarray(np.asarray(astronaut.convert("L")).astype(np.uint16) * 257), "PNG"
         ),
         "palette-alpha.png": palette_with_transparent_border(chelsea),
+        "palette-key.png": palette_with_black_keyed(astronaut)[1],
+        "adobe-rgb.jpg": adobe_rgb_jpeg(coffee),
         "rotated.jpg": exif_rotated(coffee),
         "animated.gif": animation(astronaut, "GIF"),
         "animated.webp": animation(chelsea, "WEBP"),
@@ -143,6 +146,8 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
         "cmyk.jpg": (accepted, None, "image/jpeg", coffee.size),
         "grey16.png": (accepted, None, "image/png", astronaut.size),
         "palette-alpha.png": (accepted, None, "image/png", framed),
+        "palette-key.png": (accepted, None, "image/png", astronaut.size),
+        "adobe-rgb.jpg": (accepted, None, "image/jpeg", coffee.size),
         "rotated.jpg": (accepted, None, "image/jpeg", coffee.size),  # after orientation
         "animated.gif": (accepted, None, "image/gif", astronaut.size),
         "animated.webp": (accepted, None, "image/webp", chelsea.size),
@@ -237,6 +242,8 @@ def test_every_bad_upload_gets_its_reason_and_the_good_photos_are_grouped(s3_env
     for odd, photo in [
         ("really-a-png.jpg", "chelsea"),
         ("palette-alpha.png", "chelsea"),
+        ("palette-key.png", "astronaut"),  # its colour key hides the photo's black
+        ("adobe-rgb.jpg", "coffee"),
         ("animated.webp", "chelsea"),
         ("cmyk.jpg", "coffee"),
         ("rotated.jpg", "coffee"),

@@ -65,6 +65,15 @@ def test_bedrock_embeddings_record_refusals_and_retry_them(s3_env, s3_client):
         assert checks["every_image_in_exactly_one_group"] is True
         clusters = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "image_clusters", "shop/b1")
         assert set(clusters.file) == set(files)
+        # The failure is a row of the table, with its status and the provider's reason.
+        table = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "image_embeddings", "shop/b1")
+        assert set(table.file) == set(files)
+        rows = table.set_index("file")
+        assert rows.status.to_dict() == {f: "failed" if f == "refused.png" else "ok" for f in files}
+        assert "ValidationException" in rows.reason["refused.png"]
+        assert rows.embedding["refused.png"] is None
+        assert (rows.reason.drop("refused.png") == "").all()
+        assert all(len(v) == 256 for v in rows.embedding.drop("refused.png"))
 
         sent_before = len(standin.requests)
         second = materialise(instance, "shop/b1", resources)
