@@ -150,8 +150,10 @@ def record_edit(
     expected_version: str | None = None,
     clusters: pd.DataFrame | None = None,
     instance: dg.DagsterInstance | None = None,
+    shared_s3: bool = False,
 ) -> dict:
     """Validate and append ``request`` to the batch's log, report it; the recorded entry.
+    ``shared_s3``: use the process's shared S3 client (see ``s3_from_env``).
 
     With ``expected_version`` (the log version the editor saw), an edit made on a log that
     changed since is refused with EditConflict, also when the change lands between our read
@@ -160,7 +162,7 @@ def record_edit(
     clusters = read_clusters(batch) if clusters is None else clusters
     from orchestration.environment import edit_log_from_env
 
-    log = edit_log_from_env()
+    log = edit_log_from_env(shared_s3)
 
     def make_line(text: str) -> str:
         if expected_version is not None and log_version(text) != expected_version:

@@ -45,40 +45,44 @@ def ensure_environment() -> bool:
     return embedded
 
 
-def s3_from_env() -> S3Resource:
-    """The S3 resource the environment names; one per endpoint and key in a process, so its
-    boto3 client (about 0.1-0.3 s to create) is made once, not per call (a long-running
-    process such as the review app calls this per request)."""
-    return _s3(
+def s3_from_env(shared: bool = False) -> S3Resource:
+    """The S3 resource the environment names. ``shared``: the one such resource of this
+    process (its boto3 client, about 0.1-0.3 s to create, made once), for a long-running
+    server that would otherwise build one per request (the review app). By default a new
+    one: commands and tests add hooks to their clients, which must not leak to others."""
+    settings = (
         os.environ["S3_ENDPOINT_URL"],
         os.environ.get("AWS_REGION"),
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
     )
+    return _shared_s3(*settings) if shared else _s3(*settings)
 
 
-@functools.lru_cache(maxsize=8)
 def _s3(endpoint_url: str, region: str | None, key_id: str | None, secret: str | None):
     return S3Resource(endpoint_url=endpoint_url, region_name=region,
                       aws_access_key_id=key_id, aws_secret_access_key=secret)  # fmt: skip
+
+
+_shared_s3 = functools.lru_cache(maxsize=8)(_s3)
 
 
 def uploads_from_env() -> UploadsBucket:
     return UploadsBucket(s3=s3_from_env(), bucket=os.environ["UPLOADS_BUCKET"])
 
 
-def tables_from_env() -> ParquetS3IOManager:
-    return ParquetS3IOManager(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+def tables_from_env(shared: bool = False) -> ParquetS3IOManager:
+    return ParquetS3IOManager(s3=s3_from_env(shared), bucket=os.environ["PIPELINE_BUCKET"])
 
 
 def memo_from_env() -> MemoStore:
     return MemoStore(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
 
 
-def edit_log_from_env():
+def edit_log_from_env(shared: bool = False):
     from resources.edit_log import EditLog
 
-    return EditLog(s3=s3_from_env(), bucket=os.environ["PIPELINE_BUCKET"])
+    return EditLog(s3=s3_from_env(shared), bucket=os.environ["PIPELINE_BUCKET"])
 
 
 def catalog_from_env():

@@ -180,7 +180,7 @@ def create_app(
             tables = await run_in_threadpool(cache.tables, request.app.state.instance, batch)
             await run_in_threadpool(
                 record_edit, batch, edit_request, str(form.get("version", "")),
-                tables.clusters, request.app.state.instance,
+                tables.clusters, request.app.state.instance, shared_s3=True,
             )  # fmt: skip
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
@@ -232,7 +232,7 @@ def create_app(
         if key is None:
             raise HTTPException(404, f"no {kind} of {file!r} in {batch.partition_key}")
         try:
-            obj = s3_from_env().get_client().get_object(Bucket=bucket, Key=key)
+            obj = s3_from_env(shared=True).get_client().get_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             raise HTTPException(404, f"{kind} of {file!r} is missing on S3") from exc
         headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}

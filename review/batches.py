@@ -147,7 +147,7 @@ class BatchCache:
 
 
 def _read_tables(key: str, with_renditions: bool) -> BatchTables:
-    io = tables_from_env()
+    io = tables_from_env(shared=True)
     clusters = io.read(dg.AssetKey("image_clusters"), key)
     raw = io.read(dg.AssetKey("raw_images"), key)
     thumbs: dict[str, str] = {}
@@ -207,7 +207,7 @@ class BatchView:
 
 def batch_view(batch: BatchKey, tables: BatchTables) -> BatchView:
     """The groups with the current edit log applied, as cards (the log read now)."""
-    text, _ = edit_log_from_env().read(batch.partition_key)
+    text, _ = edit_log_from_env(shared=True).read(batch.partition_key)
     version = log_version(text)
     if version not in tables.views:
         if len(tables.views) >= 4:
