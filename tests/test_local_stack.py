@@ -16,6 +16,7 @@ import boto3
 import dagster as dg
 import pytest
 
+from orchestration.local_cluster import wait_until as wait_for
 from orchestration.local_s3 import LocalS3, _free_port
 from tests.helpers import photo_batch, upload
 
@@ -56,16 +57,6 @@ def alive(pids: set[int]) -> set[int]:
         if state != "Z":
             out.add(pid)
     return out
-
-
-def wait_for(predicate, what: str, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Up:
