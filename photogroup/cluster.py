@@ -30,6 +30,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from photogroup.colours import colour_name
+from photogroup.descriptor_votes import descriptor_pairs
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
 from photogroup.product_links import ProductRules, link_products
 from photogroup.verify import Keypoints, PhotoMatch, match_photos
@@ -46,6 +47,7 @@ class GroupingParams:
     cos_strict: float = 0.90  # linked if the embeddings also agree this much)
     cos_candidate: float = 0.30  # embedding neighbours at least this close are verified
     neighbours: int = 20  # nearest neighbours searched per image
+    descriptor_candidates: int = 5  # ... plus the images sharing the most ORB descriptors
     min_overlap: float = 0.5  # aligned copy covers this share of one of the two images
     min_agreement: float = 0.9  # share of textured blocks that look the same once aligned
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
@@ -53,6 +55,12 @@ class GroupingParams:
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's
     max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
     max_hue_turn: float = 60.0  # degrees: an edit turns saturated hues less, a colour variant more
+    # ... or one patch differs (a sticker, a price tag) and everything else matches exactly:
+    min_rest_agreement: float = 0.97  # agreement outside the patch's box
+    max_second_patch: int = 3  # blocks: the pack a few degrees away differs in several places
+    min_occlusion_inlier_ratio: float = 0.95  # one homography explains almost every match
+    max_occluded: float = 0.6  # the box hides at most this share of the textured blocks
+    max_copy_residual: float = 0.001  # inliers this close to one plane (of the diagonal)
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image
@@ -73,15 +81,37 @@ class GroupingParams:
 
     def same_photo(self, m: PhotoMatch) -> bool:
         """The strict rule on a verified pair (see :mod:`photogroup.verify`)."""
-        return (
+        return self.copy_test(m) is not None
+
+    def copy_test(self, m: PhotoMatch) -> str | None:
+        """Which test makes ``m`` a copy of one photo: ``agreement`` (the aligned images look
+        the same almost everywhere), ``one_patch_differs`` (a sticker or tag hides one
+        compact part, the rest matches exactly, and one homography puts almost every keypoint
+        match where it belongs to within a pixel or so; the same pack shot from a few degrees
+        away, with another illustration, also differs in one patch, but its faces and depth
+        fit one plane less well), or None."""
+        geometry = (
             m.blocks >= self.min_blocks
             and m.overlap >= self.min_overlap
-            and m.agreement >= self.min_agreement
             and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
             and m.second_plane <= self.max_second_plane * max(m.inliers, 1)
             and m.colour_residual <= self.max_colour_residual
             and m.hue_turn <= self.max_hue_turn
         )
+        if not geometry:
+            return None
+        if m.agreement >= self.min_agreement:
+            return "agreement"
+        if (
+            m.method == "keypoints"
+            and m.inliers >= self.min_occlusion_inlier_ratio * m.good
+            and m.residual <= self.max_copy_residual
+            and m.rest_agreement >= self.min_rest_agreement
+            and m.second_patch <= self.max_second_patch
+            and m.occluded <= self.max_occluded
+        ):
+            return "one_patch_differs"
+        return None
 
     def product_rules(self) -> ProductRules:
         return ProductRules(
@@ -239,8 +269,11 @@ def strict_links(
     """Same-photo links from hash neighbours and embedding neighbours."""
     ha, hb, _ = hash_pairs(d4[:, 0], d4, p.hash_sure)
     ea, eb, _ = similar_pairs(emb, p.cos_candidate, k=p.neighbours)
-    a, b, _ = unique_pairs(np.concatenate([ha, ea]), np.concatenate([hb, eb]),
-                           np.zeros(len(ha) + len(ea)), keep="min")  # fmt: skip
+    # A small rotation, an app frame or noise moves the embedding of a copy; its keypoints'
+    # descriptors mostly stay (photogroup.descriptor_votes).
+    va, vb = _descriptor_candidates(keypoints, p.descriptor_candidates)
+    a, b, _ = unique_pairs(np.concatenate([ha, ea, va]), np.concatenate([hb, eb, vb]),
+                           np.zeros(len(ha) + len(ea) + len(va)), keep="min")  # fmt: skip
     dist, orientation = dihedral_match(d4, a, b)
     cos = pair_cosines(emb, a, b)
     has_kp = np.array([k is not None for k in keypoints]) if keypoints is not None else None
@@ -258,10 +291,11 @@ def strict_links(
         m = match_photos(keypoints[a[i]], keypoints[b[i]], hint)
         if hint is None:
             photo_matches[(int(a[i]), int(b[i]))] = m
-        if m is not None and p.same_photo(m):
+        test = p.copy_test(m) if m is not None else None
+        if m is not None and test is not None:
             linked[i] = True
-            strength[i] = m.agreement
-            evidence[int(i)] = {"rule": "same_photo", **m.as_dict(),
+            strength[i] = m.agreement if test == "agreement" else m.rest_agreement
+            evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
     keep = np.nonzero(linked)[0]
@@ -269,6 +303,17 @@ def strict_links(
         return Links(a[keep], b[keep], strength[keep], photo_matches=photo_matches)
     out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
     return Links(a[keep], b[keep], strength[keep], out, photo_matches)
+
+
+def _descriptor_candidates(
+    keypoints: Sequence[Keypoints | None] | None, per_image: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if keypoints is None or per_image <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    own = [k.descriptors if k is not None else None for k in keypoints]
+    mirrors = [k.mirror_descriptors if k is not None else None for k in keypoints]
+    a, b, _ = descriptor_pairs(own, mirrors, per_image)
+    return a, b
 
 
 def cut_groups(

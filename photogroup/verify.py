@@ -234,6 +234,11 @@ class PhotoMatch:
     patches: int  # separate patches of disagreeing blocks (see block_agreement)
     colour_residual: float  # median a*b* error left by the best global colour edit
     hue_turn: float  # degrees that edit turns hues (a tint or white balance turns few)
+    # The largest disagreeing patch as an occluder (a sticker, a price tag; see Blocks):
+    rest_agreement: float = 0.0  # agreement of the blocks outside its box
+    occluded: float = 0.0  # share of textured blocks inside its box
+    second_patch: int = 0  # blocks in the second-largest disagreeing patch
+    residual: float = 0.0  # median inlier distance from the homography, over a's diagonal
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -281,6 +286,10 @@ class Alignment:
     inliers: int
     good: int
     second: int
+    #: Median distance of the inliers from where the homography puts them, over a's
+    #: diagonal: an edited copy moves as one plane to within keypoint jitter; the same pack
+    #: shot from a few degrees away fits one plane only roughly (its other faces, its depth).
+    residual: float = 0.0
 
 
 def align(a: Keypoints, b: Keypoints) -> Alignment | None:
@@ -292,7 +301,7 @@ def align(a: Keypoints, b: Keypoints) -> Alignment | None:
         found = _homography(a.xy, a.descriptors, xy, desc, a.diagonal)
         if found is not None and (best is None or found.inliers > best.inliers):
             h = found.homography @ pre if pre is not None else found.homography
-            best = Alignment(h, found.inliers, found.good, found.second)
+            best = Alignment(h, found.inliers, found.good, found.second, found.residual)
     return best
 
 
@@ -313,13 +322,15 @@ def _homography(xy_a, desc_a, xy_b, desc_b, diagonal: float) -> Alignment | None
     if homography is None or mask is None or int(mask.sum()) < MIN_ALIGN_INLIERS:
         return None
     error = np.hypot(*(cv2.perspectiveTransform(src[None], homography)[0] - dst).T)
+    inlying = mask.ravel().astype(bool)
+    residual = float(np.median(error[inlying])) / max(diagonal, 1.0)
     clear = error > 3 * radius
     second = 0
     if clear.sum() >= MIN_ALIGN_INLIERS:
         h2, mask2 = cv2.findHomography(src[clear], dst[clear], cv2.USAC_MAGSAC, radius,
                                        maxIters=1000)  # fmt: skip
         second = int(mask2.sum()) if h2 is not None and mask2 is not None else 0
-    return Alignment(homography, int(mask.sum()), len(good), second)
+    return Alignment(homography, int(mask.sum()), len(good), second, residual)
 
 
 def _to_thumb(k: Keypoints, thumb: np.ndarray) -> np.ndarray:
@@ -343,7 +354,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     size = (a.thumb.shape[1], a.thumb.shape[0])
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
-    agreement, blocks, patches, fine = block_agreement(a.thumb, warped, covered)
+    compared = block_agreement(a.thumb, warped, covered)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
         colour_h = _to_thumb(a, a.colour) @ homography @ np.linalg.inv(_to_thumb(b, b.colour))
@@ -354,8 +365,10 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
         residual, turn = colour_edit_fit(a.colour[valid], wb[valid])
     method = "keypoints" if found.good else "hash"
     return PhotoMatch(method, found.inliers, found.good, found.second, round(overlap, 4),
-                      round(agreement, 4), round(fine, 4), blocks, patches, round(residual, 2),
-                      round(turn, 1))  # fmt: skip
+                      round(compared.agreement, 4), round(compared.fine, 4), compared.blocks,
+                      compared.patches, round(residual, 2), round(turn, 1),
+                      round(compared.rest_agreement, 4), round(compared.occluded, 4),
+                      compared.second_patch, round(found.residual, 5))  # fmt: skip
 
 
 def _overlap(size_a, size_b, homography) -> float:
@@ -407,20 +420,32 @@ def colour_edit_fit(ab_a: np.ndarray, ab_b: np.ndarray) -> tuple[float, float]:
     return residual, float(np.median(turn))
 
 
-def block_agreement(
-    a: np.ndarray, b: np.ndarray, valid: np.ndarray
-) -> tuple[float, int, int, float]:
-    """Share of textured ``BLOCK`` px blocks, wholly inside ``valid``, whose normalised
-    cross-correlation is at least ``_BLOCK_NCC``; how many blocks were textured; and in how
-    many separate patches (8-connected, two blocks or more) the others lie. Correlation
-    ignores gain and offset, so exposure and white-balance edits agree. A sticker, a
-    watermark or a frame differs in one patch; another flavour or design of a pack differs
-    wherever its flavour name and artwork are printed."""
+@dataclass(frozen=True)
+class Blocks:
+    """How two aligned grey thumbnails agree, block by block (see :func:`block_agreement`)."""
+
+    agreement: float  # share of textured blocks whose correlation is at least _BLOCK_NCC
+    blocks: int  # textured blocks compared
+    patches: int  # separate patches (8-connected, two blocks or more) of disagreeing blocks
+    fine: float  # share of textured blocks at a correlation of at least _FINE_NCC
+    rest_agreement: float = 0.0  # agreement outside the box of the largest patch
+    occluded: float = 0.0  # share of textured blocks inside that box
+    second_patch: int = 0  # blocks in the second-largest patch
+
+
+def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> Blocks:
+    """Compare textured ``BLOCK`` px blocks wholly inside ``valid`` by normalised
+    cross-correlation, which ignores gain and offset, so exposure and white-balance edits
+    agree. A sticker, a watermark or a frame differs in one patch; another flavour or design
+    of a pack, or the same pack from a few degrees away, differs in several places. So the
+    largest patch is also treated as an occluder: the agreement of the blocks outside its
+    bounding box (grown by a block), how much of the image that box hides, and the size of
+    the next patch."""
     from scipy.ndimage import label
 
     rows, cols = a.shape[0] // BLOCK, a.shape[1] // BLOCK
     if not rows or not cols:
-        return 0.0, 0, 0, 0.0
+        return Blocks(0.0, 0, 0, 0.0)
 
     def blocks(x: np.ndarray) -> np.ndarray:
         x = x[: rows * BLOCK, : cols * BLOCK]
@@ -432,14 +457,31 @@ def block_agreement(
     sa, sb = np.sqrt((va**2).mean(axis=1)), np.sqrt((vb**2).mean(axis=1))
     textured = inside & (np.maximum(sa, sb) > _TEXTURE_STD)
     if not textured.any():
-        return 0.0, 0, 0, 0.0
+        return Blocks(0.0, 0, 0, 0.0)
     ncc = (va * vb).mean(axis=1) / np.maximum(sa * sb, 1e-6)
     agree = ncc >= _BLOCK_NCC
     differ = (textured & ~agree).reshape(rows, cols)
     labels, count = label(differ, structure=np.ones((3, 3)))
-    patches = int((np.bincount(labels.ravel(), minlength=count + 1)[1:] >= 2).sum())
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    patches = int((sizes >= 2).sum())
     fine = float((ncc[textured] >= _FINE_NCC).mean())
-    return float(agree[textured].mean()), int(textured.sum()), patches, fine
+    agreement = float(agree[textured].mean())
+    if not count:
+        return Blocks(agreement, int(textured.sum()), patches, fine, agreement, 0.0, 0)
+    ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    hidden = np.zeros((rows, cols), bool)
+    hidden[max(0, ys.min() - 1) : ys.max() + 2, max(0, xs.min() - 1) : xs.max() + 2] = True
+    hidden = hidden.ravel()
+    rest = textured & ~hidden
+    return Blocks(
+        agreement,
+        int(textured.sum()),
+        patches,
+        fine,
+        float(agree[rest].mean()) if rest.any() else 0.0,
+        float((textured & hidden).sum() / textured.sum()),
+        int(np.sort(sizes)[-2]) if count > 1 else 0,
+    )
 
 
 def _hash_alignment(a: Keypoints, b: Keypoints, orientation: int) -> np.ndarray:
