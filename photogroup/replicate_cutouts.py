@@ -59,6 +59,7 @@ from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
+from photogroup.providers import CutoutOutcome
 from photogroup.ratelimit import LimiterStats, TokenBucket, backoff_delays
 
 log = logging.getLogger(__name__)
@@ -105,20 +106,6 @@ class SecretToken:
         return "SecretToken('**********')"
 
     __str__ = __repr__
-
-
-@dataclass
-class CutoutOutcome:
-    """One image's result: a mask, or why there is none."""
-
-    mask: Image.Image | None  # mode "L", the input's size; 255 foreground, 0 background
-    error: str | None = None
-    seconds: float = 0.0  # create accepted (or first attempt, if never accepted) to done
-    prediction_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.mask is not None
 
 
 @dataclass(eq=False)

@@ -43,8 +43,8 @@ import botocore.exceptions
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from photogroup.providers import CutoutOutcome
 from photogroup.ratelimit import LimiterStats, TokenBucket, backoff_delays
-from photogroup.replicate_cutouts import CutoutOutcome
 from resources.bedrock_embedder import (
     _RETRYABLE_CODES,
     _RETRYABLE_EXCEPTIONS,

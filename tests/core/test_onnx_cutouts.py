@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing  # noqa: E402
-from photogroup.replicate_cutouts import CutoutOutcome  # noqa: E402
+from photogroup.providers import CutoutOutcome  # noqa: E402
 
 SIZE = 64
 
