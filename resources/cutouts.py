@@ -11,7 +11,6 @@ bucket, ``limits/<provider>.json``, see resources/shared_ratelimit.py), served r
 across tenants, so parallel runs together stay under the account's quota.
 """
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -69,14 +68,14 @@ class CutoutResource(dg.ConfigurableResource):
             return self._onnx()
         limiter = self._limiter(tenant)
         if self.provider == "replicate":
-            from photogroup.replicate_cutouts import ReplicateCutouts
+            from resources.replicate_cutouts import ReplicateCutouts
 
             token = os.environ.get(self.replicate_token_env, "")
             if not token:
                 raise ValueError(f"provider 'replicate' needs ${self.replicate_token_env}")
             if not self.replicate_version:
                 raise ValueError("provider 'replicate' needs replicate_version")
-            client = ReplicateCutouts(
+            return ReplicateCutouts(
                 token,
                 self.replicate_version,
                 base_url=self.replicate_base_url,
@@ -86,8 +85,6 @@ class CutoutResource(dg.ConfigurableResource):
                 poll_interval=self.replicate_poll_interval,
                 prediction_timeout=self.replicate_prediction_timeout,
             )
-            client.model_id = f"replicate-{_short(self.replicate_version)}"
-            return client
         from resources.bedrock_cutouts import BedrockCutouts
 
         return BedrockCutouts.from_settings(
@@ -127,7 +124,3 @@ class CutoutResource(dg.ConfigurableResource):
         return OnnxCutouts(
             path, SaliencyPreprocessing(size=size), intra_op_num_threads=self.threads or 1
         )
-
-
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

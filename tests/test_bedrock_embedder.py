@@ -11,7 +11,7 @@ from PIL import Image
 
 from photogroup.embed import Embedder, embed_with_failures
 from photogroup.ratelimit import TokenBucket, most_in_window
-from resources.bedrock_embedder import BedrockEmbedder, EmbeddingFailed, _clip
+from resources.bedrock_embedder import BedrockEmbedder, EmbeddingFailed
 from tests.standins.bedrock_runtime import BedrockRuntimeStandIn
 
 SECRET = "stand-in-secret-key-7f3a9c1e-do-not-log"
@@ -264,14 +264,15 @@ def test_secrets_never_reach_reasons_stats_or_logs(caplog):
 
 
 def test_reasons_redact_credential_shaped_text():
-    reason = _clip(
+    clip = BedrockEmbedder(client=None).clip
+    reason = clip(
         "Could not connect to https://user:pa55@bedrock.example/ with "
         "Credential=AKIAABCDEFGHIJKLMNOP/20260101 Signature=abc123 X-Amz-Security-Token=tok"
     )
     for leaked in ("pa55", "AKIAABCDEFGHIJKLMNOP", "abc123"):
         assert leaked not in reason
     assert reason.endswith("X-Amz-Security-Token=***")
-    assert len(_clip("x" * 1000)) == 300
+    assert len(clip("x" * 1000)) == 300
 
 
 def test_a_shared_limiter_can_be_injected(standin):

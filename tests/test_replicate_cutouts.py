@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from photogroup.ratelimit import TokenBucket, most_in_window
-from photogroup.replicate_cutouts import ReplicateCutouts, SecretToken, _retry_after
+from resources.replicate_cutouts import ReplicateCutouts, _retry_after, secret_token
 from tests.standins.replicate_api import VERSION, ReplicateStandIn, scaled_limiter
 
 SCALE = 0.05
@@ -152,7 +152,11 @@ def test_wrong_token_is_a_per_image_401_without_the_token(caplog):
     assert sum(o.error.startswith("not sent:") for o in outcomes) >= 3
     for text in [*(o.error for o in outcomes), repr(client), caplog.text]:
         assert TOKEN not in text
-    assert repr(SecretToken(TOKEN)) == str(SecretToken(TOKEN)) == "SecretToken('**********')"
+    # The token is a pydantic SecretStr: neither its repr nor its str shows it.
+    assert TOKEN not in repr(secret_token(TOKEN)) and TOKEN not in str(secret_token(TOKEN))
+    assert secret_token(f" {TOKEN} ").get_secret_value() == TOKEN
+    with pytest.raises(ValueError, match="non-empty"):
+        secret_token("  ")
 
 
 def test_other_4xx_fails_the_image_without_retrying():
@@ -198,4 +202,4 @@ def test_urls_and_retry_after_parsing():
     assert _retry_after("2") == 2.0 and _retry_after("0.125") == 0.125
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
     assert _retry_after("soon") is None and _retry_after(None) is None
-    assert TOKEN not in client._clip(f"echoed Bearer {TOKEN} and {TOKEN}")
+    assert TOKEN not in client.clip(f"echoed Bearer {TOKEN} and {TOKEN}")
