@@ -44,19 +44,19 @@ import json
 import math
 import random
 import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from photogroup.ratelimit import TokenBucket
+from tests.standins.server import ServedStandIn, StandInServer
 
 #: The model version the stand-in serves; any other gets 422 like an unknown version.
 VERSION = "fb8af171cfa1616ddcf1242c093f9c46bcada5ad4cf6f2fbe8b81b330ec5c003"
@@ -147,7 +147,9 @@ class _Prediction:
 
 
 @dataclass
-class ReplicateStandIn:
+class ReplicateStandIn(ServedStandIn):
+    thread_name = "replicate-standin"
+
     token: str = "r8_standin_token"
     create_limit_per_minute: int | None = None
     throttle_first: int = 0
@@ -167,45 +169,12 @@ class ReplicateStandIn:
         self._creates = 0
         self._accepted: deque[float] = deque()
         self._predictions: dict[str, _Prediction] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ReplicateStandIn:
-        # Port 0: the OS picks a free port, so parallel test sessions never collide.
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="replicate-standin",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()  # serve_forever returns
-        self._server.close_connections()  # keep-alive handlers see EOF instead of waiting
-        self._server.server_close()  # joins the handler threads
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> ReplicateStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.url
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -375,41 +344,13 @@ def replicate_api(**behaviour) -> Iterator[ReplicateStandIn]:
         yield standin
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # a benchmark opens a dozen keep-alive connections at once
-
-    def __init__(self, address, handler, standin: ReplicateStandIn) -> None:
-        self.standin = standin
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with suppress(OSError):  # already closed by the client
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' pool expects
     timeout = 30  # a stuck client cannot hold a handler thread forever
     # Headers and body go out in two writes: with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms a response).
     disable_nagle_algorithm = True
-    server: _Server
+    server: StandInServer
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -453,3 +394,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
+
+
+ReplicateStandIn.handler = _Handler
