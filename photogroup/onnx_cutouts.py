@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from photogroup.onnx_session import OnnxModelError, OnnxSession, show
+from photogroup.onnx_session import OnnxModelError, OnnxProvider, show
 from photogroup.providers import CutoutOutcome, clip_reason, latency_percentiles
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,10 @@ class SaliencyPreprocessing:
         return ((pixels - mean) / std).transpose(2, 0, 1)
 
 
-class OnnxCutouts:
+class OnnxCutouts(OnnxProvider):
     """Saliency-map masks from a U²-Net-style ONNX model, on CPU."""
+
+    preprocessing: SaliencyPreprocessing
 
     def __init__(
         self,
@@ -137,28 +139,13 @@ class OnnxCutouts:
         """``batch_size`` images per run (a fixed batch dimension in the model wins);
         ``intra_op_num_threads`` bounds onnxruntime's threads (the pipeline shares cores)."""
         pre = preprocessing or SaliencyPreprocessing()
-        model = OnnxSession.open(
+        model = self._open(
             model_path,
-            input_name=pre.input_name,
-            output_name=pre.output_name,
-            batch_size=batch_size,
-            threads=intra_op_num_threads,
-        )
-        self._model = model
-        self.model_path = model.path
-        self.preprocessing = dataclasses.replace(
             pre,
-            size=_resolve_size(model.input.shape, pre.size, model.path),
-            input_name=model.input.name,
-            output_name=model.output.name,
+            lambda shape, path: _resolve_size(shape, pre.size, path),
+            batch_size,
+            intra_op_num_threads,
         )
-        self.input_name: str = model.input.name
-        self.output_name: str = model.output.name
-        # A fixed batch dimension (usually 1, from a traced export) is filled exactly.
-        self.fixed_batch = model.fixed_batch
-        self.batch_size = model.batch_size(batch_size)
-        self.intra_op_num_threads = int(intra_op_num_threads)
-        self.model_sha256 = model.sha256
         self.model_id = f"onnx-cutout-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
 
         self._lock = threading.Lock()

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from photogroup.embed import l2_normalise
 from photogroup.features import trim_uniform_border
-from photogroup.onnx_session import INSTALL_HINT, OnnxModelError, OnnxSession, show
+from photogroup.onnx_session import INSTALL_HINT, OnnxModelError, OnnxProvider, show
 
 __all__ = ["INSTALL_HINT", "OnnxEmbedder", "OnnxModelError", "Preprocessing"]
 
@@ -117,8 +117,10 @@ class Preprocessing:
         return (pixels * np.float32(self.scale) - mean) / std
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(OnnxProvider):
     """Runs an ONNX image encoder on CPU; rows are float32 and L2-normalised."""
+
+    preprocessing: Preprocessing
 
     def __init__(
         self,
@@ -129,29 +131,13 @@ class OnnxEmbedder:
         intra_op_num_threads: int = 1,
     ) -> None:
         pre = preprocessing or Preprocessing()
-        model = OnnxSession.open(
+        model = self._open(
             model_path,
-            input_name=pre.input_name,
-            output_name=pre.output_name,
-            batch_size=batch_size,
-            threads=intra_op_num_threads,
-        )
-        self._model = model
-        self.model_path = model.path
-        self.preprocessing = dataclasses.replace(
             pre,
-            size=_resolve_size(model.input.shape, pre, model.path),
-            input_name=model.input.name,
-            output_name=model.output.name,
+            lambda shape, path: _resolve_size(shape, pre, path),
+            batch_size,
+            intra_op_num_threads,
         )
-        self.input_name: str = model.input.name
-        self.output_name: str = model.output.name
-        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
-        # the last chunk; a dynamic one takes ``batch_size`` images per run.
-        self.fixed_batch = model.fixed_batch
-        self.batch_size = model.batch_size(batch_size)
-        self.intra_op_num_threads = intra_op_num_threads
-        self.model_sha256 = model.sha256
         self.model_id = f"onnx-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
         declared = _declared_dim(model.output.shape, self.preprocessing)
         # Dynamic output dims are learned from one run on a blank image.

@@ -6,9 +6,10 @@ a model is opened, so ``import photogroup`` stays light.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,45 @@ class OnnxSession:
                 f"inference failed on input {list(batch.shape)}: {clip_reason(exc)}"
             ) from exc
         return np.asarray(out), time.monotonic() - started
+
+
+class OnnxProvider:
+    """What the ONNX embedder and cut-outs set up alike from one opened model."""
+
+    def _open(
+        self,
+        model_path: str | Path,
+        preprocessing: Any,
+        resolve_size: Callable[[Sequence[Any], Path], tuple[int, int]],
+        batch_size: int,
+        threads: int,
+    ) -> OnnxSession:
+        """Open the model with ``preprocessing``'s input and output names; the preprocessing
+        is kept with the size (``resolve_size(input shape, path)``) and names it resolved."""
+        model = OnnxSession.open(
+            model_path,
+            input_name=preprocessing.input_name,
+            output_name=preprocessing.output_name,
+            batch_size=batch_size,
+            threads=threads,
+        )
+        self._model = model
+        self.model_path = model.path
+        self.preprocessing = dataclasses.replace(
+            preprocessing,
+            size=resolve_size(model.input.shape, model.path),
+            input_name=model.input.name,
+            output_name=model.output.name,
+        )
+        self.input_name: str = model.input.name
+        self.output_name: str = model.output.name
+        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
+        # the last chunk; a dynamic one takes ``batch_size`` images per run.
+        self.fixed_batch = model.fixed_batch
+        self.batch_size = model.batch_size(batch_size)
+        self.intra_op_num_threads = int(threads)
+        self.model_sha256 = model.sha256
+        return model
 
 
 def show(shape: Sequence[Any]) -> str:

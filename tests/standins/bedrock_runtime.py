@@ -55,6 +55,7 @@ from http.server import BaseHTTPRequestHandler
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tests.standins.pictures import background_mask, magenta_corner
 from tests.standins.server import ServedStandIn, StandInServer
 
 MODEL_PREFIX = "amazon.titan-embed-image-v1"
@@ -73,27 +74,7 @@ _ERROR_CODES = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-_MAGENTA = (255, 0, 255)
 _REJECTED = "The provided image is not supported by this stand-in."
-
-
-def magenta_corner(img: Image.Image) -> bool:
-    """The default always-rejected image: top-left pixel pure magenta."""
-    return img.convert("RGB").getpixel((0, 0)) == _MAGENTA
-
-
-def background_mask(img: Image.Image) -> Image.Image:
-    """The stand-in's "background removal": 255 where a pixel differs from the border colour.
-
-    The border colour is the most common colour of the outermost pixels, so a flat backdrop
-    with shapes on it gives exactly the shapes.
-    """
-    rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
-    packed = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]  # one int per colour
-    border = np.concatenate([packed[0], packed[-1], packed[:, 0], packed[:, -1]])
-    colours, counts = np.unique(border, return_counts=True)
-    background = colours[np.argmax(counts)]
-    return Image.fromarray(np.where(packed != background, 255, 0).astype(np.uint8))
 
 
 @dataclass(frozen=True)

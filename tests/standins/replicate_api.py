@@ -52,38 +52,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from photogroup.ratelimit import TokenBucket
+from tests.standins.pictures import background_mask as mask_for
+from tests.standins.pictures import magenta_corner
 from tests.standins.server import ServedStandIn, StandInServer
 
 #: The model version the stand-in serves; any other gets 422 like an unknown version.
 VERSION = "fb8af171cfa1616ddcf1242c093f9c46bcada5ad4cf6f2fbe8b81b330ec5c003"
-_MAGENTA = (255, 0, 255)
 _PREDICTION = re.compile(r"/v1/predictions/(?P<id>[a-z0-9]+)")
 _CANCEL = re.compile(r"/v1/predictions/(?P<id>[a-z0-9]+)/cancel")
 _FILE = re.compile(r"/files/(?P<id>[a-z0-9]+)\.png")
 _DATA_URL = re.compile(r"data:image/[a-z+.-]+;base64,(?P<data>.*)", re.DOTALL)
-
-
-def magenta_corner(img: Image.Image) -> bool:
-    """The default always-failing image: top-left pixel pure magenta."""
-    return img.convert("RGB").getpixel((0, 0)) == _MAGENTA
-
-
-def mask_for(img: Image.Image) -> Image.Image:
-    """The stand-in's "background removal": 255 where a pixel differs from the border colour.
-
-    The border colour is the most common colour of the outermost pixels, so a flat backdrop
-    with shapes on it gives exactly the shapes.
-    """
-    rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
-    packed = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]  # one int per colour
-    border = np.concatenate([packed[0], packed[-1], packed[:, 0], packed[:, -1]])
-    colours, counts = np.unique(border, return_counts=True)
-    background = colours[np.argmax(counts)]
-    return Image.fromarray(np.where(packed != background, 255, 0).astype(np.uint8))
 
 
 def cutout_png(img: Image.Image) -> bytes:
