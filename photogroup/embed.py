@@ -13,14 +13,13 @@ from photogroup.chunks import Failed
 from photogroup.features import trim_uniform_border
 
 # The contract lives in photogroup.providers; callers may import it from here too.
-from photogroup.providers import Embedder, EmbedOutcome
+from photogroup.providers import Embedder, EmbedOutcome, FallibleEmbedder
 
 
 def embed_with_failures(embedder: Embedder, images: Sequence[Image.Image]) -> EmbedOutcome:
-    """Providers that can fail per image implement ``embed_with_failures``; others cannot."""
-    method = getattr(embedder, "embed_with_failures", None)
-    if method is not None:
-        return method(images)
+    """A FallibleEmbedder reports the images it could not embed; others cannot fail one."""
+    if isinstance(embedder, FallibleEmbedder):
+        return embedder.embed_with_failures(images)
     return EmbedOutcome(embedder.embed(images))
 
 

@@ -18,6 +18,8 @@ from photogroup.providers import CutoutProvider, Embedder, FallibleEmbedder, cli
 from photogroup.ratelimit import TokenBucket
 from resources.bedrock_cutouts import BedrockCutouts
 from resources.bedrock_embedder import BedrockEmbedder
+from resources.cutouts import CutoutResource
+from resources.embedder import EmbedderResource
 from resources.provider_client import MAX_RETRY_AFTER, Failed, RemoteClient, Retryable
 from resources.replicate_cutouts import ReplicateCutouts
 
@@ -128,3 +130,10 @@ def test_every_provider_implements_its_declared_protocol():
         assert provider.cut_out([]) == []
         assert isinstance(provider.stats(), dict)
     assert isinstance(LocalCutouts(threads=1).cut_out([Image.new("RGB", (8, 8))])[0].ok, bool)
+
+
+def test_provider_resources_describe_every_setting():
+    # The launchpad shows these descriptions; the S3 dependency is a resource, not a setting.
+    for resource in (CutoutResource, EmbedderResource):
+        undescribed = [n for n, f in resource.model_fields.items() if not f.description]
+        assert undescribed == ["s3"], resource.__name__
