@@ -11,36 +11,20 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from photogroup.ratelimit import TokenBucket, most_in_window
 from resources.replicate_cutouts import ReplicateCutouts, _retry_after, secret_token
+from tests.standins.pictures import refused, shapes
 from tests.standins.replicate_api import VERSION, ReplicateStandIn, scaled_limiter
 
 SCALE = 0.05
 TOKEN = "r8_StandInTok3nDoNotLog7f3a9c1e"
-MAGENTA = (255, 0, 255)
-
-
-def picture(seed: int, size: tuple[int, int] = (48, 40)) -> tuple[Image.Image, np.ndarray]:
-    """A flat backdrop with two shapes, and the mask they make (True: foreground)."""
-    rng = np.random.default_rng(seed)
-    background = tuple(int(v) for v in rng.integers(150, 256, 3))
-    img = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(img)
-    for _ in range(2):
-        x, y = (int(v) for v in rng.integers(4, 20, 2))
-        w, h = (int(v) for v in rng.integers(6, 18, 2))
-        colour = tuple(int(v) for v in rng.integers(0, 120, 3))
-        draw.ellipse([x, y, x + w, y + h], fill=colour)
-    expected = np.any(np.asarray(img) != np.array(background, dtype=np.uint8), axis=-1)
-    return img, expected
+picture = shapes
 
 
 def magenta_corner(seed: int) -> Image.Image:
-    img, _ = picture(seed)
-    img.putpixel((0, 0), MAGENTA)
-    return img
+    return refused(picture(seed)[0])
 
 
 def make_client(standin: ReplicateStandIn, **overrides) -> ReplicateCutouts:

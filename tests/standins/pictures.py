@@ -1,9 +1,10 @@
-"""What the cut-out stand-ins compute from a picture, and the picture they always refuse."""
+"""Pictures for the provider tests, what the cut-out stand-ins compute from a picture, and
+the picture they always refuse."""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 _MAGENTA = (255, 0, 255)
 
@@ -25,3 +26,26 @@ def background_mask(img: Image.Image) -> Image.Image:
     colours, counts = np.unique(border, return_counts=True)
     background = colours[np.argmax(counts)]
     return Image.fromarray(np.where(packed != background, 255, 0).astype(np.uint8))
+
+
+def shapes(seed: int, size: tuple[int, int] = (48, 40)) -> tuple[Image.Image, np.ndarray]:
+    """A flat backdrop with two shapes, and the mask they make (True: foreground)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    background = tuple(int(v) for v in rng.integers(150, 256, 3))
+    img = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(img)
+    for _ in range(2):
+        x, y = int(rng.integers(w // 10, w // 2)), int(rng.integers(h // 10, h // 2))
+        sw, sh = int(rng.integers(w // 8, w // 3)), int(rng.integers(h // 8, h // 3))
+        colour = tuple(int(v) for v in rng.integers(0, 120, 3))
+        draw.ellipse([x, y, x + sw, y + sh], fill=colour)
+    expected = np.any(np.asarray(img) != np.array(background, dtype=np.uint8), axis=-1)
+    return img, expected
+
+
+def refused(img: Image.Image) -> Image.Image:
+    """A copy the stand-ins always refuse (see :func:`magenta_corner`)."""
+    img = img.copy()
+    img.putpixel((0, 0), _MAGENTA)
+    return img
