@@ -139,7 +139,7 @@ class OnnxCutouts(OnnxProvider):
         """``batch_size`` images per run (a fixed batch dimension in the model wins);
         ``intra_op_num_threads`` bounds onnxruntime's threads (the pipeline shares cores)."""
         pre = preprocessing or SaliencyPreprocessing()
-        model = self._open(
+        _, model_output = self._open(
             model_path,
             pre,
             lambda shape, path: _resolve_size(shape, pre.size, path),
@@ -152,7 +152,7 @@ class OnnxCutouts(OnnxProvider):
         self._counts: Counter[str] = Counter()
         self._latencies: list[float] = []
         self._inference_seconds = 0.0
-        self._check_output(model.output)
+        self._check_output(model_output)
 
     def __repr__(self) -> str:
         width, height = self.preprocessing.size or DEFAULT_SIZE
@@ -245,7 +245,7 @@ class OnnxCutouts(OnnxProvider):
     def _infer(self, arrays: list[np.ndarray]) -> _Maps:
         """Saliency maps (``count x h x w`` float64) for preprocessed images."""
         count = len(arrays)
-        out, seconds = self._model.run(np.stack(arrays))
+        out, seconds = self._run_model(np.stack(arrays))
         rows = max(count, self.fixed_batch or 0)
         with self._lock:
             self._counts["batches"] += 1

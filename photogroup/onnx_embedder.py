@@ -131,7 +131,7 @@ class OnnxEmbedder(OnnxProvider):
         intra_op_num_threads: int = 1,
     ) -> None:
         pre = preprocessing or Preprocessing()
-        model = self._open(
+        _, model_output = self._open(
             model_path,
             pre,
             lambda shape, path: _resolve_size(shape, pre, path),
@@ -139,7 +139,7 @@ class OnnxEmbedder(OnnxProvider):
             intra_op_num_threads,
         )
         self.model_id = f"onnx-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
-        declared = _declared_dim(model.output.shape, self.preprocessing)
+        declared = _declared_dim(model_output.shape, self.preprocessing)
         # Dynamic output dims are learned from one run on a blank image.
         self.dim: int = declared or self._run([Image.new("RGB", (8, 8))]).shape[1]
 
@@ -166,7 +166,7 @@ class OnnxEmbedder(OnnxProvider):
         if pre.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
         try:
-            out, _ = self._model.run(batch)
+            out, _ = self._run_model(batch)
         except OnnxModelError as exc:
             raise OnnxModelError(f"{self.model_path}: {exc} ({pre.layout})") from exc
         count_run = max(count, self.fixed_batch or 0)

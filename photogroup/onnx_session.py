@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +30,20 @@ class OnnxModelError(ValueError):
     """The model file cannot be used as configured (not ONNX, wrong shapes, bad output)."""
 
 
-@dataclass(frozen=True)
-class OnnxSession:
-    """An onnxruntime session with its chosen input and output, checked when opened."""
+class OnnxProvider:
+    """An ONNX model opened for CPU inference, as the ONNX embedder and cut-outs use it."""
 
-    path: Path
-    session: Any
-    input: Any  # onnxruntime NodeArg: name, shape, type
-    output: Any
-    dtype: type  # what the float input takes
-    fixed_batch: int | None  # a batch dimension fixed by the export (usually 1), else None
-    sha256: str  # of the model file: model ids follow the weights, not the path
-
-    @classmethod
-    def open(
-        cls,
+    def _open(
+        self,
         model_path: str | Path,
-        *,
-        input_name: str | None,
-        output_name: str | None,
+        preprocessing: Any,
+        resolve_size: Callable[[Sequence[Any], Path], tuple[int, int]],
         batch_size: int,
         threads: int,
-    ) -> OnnxSession:
+    ) -> tuple[Any, Any]:
+        """Open the model with ``preprocessing``'s input and output (the first if unnamed),
+        keep the preprocessing with the names and size (``resolve_size(input shape, path)``)
+        it resolved, and return the input and output (onnxruntime NodeArgs)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if threads < 1:
@@ -62,78 +53,44 @@ class OnnxSession:
             raise FileNotFoundError(f"ONNX model file not found: {path}")
         if not path.is_file():
             raise OnnxModelError(f"ONNX model path is not a file: {path}")
-        session = _load_session(path, threads)
-        model_input = _pick(session.get_inputs(), input_name, "input", path)
-        model_output = _pick(session.get_outputs(), output_name, "output", path)
-        batch_dim = model_input.shape[0]
-        return cls(
-            path=path,
-            session=session,
-            input=model_input,
-            output=model_output,
-            dtype=_input_dtype(model_input, path),
-            fixed_batch=batch_dim if isinstance(batch_dim, int) else None,
-            sha256=_sha256_file(path),
+        self._session = _load_session(path, threads)
+        model_input = _pick(self._session.get_inputs(), preprocessing.input_name, "input", path)
+        model_output = _pick(self._session.get_outputs(), preprocessing.output_name, "output", path)
+        self._dtype = _input_dtype(model_input, path)
+        self.model_path = path
+        self.preprocessing = dataclasses.replace(
+            preprocessing,
+            size=resolve_size(model_input.shape, path),
+            input_name=model_input.name,
+            output_name=model_output.name,
         )
+        self.input_name: str = model_input.name
+        self.output_name: str = model_output.name
+        batch_dim = model_input.shape[0]
+        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
+        # the last chunk; a dynamic one takes ``batch_size`` images per run.
+        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) else None
+        self.batch_size = self.fixed_batch or int(batch_size)
+        self.intra_op_num_threads = int(threads)
+        # Model ids follow the weights, not the path.
+        self.model_sha256 = _sha256_file(path)
+        return model_input, model_output
 
-    def batch_size(self, wanted: int) -> int:
-        """A fixed batch dimension is filled exactly; a dynamic one takes ``wanted``."""
-        return self.fixed_batch or int(wanted)
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        """The output for ``batch`` (padded to a fixed batch, rows beyond it kept) and the
-        run's wall seconds; OnnxModelError if onnxruntime refuses it."""
+    def _run_model(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """The output for ``batch`` (padded to a fixed batch; the padding's rows are kept)
+        and the run's wall seconds; OnnxModelError if onnxruntime refuses it."""
         if self.fixed_batch is not None and len(batch) < self.fixed_batch:
             pad = np.zeros((self.fixed_batch - len(batch), *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, pad])
-        batch = np.ascontiguousarray(batch, dtype=self.dtype)
+        batch = np.ascontiguousarray(batch, dtype=self._dtype)
         started = time.monotonic()
         try:
-            (out,) = self.session.run([self.output.name], {self.input.name: batch})
+            (out,) = self._session.run([self.output_name], {self.input_name: batch})
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise OnnxModelError(
                 f"inference failed on input {list(batch.shape)}: {clip_reason(exc)}"
             ) from exc
         return np.asarray(out), time.monotonic() - started
-
-
-class OnnxProvider:
-    """What the ONNX embedder and cut-outs set up alike from one opened model."""
-
-    def _open(
-        self,
-        model_path: str | Path,
-        preprocessing: Any,
-        resolve_size: Callable[[Sequence[Any], Path], tuple[int, int]],
-        batch_size: int,
-        threads: int,
-    ) -> OnnxSession:
-        """Open the model with ``preprocessing``'s input and output names; the preprocessing
-        is kept with the size (``resolve_size(input shape, path)``) and names it resolved."""
-        model = OnnxSession.open(
-            model_path,
-            input_name=preprocessing.input_name,
-            output_name=preprocessing.output_name,
-            batch_size=batch_size,
-            threads=threads,
-        )
-        self._model = model
-        self.model_path = model.path
-        self.preprocessing = dataclasses.replace(
-            preprocessing,
-            size=resolve_size(model.input.shape, model.path),
-            input_name=model.input.name,
-            output_name=model.output.name,
-        )
-        self.input_name: str = model.input.name
-        self.output_name: str = model.output.name
-        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
-        # the last chunk; a dynamic one takes ``batch_size`` images per run.
-        self.fixed_batch = model.fixed_batch
-        self.batch_size = model.batch_size(batch_size)
-        self.intra_op_num_threads = int(threads)
-        self.model_sha256 = model.sha256
-        return model
 
 
 def show(shape: Sequence[Any]) -> str:

@@ -252,9 +252,8 @@ def test_dim_of_a_dynamic_output_comes_from_a_first_run(model_dir, images):
 
 def test_threads_are_bounded(dynamic_model):
     embedder = OnnxEmbedder(dynamic_model, intra_op_num_threads=2)
-    assert embedder._model.session.get_session_options().intra_op_num_threads == 2
-    default = OnnxEmbedder(dynamic_model)._model.session
-    assert default.get_session_options().intra_op_num_threads == 1
+    assert embedder._session.get_session_options().intra_op_num_threads == 2
+    assert OnnxEmbedder(dynamic_model)._session.get_session_options().intra_op_num_threads == 1
 
 
 def test_missing_file(tmp_path):
