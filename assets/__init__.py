@@ -1,6 +1,6 @@
 """The image pipeline, per upload batch:
 
-raw_images -> image_features  ---\\
+raw_images -> image_features  ---\\          (one step: image_analysis)
           \\-> image_embeddings --> image_clusters --> catalog_index --> catalog_matches
           \\                                      \\-> product_groups <-- grouping_edits
            \\-> product_images                              \\-> catalog <-- product_images
@@ -14,9 +14,8 @@ import dagster as dg
 from assets.catalog_export import catalog
 from assets.catalog_index import catalog_index
 from assets.catalog_matches import catalog_matches
+from assets.image_analysis import image_analysis
 from assets.image_clusters import image_clusters
-from assets.image_embeddings import image_embeddings
-from assets.image_features import image_features
 from assets.product_cutouts import product_cutouts
 from assets.product_groups import grouping_edits, product_groups
 from assets.product_images import product_images
@@ -24,8 +23,7 @@ from assets.raw_images import raw_images
 
 ALL_ASSETS = [
     raw_images,
-    image_features,
-    image_embeddings,
+    image_analysis,  # image_features and image_embeddings, from one decode
     image_clusters,
     catalog_index,
     catalog_matches,

@@ -5,11 +5,11 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from assets.tables import content_version, preview
+from assets.preset import BATCH
+from assets.tables import batches_output, by_batch, content_version, preview
 from assets.versions import CATALOG_EXPORT_VERSION
-from orchestration.partitions import upload_batch_partitions
 from photogroup.colours import colour_name
-from resources.parquet_io_manager import Tables, range_data_version
+from resources.parquet_io_manager import Tables
 
 COLUMNS = ["group_id", "product_id", "name", "size", "colour", "colours", "dominant_colors",
            "cover_file", "cover_renditions", "member_renditions"]  # fmt: skip
@@ -27,9 +27,7 @@ TABLE_INPUTS = ("product_groups", "product_images", "image_features")
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=CATALOG_EXPORT_VERSION,
     check_specs=[dg.AssetCheckSpec("every_group_has_a_cover_rendition", asset="catalog")],
     # A change of the export format re-exports every batch in one run; inputs are then dicts.
@@ -49,55 +47,33 @@ def catalog(
     returns one; each batch's materialisation carries that batch's metadata, and the check
     covers every batch of the run."""
     keys = context.partition_keys
-    if len(keys) == 1:
-        table = _export(product_groups, product_images, image_features)
-        no_cover = _without_cover(table)
-        context.log.info(f"catalogue export: {len(table)} product groups")
-        yield dg.Output(table, data_version=_version(table), metadata=_metadata(table))
-        yield dg.AssetCheckResult(
-            check_name="every_group_has_a_cover_rendition",
-            passed=not no_cover,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"groups_without_cover": dg.MetadataValue.json(no_cover[:100])},
-        )
-        return
+    inputs = [by_batch(keys, t) for t in (product_groups, product_images, image_features)]
+    tables = {key: _export(*(table[key] for table in inputs)) for key in keys}
+    failing = {key: missing[:100] for key, t in tables.items() if (missing := _without_cover(t))}
+    context.log.info(f"catalogue export: {sum(len(t) for t in tables.values())} product "
+                     f"groups in {len(keys)} batch(es)")  # fmt: skip
+    totals = {"run_product_groups": sum(len(t) for t in tables.values()),
+              "run_batches_with_groups_without_cover": len(failing)}  # fmt: skip
+    metadata = {key: _metadata(table) for key, table in tables.items()}
+    yield batches_output(context, tables, metadata, _version, totals)
+    yield _cover_check(keys, failing)
 
-    tables, versions, failing = {}, {}, {}
-    for key in keys:
-        table = _export(product_groups[key], product_images[key], image_features[key])
-        tables[key], versions[key] = table, _version(table)
-        context.add_asset_metadata(
-            {**_metadata(table), "dagster/row_count": len(table),
-             "content_version": versions[key].value},
-            partition_key=key,
-        )  # fmt: skip
-        if missing := _without_cover(table):
-            failing[key] = missing[:100]
-    context.log.info(
-        f"catalogue export: {sum(len(t) for t in tables.values())} product groups "
-        f"in {len(keys)} batches"
+
+def _cover_check(keys: list[str], failing: dict[str, list[str]]) -> dg.AssetCheckResult:
+    # One batch: its groups without a cover; a range: those of each batch.
+    listed = (
+        failing.get(keys[0], []) if len(keys) == 1 else dict(list(failing.items())[:CHECK_LISTED])
     )
-    yield dg.Output(
-        tables,
-        data_version=range_data_version(versions),
-        # On every batch's materialisation, next to its own figures: the run's totals.
-        metadata={
-            "run_product_groups": sum(len(t) for t in tables.values()),
-            "run_batches_with_groups_without_cover": len(failing),
-        },
-    )
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name="every_group_has_a_cover_rendition",
         passed=not failing,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "batches_checked": len(keys),
             "batches_failing": len(failing),
-            "groups_without_cover": dg.MetadataValue.json(
-                dict(list(failing.items())[:CHECK_LISTED])
-            ),
+            "groups_without_cover": dg.MetadataValue.json(listed),
         },
-        description=f"Evaluated over the run's {len(keys)} batches.",
+        description=f"Evaluated over the run's {len(keys)} batch(es).",
     )
 
 

@@ -2,6 +2,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets.preset import BATCH
 from assets.tables import content_version, ok_rows, preview
 from assets.versions import CATALOG_VERSION
 from orchestration.partitions import BatchKey, upload_batch_partitions
@@ -62,9 +63,7 @@ def update_tenant(
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=CATALOG_VERSION,
     # One writer per catalogue at a time: the tenant's index is read, changed and written.
     pool="catalog",
@@ -96,18 +95,21 @@ def catalog_index(
         f"catalogue of {key.tenant}: +{len(segment)} rows from {key.batch}, "
         f"{len(tenant.rows)} rows in {len(tenant.batches)} batches"
     )
-    return dg.Output(
-        segment,
-        data_version=content_version(segment, ["id", "group_id", "product_id", "embedding"]),
-        metadata={
-            "rows_added": len(segment),
-            "catalogue_rows": len(tenant.rows),
-            "catalogue_batches": len(tenant.batches),
-            "model_id": model_id,
-            "model_changed_reset": change["reset"],
-            "removed_batches": dg.MetadataValue.json(change["removed_batches"]),
-            "index": dg.MetadataValue.path(f"s3://{catalog.bucket}/{catalog.prefix}/{key.tenant}/"),
-            "preview": preview(segment, ["file", "sha256", "group_id", "product_id"]),
-            "embedding_dim": int(np.stack(segment.embedding).shape[1]) if len(segment) else 0,
-        },
-    )
+    index = f"s3://{catalog.bucket}/{catalog.prefix}/{key.tenant}/"
+    version = content_version(segment, ["id", "group_id", "product_id", "embedding"])
+    meta = _metadata(segment, tenant, model_id, change, index)
+    return dg.Output(segment, data_version=version, metadata=meta)
+
+
+def _metadata(segment: pd.DataFrame, tenant: TenantCatalog, model_id, change, index) -> dict:
+    return {
+        "rows_added": len(segment),
+        "catalogue_rows": len(tenant.rows),
+        "catalogue_batches": len(tenant.batches),
+        "model_id": model_id,
+        "model_changed_reset": change["reset"],
+        "removed_batches": dg.MetadataValue.json(change["removed_batches"]),
+        "index": dg.MetadataValue.path(index),
+        "preview": preview(segment, ["file", "sha256", "group_id", "product_id"]),
+        "embedding_dim": int(np.stack(segment.embedding).shape[1]) if len(segment) else 0,
+    }

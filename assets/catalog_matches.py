@@ -2,9 +2,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets.preset import BATCH
 from assets.tables import content_version, preview
 from assets.versions import CATALOG_VERSION
-from orchestration.partitions import BatchKey, upload_batch_partitions
+from orchestration.partitions import BatchKey
 from photogroup.catalog import (
     EXACT,
     NEAR_DUPLICATE,
@@ -47,9 +48,7 @@ def match_segment(segment: pd.DataFrame, catalog: TenantCatalog, batch: str) -> 
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=CATALOG_VERSION,
     pool="catalog",
 )

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from PIL import Image
 
-from assets.batch_map import WORK_NAMESPACE
+from assets.engine import WORK_NAMESPACE
 from assets.versions import CLUSTERS_VERSION
 from photogroup.contact_sheet import contact_sheet
 from photogroup.decode import open_work_image

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from assets.contact_sheets import contact_sheet_metadata
+from assets.preset import BATCH
 from assets.tables import content_version, coverage_check, ok_rows, preview
 from assets.versions import CLUSTERS_VERSION, FEATURES_VERSION
-from orchestration.partitions import upload_batch_partitions
 from photogroup import GroupingParams
 from photogroup.cluster import group_with_evidence
 from photogroup.evidence import EMPTY, evidence_by_image, evidence_counts, plain
@@ -70,9 +70,7 @@ def cluster_table(features: pd.DataFrame, entry: dict) -> pd.DataFrame:
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=CLUSTERS_VERSION,
     check_specs=[dg.AssetCheckSpec("every_image_in_exactly_one_group", asset="image_clusters")],
 )
@@ -87,32 +85,15 @@ def image_clusters(
     params = GroupingParams()
     image_embeddings = ok_rows(image_embeddings)  # a failed image groups by its hash alone
     key = cluster_memo_key(list(image_features.sha256), list(image_embeddings.model_id), params)
-    found = memo.get_json_many(
-        NAMESPACE, [key], lambda k, why: context.log.warning(f"cluster memo {k[:12]}: {why}")
-    )
-    entry = found.get(key)
-    hit = entry is not None and "product_checks" in entry  # (older entries lack evidence)
-    if entry is None or not hit:
-        entry = assign(image_features, image_embeddings, params)
-        memo.put_json_many(NAMESPACE, {key: entry})
+    entry, hit = _memoised_entry(key, image_features, image_embeddings, params, memo, context.log)
     table = cluster_table(image_features, entry)
-    groups = table.drop_duplicates("group_id")
-    context.log.info(f"{len(table)} images -> {len(groups)} groups, "
+    context.log.info(f"{len(table)} images -> {table.group_id.nunique()} groups, "
                      f"{table.product_id.nunique()} products")  # fmt: skip
-    multi = table[table.group_size > 1]
     yield dg.Output(
         table,
         data_version=content_version(table, ["sha256", "group_id", "product_id"]),
         metadata={
-            "images": len(table),
-            "groups": len(groups),
-            "products": int(table.product_id.nunique()),
-            "singletons": int((groups.group_size == 1).sum()),
-            "largest_group": int(table.group_size.max()) if len(table) else 0,
-            "memo_hit": hit,
-            **evidence_counts(entry, dict(zip(table.sha256, table.product_id, strict=True))),
-            "grouping_params": dg.MetadataValue.json(params.as_dict()),
-            "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
+            **_metadata(table, entry, hit, params),
             **contact_sheet_metadata(table, key, memo),
         },
     )
@@ -120,3 +101,33 @@ def image_clusters(
     yield coverage_check(
         "every_image_in_exactly_one_group", grouped, image_features.assign(status="accepted")
     )
+
+
+def _memoised_entry(key: str, features, embeddings, params, memo: MemoStore, log):
+    """The grouping entry of these members, computed and memoised on a miss; and whether it
+    was a hit. One key, not a batch of images: the stage engine's loop is not needed here."""
+    found = memo.get_json_many(
+        NAMESPACE, [key], lambda k, why: log.warning(f"cluster memo {k[:12]}: {why}")
+    )
+    entry = found.get(key)
+    hit = entry is not None and "product_checks" in entry  # (older entries lack evidence)
+    if not hit:
+        entry = assign(features, embeddings, params)
+        memo.put_json_many(NAMESPACE, {key: entry})
+    return entry, hit
+
+
+def _metadata(table: pd.DataFrame, entry: dict, hit: bool, params: GroupingParams) -> dict:
+    groups = table.drop_duplicates("group_id")
+    multi = table[table.group_size > 1]
+    return {
+        "images": len(table),
+        "groups": len(groups),
+        "products": int(table.product_id.nunique()),
+        "singletons": int((groups.group_size == 1).sum()),
+        "largest_group": int(table.group_size.max()) if len(table) else 0,
+        "memo_hit": hit,
+        **evidence_counts(entry, dict(zip(table.sha256, table.product_id, strict=True))),
+        "grouping_params": dg.MetadataValue.json(params.as_dict()),
+        "groups_preview": preview(multi, ["group_id", "product_id", "file", "confidence"], 30),
+    }

@@ -1,77 +1,45 @@
+"""image_embeddings' stage and table (computed by the image_analysis multi_asset)."""
+
+from collections.abc import Iterator
 from functools import partial
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from assets.batch_map import ChunkConfig, map_images
-from assets.image_features import accepted_sources
+from assets.engine import StageResult
 from assets.tables import FAILED, OK, content_version, coverage_check, ok_rows, preview
 from assets.versions import EMBEDDINGS_VERSION, WORK_VERSION
-from orchestration.partitions import upload_batch_partitions
-from photogroup.embed import LocalEmbedder, decode_vector, embedding_entries
+from photogroup.embed import Embedder, LocalEmbedder, decode_vector, embedding_entries
 from photogroup.manifest import ACCEPTED
-from resources.embedder import EmbedderResource
-from resources.memo import MemoStore
-from resources.uploads import UploadsBucket
+from photogroup.stages import Source, Stage
+
+DESCRIPTION = """One row per accepted image: an L2-normalised float32 embedding and the
+model id, or status "failed" and the reason when the embedder could not embed it."""
+CHECKS = ("unit_norms", "every_accepted_image_has_an_embedding")
 
 
-class EmbeddingsConfig(ChunkConfig):
-    """Chunks of images to embed; worker processes are used by the local embedder only."""
-
-    chunk_size: int | None = Field(
-        default=None, ge=1, description="Images per chunk; None: the embedder's batch_size."
-    )
-
-
-@dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
-    code_version=EMBEDDINGS_VERSION,
-    check_specs=[
-        dg.AssetCheckSpec("unit_norms", asset="image_embeddings"),
-        dg.AssetCheckSpec("every_accepted_image_has_an_embedding", asset="image_embeddings"),
-    ],
-)
-def image_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingsConfig,
-    raw_images: pd.DataFrame,
-    embedder: EmbedderResource,
-    memo: MemoStore,
-    uploads: UploadsBucket,
-):
-    """One row per accepted image: an L2-normalised float32 embedding and the model id, or
-    status "failed" and the reason when the embedder could not embed it."""
-    model = embedder.get_embedder()
+def embeddings_stage(model: Embedder, batch_size: int) -> Stage:
+    namespace = f"embeddings/{EMBEDDINGS_VERSION}/work{WORK_VERSION}/{model.model_id}-{model.dim}"
+    compute = partial(embedding_entries, embedder=model, batch_size=batch_size)
     # Only the local embedder goes to worker processes: it is pure NumPy on small images
     # (GIL-bound, stateless, cheap to pickle). cnn/onnx would load their weights in every
-    # worker and already run on `threads`; bedrock waits on the network under a token bucket
+    # worker and already run on threads; bedrock waits on the network under a token bucket
     # and bounded concurrency of this process, which workers would each multiply.
-    processes = config.processes if type(model) is LocalEmbedder else 1
-    if processes != config.processes:
-        context.log.info(f"embeddings: {model.model_id} runs in this process, not in "
-                         f"{config.processes} worker processes")  # fmt: skip
-    result = map_images(
-        accepted_sources(raw_images),
-        f"embeddings/{EMBEDDINGS_VERSION}/work{WORK_VERSION}/{model.model_id}-{model.dim}",
-        partial(embedding_entries, embedder=model, batch_size=embedder.batch_size),
-        memo=memo,
-        uploads=uploads,
-        log=context.log,
-        label="embeddings",
-        pack=context.partition_key,
-        chunk=config.chunk_size or embedder.batch_size,
-        processes=processes,
-    )
-    calls = sum(-(-images // embedder.batch_size) for images in result.compute_calls)
+    in_workers = type(model) is LocalEmbedder
+    return Stage("image_embeddings", namespace, Source.WORKING_COPY, compute, in_workers)
+
+
+def embeddings_outputs(
+    raw_images: pd.DataFrame, model: Embedder, batch_size: int, result: StageResult, log
+) -> Iterator:
+    """The table (every accepted image, ok or failed with a reason), then its checks."""
+    calls = sum(-(-images // batch_size) for images in result.compute_calls)
     table = embedding_table(raw_images, model.model_id, result.entries, result.failures)
     ok, failed = ok_rows(table), table[table.status != OK]
-    norms = np.array([np.linalg.norm(v) for v in ok.embedding])
     yield dg.Output(
         table,
+        output_name="image_embeddings",
         data_version=content_version(table, ["sha256", "model_id", "embedding", "status"]),
         metadata={
             "images": len(ok),
@@ -84,15 +52,17 @@ def image_embeddings(
             "preview": preview(ok, ["file", "sha256", "model_id"]),
         },
     )
+    norms = np.array([np.linalg.norm(v) for v in ok.embedding])
     bad = int((~np.isfinite(norms) | (np.abs(norms - 1) > 1e-3)).sum())
     yield dg.AssetCheckResult(
         check_name="unit_norms",
+        asset_key="image_embeddings",
         passed=bad == 0,
         metadata={"vectors": len(norms), "not_unit_or_not_finite": bad},
     )
-    yield coverage_check("every_accepted_image_has_an_embedding", ok, raw_images)
+    yield coverage_check(CHECKS[1], ok, raw_images, "image_embeddings")
     if len(failed):
-        context.log.warning(
+        log.warning(
             f"{len(failed)} images could not be embedded and are left out of grouping; "
             "they are retried on the next run: " + ", ".join(failed.file.head(10))
         )

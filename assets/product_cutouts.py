@@ -8,9 +8,12 @@ import pandas as pd
 from PIL import Image
 from pydantic import Field
 
+from assets.engine import MemoRun
+from assets.preset import BATCH
 from assets.tables import content_version, preview
 from assets.versions import CUTOUTS_VERSION
-from orchestration.partitions import BatchKey, upload_batch_partitions
+from orchestration.partitions import BatchKey
+from photogroup.chunks import Failed
 from photogroup.contact_sheet import tile_sheet
 from photogroup.cutout import apply_mask, checkerboard_preview, foreground_fraction
 from resources.cutouts import CutoutResource
@@ -38,9 +41,7 @@ class CutoutsConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=CUTOUTS_VERSION,
     check_specs=[dg.AssetCheckSpec("every_image_cut_out", asset="product_cutouts")],
 )
@@ -60,50 +61,26 @@ def product_cutouts(
     provider = cutouts.get_provider(tenant)
     sources = _sources(product_images, product_groups, config)
     namespace = f"cutouts/{CUTOUTS_VERSION}/{provider.model_id}"
-    entries, pack_complete = memo.lookup(
-        namespace,
-        sources.index,
-        lambda k, why: context.log.warning(f"cutouts memo {k[:12]}: {why}"),
-        pack=context.partition_key,
-    )
-    missing = [sha for sha in sources.index if sha not in entries]
-    context.log.info(f"cut-outs ({provider.model_id}): {len(entries)} memo hits, "
-                     f"{len(missing)} to send")  # fmt: skip
-    failures: dict[str, str] = {}
-    started = time.perf_counter()
+    run = MemoRun(memo, {"product_cutouts": namespace}, sources.index,
+                  pack=context.partition_key, log=context.log, label="cut-outs")  # fmt: skip
+    missing, started = run.missing("product_cutouts"), time.perf_counter()
     for start in range(0, len(missing), config.chunk):
         shas = missing[start : start + config.chunk]
-        done = _cut_chunk(shas, sources, provider, namespace, memo, failures)
-        memo.put_json_many(namespace, done)
-        entries.update(done)
-        context.log.info(f"cut-outs: {start + len(shas)}/{len(missing)} sent, "
-                         f"{len(failures)} failed so far")  # fmt: skip
-    if not pack_complete and not failures:
-        memo.write_pack(namespace, context.partition_key, {s: entries[s] for s in sources.index})
-    table = _manifest(sources, entries, failures, cutouts.provider, provider.model_id)
-    for sha, reason in failures.items():
-        context.log.warning(f"cut-out of {sources.file[sha]} failed: {reason}")
-    yield dg.Output(
-        table,
-        data_version=content_version(table, ["key", "cutout_key", "status"]),
-        metadata={
-            "images": len(sources),
-            "cut_out": int((table.status == "ok").sum()),
-            "failed": len(failures),
-            "memo_hits": len(sources) - len(missing),
-            "memo_misses": len(missing),
-            "provider": cutouts.provider,
-            "model_id": provider.model_id,
-            "provider_seconds": round(time.perf_counter() - started, 3),
-            **_stats(provider.stats()),
-            "mean_foreground_fraction": round(float(table.foreground_fraction.mean()), 4)
-            if len(table)
-            else 0.0,
-            "preview": preview(table, PREVIEW_COLUMNS, 15),
-            **_preview_image(table, memo, config.previews),
-        },
-    )
-    yield dg.AssetCheckResult(
+        done = _cut_chunk(shas, sources, provider, namespace, memo)
+        run.record("product_cutouts", done, lambda sha: f"cut-out of {sources.file[sha]}")
+        context.log.info(f"cut-outs: {start + len(shas)}/{len(missing)} sent")
+    run.finish()
+    seconds, failures = time.perf_counter() - started, run.failures["product_cutouts"]
+    table = _manifest(sources, run.entries["product_cutouts"], failures, cutouts.provider,
+                      provider.model_id)  # fmt: skip
+    meta = _metadata(table, run, cutouts.provider, provider, seconds)
+    yield dg.Output(table, data_version=content_version(table, ["key", "cutout_key", "status"]),
+                    metadata={**meta, **_preview_image(table, memo, config.previews)})  # fmt: skip
+    yield _cut_out_check(sources, failures)
+
+
+def _cut_out_check(sources: pd.DataFrame, failures: dict[str, str]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
         check_name="every_image_cut_out",
         passed=not failures,
         severity=dg.AssetCheckSeverity.WARN,
@@ -111,6 +88,24 @@ def product_cutouts(
             "failed": dg.MetadataValue.json({sources.file[s]: r for s, r in failures.items()})
         },
     )
+
+
+def _metadata(table, run: MemoRun, provider_name: str, provider, seconds: float) -> dict:
+    return {
+        "images": len(run.keys),
+        "cut_out": int((table.status == "ok").sum()),
+        "failed": len(run.failures["product_cutouts"]),
+        "memo_hits": run.hits["product_cutouts"],
+        "memo_misses": run.misses["product_cutouts"],
+        "provider": provider_name,
+        "model_id": provider.model_id,
+        "provider_seconds": round(seconds, 3),
+        **_stats(provider.stats()),
+        "mean_foreground_fraction": round(float(table.foreground_fraction.mean()), 4)
+        if len(table)
+        else 0.0,
+        "preview": preview(table, PREVIEW_COLUMNS, 15),
+    }
 
 
 def _stats(stats: dict) -> dict:
@@ -136,24 +131,26 @@ def _sources(product_images: pd.DataFrame, groups: pd.DataFrame, config) -> pd.D
     )  # fmt: skip
 
 
-def _cut_chunk(shas, sources, provider, namespace, memo, failures) -> dict:
+def _cut_chunk(shas, sources, provider, namespace, memo) -> dict[str, dict | Failed]:
+    """An entry (the stored cut-out and mask) or Failed (with why) per image of the chunk."""
     report = memo.fetch([sources.rendition_key[s] for s in shas])
     images, sent = [], []
+    done: dict[str, dict | Failed] = {}
     for sha in shas:
         key = sources.rendition_key[sha]
         if key not in report.data:
-            failures[sha] = f"rendition unreadable: {report.errors.get(key, 'missing')}"
+            done[sha] = Failed(f"rendition unreadable: {report.errors.get(key, 'missing')}")
             continue
         image = Image.open(io.BytesIO(report.data[key]))
         image.load()
         images.append(image.convert("RGB"))
         sent.append(sha)
     outcomes = provider.cut_out(images) if images else []
-    done, objects = {}, {}
+    objects = {}
     prefix = f"cutouts/{namespace.split('/', 1)[1]}"
     for sha, image, outcome in zip(sent, images, outcomes, strict=True):
         if outcome.mask is None:
-            failures[sha] = outcome.error or "no mask"
+            done[sha] = Failed(outcome.error or "no mask")
             continue
         mask = outcome.mask.convert("L")
         if mask.size != image.size:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
-from assets.batch_map import WORK_NAMESPACE
-from assets.tables import content_version, preview
+from assets.engine import WORK_NAMESPACE
+from assets.preset import BATCH, GROUP
+from assets.tables import batches_output, by_batch, content_version, preview
 from assets.versions import PRODUCT_GROUPS_VERSION
 from orchestration.partitions import upload_batch_partitions
 from photogroup.colours import colour_name
@@ -20,14 +21,14 @@ from photogroup.edits import APPLIED, HOLDS, NOT_APPLICABLE, parse_log
 from photogroup.product_groups import edited_groups, machine_groups, product_group_table
 from resources.edit_log import EditLog
 from resources.memo import MemoStore
-from resources.parquet_io_manager import Tables, range_data_version
+from resources.parquet_io_manager import Tables
 
 #: People's corrections, written by `python -m orchestration groups edit`, which reports an
 #: observation of this external asset with the log's data version: product_groups goes stale.
 grouping_edits = dg.AssetSpec(
     "grouping_edits",
     partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
+    group_name=GROUP,
     kinds={"s3"},
     description="Edit log of the batch's groups (rename, split, merge, move), JSON lines at "
     "s3://<pipeline-bucket>/edits/<tenant>/<batch>.jsonl.",
@@ -50,9 +51,7 @@ STALE_DESCRIPTION = "Edits whose images moved apart after clustering re-ran need
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=PRODUCT_GROUPS_VERSION,
     deps=[grouping_edits],
     check_specs=[dg.AssetCheckSpec("every_edit_applies", asset="product_groups")],
@@ -76,62 +75,47 @@ def product_groups(
     returns one; each batch's materialisation carries that batch's metadata, and the check
     covers every batch of the run."""
     keys = context.partition_keys
-    if len(keys) == 1:
-        (key,) = keys
-        done = _group(key, raw_images, image_features, image_clusters, edit_log)
-        _log(context, done, prefix="")
-        yield dg.Output(
-            done.table,
-            data_version=_version(done.table),
-            metadata=_metadata(key, done, edit_log, memo, inline_covers=True),
-        )
-        yield dg.AssetCheckResult(
-            check_name="every_edit_applies",
-            passed=not done.stale,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"not_applicable": dg.MetadataValue.json(done.stale)},
-            description=STALE_DESCRIPTION,
-        )
-        return
+    inputs = [by_batch(keys, t) for t in (raw_images, image_features, image_clusters)]
 
     def one(key: str) -> tuple[_Grouped, dict]:
-        done = _group(key, raw_images[key], image_features[key], image_clusters[key], edit_log)
-        # No inline covers: thousands of base64 sheets would be held until the run ends.
-        return done, _metadata(key, done, edit_log, memo, inline_covers=False)
+        done = _group(key, *(table[key] for table in inputs), edit_log)
+        # Inline covers for one batch only: thousands of base64 sheets would be held.
+        return done, _metadata(key, done, edit_log, memo, inline_covers=len(keys) == 1)
 
-    workers = min(RANGE_CONCURRENCY, len(keys))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="product-groups") as pool:
+    with ThreadPoolExecutor(min(RANGE_CONCURRENCY, len(keys)), "product-groups") as pool:
         results = dict(zip(keys, pool.map(one, keys), strict=True))
-    versions = {}
-    for key, (done, meta) in results.items():
-        _log(context, done, prefix=f"{key}: ")
-        versions[key] = _version(done.table)
-        context.add_asset_metadata(
-            {**meta, "dagster/row_count": len(done.table), "content_version": versions[key].value},
-            partition_key=key,
-        )
+    for key, (done, _) in results.items():
+        _log(context, done, prefix=f"{key}: " if len(keys) > 1 else "")
     stale = {key: done.stale for key, (done, _) in results.items() if done.stale}
-    yield dg.Output(
-        {key: done.table for key, (done, _) in results.items()},
-        data_version=range_data_version(versions),
-        # On every batch's materialisation, next to its own figures: the run's totals.
-        metadata={
-            "run_groups": sum(len(d.table) for d, _ in results.values()),
-            "run_edits": sum(len(d.edits) for d, _ in results.values()),
-            "run_edits_not_applicable": sum(len(s) for s in stale.values()),
-            "run_batches_with_stale_edits": len(stale),
-        },
-    )
-    yield dg.AssetCheckResult(
+    tables = {key: done.table for key, (done, _) in results.items()}
+    yield batches_output(context, tables, {k: m for k, (_, m) in results.items()}, _version,
+                         _totals(results, stale))  # fmt: skip
+    yield _edits_check(keys, stale)
+
+
+def _totals(results: dict, stale: dict) -> dict:
+    """The run's figures, on every batch's materialisation next to its own."""
+    return {
+        "run_groups": sum(len(d.table) for d, _ in results.values()),
+        "run_edits": sum(len(d.edits) for d, _ in results.values()),
+        "run_edits_not_applicable": sum(len(s) for s in stale.values()),
+        "run_batches_with_stale_edits": len(stale),
+    }
+
+
+def _edits_check(keys: list[str], stale: dict[str, list]) -> dg.AssetCheckResult:
+    listed = stale.get(keys[0], []) if len(keys) == 1 else dict(list(stale.items())[:CHECK_LISTED])
+    return dg.AssetCheckResult(
         check_name="every_edit_applies",
         passed=not stale,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "batches_checked": len(keys),
             "batches_failing": len(stale),
-            "not_applicable": dg.MetadataValue.json(dict(list(stale.items())[:CHECK_LISTED])),
+            # One batch: its edits that no longer apply; a range: those of each batch.
+            "not_applicable": dg.MetadataValue.json(listed),
         },
-        description=f"{STALE_DESCRIPTION} Evaluated over the run's {len(keys)} batches.",
+        description=f"{STALE_DESCRIPTION} Evaluated over the run's {len(keys)} batch(es).",
     )
 
 

@@ -5,11 +5,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.engine import MemoRun
 from assets.image_features import accepted_sources
+from assets.preset import BATCH
 from assets.tables import content_version, preview
 from assets.versions import RENDITIONS_VERSION
-from orchestration.partitions import upload_batch_partitions
 from photogroup import Rejection
+from photogroup.chunks import Failed
 from photogroup.manifest import ACCEPTED
 from photogroup.renditions import Rendition, RenditionSpec, render
 from resources.memo import MemoStore
@@ -19,6 +21,7 @@ from resources.uploads import UploadsBucket
 COLUMNS = ["key", "file", "sha256", "size", "format", "width", "height", "bytes",
            "original_bytes", "saving", "rendition_key", "status", "reason"]  # fmt: skip
 PREVIEW_COLUMNS = ["file", "size", "format", "width", "height", "bytes", "saving"]
+VERSION_COLUMNS = ["key", "rendition_key", "bytes", "status"]
 CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 #: Originals decoded and encoded at once: bounds memory to a chunk of full-size images.
 CHUNK = 16
@@ -42,9 +45,7 @@ def rendition_key(spec: RenditionSpec, sha: str, size: int, fmt: str) -> str:
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=RENDITIONS_VERSION,
     check_specs=[dg.AssetCheckSpec("every_image_rendered", asset="product_images")],
 )
@@ -65,54 +66,52 @@ def product_images(
         raise dg.Failure(f"invalid renditions config: {exc}") from exc
     namespace = f"renditions/{RENDITIONS_VERSION}/{spec.digest()}"
     sources = accepted_sources(raw_images)
-    entries, pack_complete = memo.lookup(
-        namespace,
-        sources,
-        lambda k, why: context.log.warning(f"renditions memo {k[:12]}: {why}"),
-        pack=context.partition_key,
-    )
-    missing = [sha for sha in sources if sha not in entries]
-    context.log.info(f"renditions: {len(entries)} memo hits, {len(missing)} to encode")
-    failures: dict[str, str] = {}
+    run = MemoRun(memo, {"product_images": namespace}, sources, pack=context.partition_key,
+                  log=context.log, label="renditions")  # fmt: skip
+    missing = run.missing("product_images")
     stats = {"encoded": 0, "bytes_written": 0, "originals_fetched": 0}
     for start in range(0, len(missing), CHUNK):
         shas = missing[start : start + CHUNK]
-        done = _render_chunk(shas, sources, spec, memo, uploads, failures, stats)
-        memo.put_json_many(namespace, done)  # per chunk: a run that dies keeps its work
-        entries.update(done)
+        run.record("product_images", _render_chunk(shas, sources, spec, memo, uploads, stats),
+                   lambda sha: sources[sha])  # fmt: skip
         context.log.info(f"renditions: {start + len(shas)}/{len(missing)} images encoded")
-    if not pack_complete and not failures:
-        memo.write_pack(namespace, context.partition_key, {s: entries[s] for s in sources})
-    table = _manifest(raw_images, entries, failures)
+    run.finish()
+    failures = run.failures["product_images"]
+    table = _manifest(raw_images, run.entries["product_images"], failures)
+    yield dg.Output(table, data_version=content_version(table, VERSION_COLUMNS),
+                    metadata=_metadata(table, run, stats, config, memo.bucket, spec))  # fmt: skip
+    yield _rendered_check(raw_images, table, failures)
+
+
+def _metadata(table, run: MemoRun, stats: dict, config, bucket: str, spec) -> dict:
     ok = table[table.status == "ok"]
     saved = int((ok.original_bytes - ok.bytes).sum()) if len(ok) else 0
-    yield dg.Output(
-        table,
-        data_version=content_version(table, ["key", "rendition_key", "bytes", "status"]),
-        metadata={
-            "images": len(sources),
-            "renditions": len(ok),
-            "failed_images": len(failures),
-            "memo_hits": len(sources) - len(missing),
-            "memo_misses": len(missing),
-            **stats,
-            "settings": dg.MetadataValue.json(dict(config)),
-            "location": dg.MetadataValue.path(
-                f"s3://{memo.bucket}/renditions/v{RENDITIONS_VERSION}-{spec.digest()}/"
-            ),
-            "median_saving_by_size": dg.MetadataValue.json(
-                {
-                    f"{s}/{f}": round(float(g.saving.median()), 4)
-                    for (s, f), g in ok.groupby(["size", "format"])
-                }
-            ),
-            "total_bytes_saved_per_set": saved,
-            "preview": preview(ok, PREVIEW_COLUMNS, 12),
-        },
-    )
+    return {
+        "images": len(run.keys),
+        "renditions": len(ok),
+        "failed_images": len(run.failures["product_images"]),
+        "memo_hits": run.hits["product_images"],
+        "memo_misses": run.misses["product_images"],
+        **stats,
+        "settings": dg.MetadataValue.json(dict(config)),
+        "location": dg.MetadataValue.path(
+            f"s3://{bucket}/renditions/v{RENDITIONS_VERSION}-{spec.digest()}/"
+        ),
+        "median_saving_by_size": dg.MetadataValue.json(
+            {
+                f"{s}/{f}": round(float(g.saving.median()), 4)
+                for (s, f), g in ok.groupby(["size", "format"])
+            }
+        ),
+        "total_bytes_saved_per_set": saved,
+        "preview": preview(ok, PREVIEW_COLUMNS, 12),
+    }
+
+
+def _rendered_check(raw_images, table, failures: dict[str, str]) -> dg.AssetCheckResult:
     accepted = raw_images[raw_images.status == ACCEPTED]
-    missing_keys = sorted(set(accepted.key) - set(ok.key))
-    yield dg.AssetCheckResult(
+    missing_keys = sorted(set(accepted.key) - set(table[table.status == "ok"].key))
+    return dg.AssetCheckResult(
         check_name="every_image_rendered",
         passed=not missing_keys,
         severity=dg.AssetCheckSeverity.WARN,
@@ -123,12 +122,15 @@ def product_images(
     )
 
 
-def _render_chunk(shas, sources, spec, memo, uploads, failures, stats) -> dict[str, dict]:
+def _render_chunk(shas, sources, spec, memo, uploads, stats) -> dict[str, dict | Failed]:
+    """An entry (the renditions written) or Failed (with why) per image of the chunk."""
     report = uploads.fetch([sources[sha] for sha in shas])
     stats["originals_fetched"] += len(report.data)
-    for sha in shas:
-        if sources[sha] in report.errors:
-            failures[sha] = f"fetch failed: {report.errors[sources[sha]]}"
+    done: dict[str, dict | Failed] = {
+        sha: Failed(f"fetch failed: {report.errors[sources[sha]]}")
+        for sha in shas
+        if sources[sha] in report.errors
+    }
 
     def one(sha: str) -> tuple[str, list[Rendition] | str]:
         try:
@@ -140,10 +142,10 @@ def _render_chunk(shas, sources, spec, memo, uploads, failures, stats) -> dict[s
     # Pillow releases the GIL while resizing and encoding: threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         results = list(pool.map(one, fetched))
-    done, objects = {}, {}
+    objects: dict[str, dict[str, bytes]] = {}
     for sha, outcome in results:
         if isinstance(outcome, str):
-            failures[sha] = outcome
+            done[sha] = Failed(outcome)
             continue
         original = len(report.data[sources[sha]])
         items = []

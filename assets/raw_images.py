@@ -5,10 +5,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.batch_map import WORK_NAMESPACE, ChunkConfig, note_worker, worker_metadata
+from assets.engine import WORK_NAMESPACE, ChunkConfig, MemoRun, note_worker, worker_metadata
+from assets.preset import BATCH
 from assets.tables import content_version, preview
 from assets.versions import RAW_IMAGES_VERSION, WORK_VERSION
-from orchestration.partitions import BatchKey, upload_batch_partitions
+from orchestration.partitions import BatchKey
 from photogroup.chunks import imap_chunks, with_worker
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, sniff_content_type
 from photogroup.manifest import ACCEPTED, REJECTED, Inspection, inspect_uploads
@@ -46,9 +47,7 @@ class ManifestConfig(ChunkConfig):
 
 
 @dg.asset(
-    partitions_def=upload_batch_partitions,
-    group_name="image_pipeline",
-    kinds={"python", "s3"},
+    **BATCH,
     code_version=f"{RAW_IMAGES_VERSION}.{WORK_VERSION}",
     check_specs=[dg.AssetCheckSpec("every_object_accounted_for", asset="raw_images")],
 )
@@ -62,75 +61,75 @@ def raw_images(
     type sniffed from the bytes, pixel size, and status accepted/rejected with a reason."""
     batch = BatchKey.parse(context.partition_key)
     objects = uploads.list_batch(batch.tenant, batch.batch)
-    namespace = f"fingerprint/{RAW_IMAGES_VERSION}/{config.max_bytes}-{config.max_pixels}"
     memo_keys = {obj.key: _object_memo_key(obj) for obj in objects}
-    known, pack_complete = memo.lookup(
-        namespace,
-        memo_keys.values(),
-        lambda k, why: context.log.warning(f"memo entry {k[:12]} recomputed: {why}"),
-        pack=context.partition_key,
-    )
-    new = [obj for obj in objects if memo_keys[obj.key] not in known]
-    context.log.info(f"{len(objects)} objects, {len(objects) - len(new)} known, {len(new)} new")
-    rows, fetched, workers = _inspect(new, uploads, memo, config, context.log)
-    fresh = {memo_keys[key]: row for key, row in rows.items()}
-    memo.put_json_many(namespace, fresh)
-    found = {**fresh, **known}
-    if not pack_complete:
-        memo.write_pack(namespace, context.partition_key, found)
+    namespace = f"fingerprint/{RAW_IMAGES_VERSION}/{config.max_bytes}-{config.max_pixels}"
+    run = MemoRun(memo, {"raw_images": namespace}, memo_keys.values(),
+                  pack=context.partition_key, log=context.log, label="raw_images")  # fmt: skip
+    missing = set(run.missing("raw_images"))
+    new = [obj for obj in objects if memo_keys[obj.key] in missing]
+    fetched, workers = _inspect(new, memo_keys, run, uploads, memo, config, context.log)
+    run.finish()
+    found = run.entries["raw_images"]
     table = pd.DataFrame(
         [{**obj.__dict__, **found[memo_keys[obj.key]]} for obj in objects], columns=COLUMNS
     )
+    version = content_version(table, ["key", "sha256", "status", "reason"])
+    meta = _metadata(table, len(new), fetched, workers, config)
+    yield dg.Output(table, data_version=version, metadata=meta)
+    yield _accounted_for(table, uploads.list_batch(batch.tenant, batch.batch))
+
+
+def _metadata(table: pd.DataFrame, new: int, fetched: dict, workers: dict, config) -> dict:
     rejected = table[table.status != ACCEPTED]
-    hits = len(objects) - len(new)
-    yield dg.Output(
-        table,
-        data_version=content_version(table, ["key", "sha256", "status", "reason"]),
-        metadata={
-            "objects": len(table),
-            "accepted": int((table.status == ACCEPTED).sum()),
-            "rejected": len(rejected),
-            "memo_hits": hits,
-            "memo_misses": len(new),
-            "memo_hit_rate": round(hits / len(objects), 4) if objects else 0.0,
-            **fetched,
-            "chunk_size": config.chunk_size,
-            "processes": config.processes,
-            **worker_metadata(workers),
-            "rejections": preview(rejected, ["file", "content_type", "reason"], rows=50),
-            "preview": preview(
-                table, ["file", "size", "content_type", "width", "height", "status"]
-            ),
-        },
-    )
-    listed_again = {o.key for o in uploads.list_batch(batch.tenant, batch.batch)}
+    hits = len(table) - new  # by object: two objects with the same bytes are two lookups
+    return {
+        "objects": len(table),
+        "accepted": int((table.status == ACCEPTED).sum()),
+        "rejected": len(rejected),
+        "memo_hits": hits,
+        "memo_misses": new,
+        "memo_hit_rate": round(hits / len(table), 4) if len(table) else 0.0,
+        **fetched,
+        "chunk_size": config.chunk_size,
+        "processes": config.processes,
+        **worker_metadata(workers),
+        "rejections": preview(rejected, ["file", "content_type", "reason"], rows=50),
+        "preview": preview(table, ["file", "size", "content_type", "width", "height", "status"]),
+    }
+
+
+def _accounted_for(table: pd.DataFrame, listed: list[UploadedObject]) -> dg.AssetCheckResult:
+    """Listed again after the manifest was built: an object that arrived meanwhile shows."""
+    listed_again = {o.key for o in listed}
     missing = sorted(listed_again - set(table.key))
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name="every_object_accounted_for",
         passed=bool(not missing and table.key.is_unique),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "objects_listed": len(listed_again),
             "manifest_rows": len(table),
-            "rejected": len(rejected),
+            "rejected": int((table.status != ACCEPTED).sum()),
             "not_in_manifest": dg.MetadataValue.json(missing[:100]),
         },
     )
 
 
-def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, log):
+def _inspect(new: list[UploadedObject], memo_keys, run: MemoRun, uploads, memo, config, log):
     """Manifest rows for objects not seen before, fetched and decoded chunk by chunk (in
-    worker processes if configured; fetching and memo writes stay here)."""
+    worker processes if configured; fetching and memo writes stay here), each chunk's rows
+    and working copies memoised as it finishes."""
     rows: dict[str, dict] = {}
     totals = FetchReport()
     for obj in new:
         if obj.size > config.max_bytes:  # rejected on its listed size: never downloaded
             head = uploads.read_head(obj.key)
             reason = f"file_too_large: {obj.size} bytes > limit of {config.max_bytes}"
-            rows[obj.key] = Inspection(
+            rows[memo_keys[obj.key]] = Inspection(
                 None, sniff_content_type(head), None, None, None, REJECTED, reason, None
             ).row()
-    fetchable = [obj for obj in new if obj.key not in rows]
+    run.record("raw_images", rows)
+    fetchable = [obj for obj in new if memo_keys[obj.key] not in rows]
 
     def chunks():
         nonlocal totals
@@ -152,7 +151,9 @@ def _inspect(new: list[UploadedObject], uploads, memo, config: ManifestConfig, l
     for part, (inspected, worker) in imap_chunks(inspect, chunks(), config.processes, total):
         note_worker(workers, worker)
         memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_png for i in inspected if i.work_png})
-        rows.update({obj.key: i.row() for obj, i in zip(part, inspected, strict=True)})
+        run.record(
+            "raw_images", {memo_keys[o.key]: i.row() for o, i in zip(part, inspected, strict=True)}
+        )
         done += len(part)
         log.info(f"raw_images: inspected {done}/{len(fetchable)} new uploads")
-    return rows, totals.metadata(), workers
+    return totals.metadata(), workers

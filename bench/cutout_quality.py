@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cutout_quality.py [--seed 0] [--verbose]
 
-The labelled set is ``photogroup.cutout_composites.composites()``: matplotlib's gift-box
+The labelled set is ``bench.cutout_composites.composites()``: matplotlib's gift-box
 photo with its real alpha channel (the ``bench`` extra) pasted on plain, gradient and
 textured backdrops, three placements each (42 images, 400-480 px). Mean and worst IoU per
 backdrop kind and overall, and ms per image (wall median, and CPU mean: process time, which
@@ -27,8 +27,18 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+try:  # imported as bench.cutout_quality
+    from bench.cutout_composites import KINDS, NOISE, backgrounds, composites, paste, product
+except ImportError:  # run as a script, bench/ on sys.path
+    from cutout_composites import (  # type: ignore[no-redef]
+        KINDS,
+        NOISE,
+        backgrounds,
+        composites,
+        paste,
+        product,
+    )
 from photogroup import cutout
-from photogroup.cutout_composites import KINDS, NOISE, backgrounds, composites, paste, product
 
 #: RGB distance from the border colour above which the baseline calls a pixel product.
 BASELINE_THRESHOLD = 40

@@ -4,7 +4,7 @@
                                       [--time-scale 0.03] [--poll-interval 0.5]
                                       [--design both|two-phase|sequential]
 
-Both designs of ``photogroup.replicate_cutouts.ReplicateCutouts`` run in one process
+Both designs of ``resources.replicate_cutouts.ReplicateCutouts`` run in one process
 against the Replicate stand-in (``tests/standins/replicate_api.py``, real HTTP on
 127.0.0.1), which allows ``--rpm`` creates per trailing minute (429 beyond) and finishes
 each prediction after a seeded latency drawn from ``--latency`` seconds; the images are
@@ -69,7 +69,7 @@ def synthetic_images(n: int, seed: int = 0, size: int = 64) -> list[Image.Image]
 
 
 def run(mode: str, args: argparse.Namespace, standin, images: list[Image.Image]) -> dict:
-    from photogroup.replicate_cutouts import ReplicateCutouts
+    from resources.replicate_cutouts import ReplicateCutouts
     from tests.standins.replicate_api import VERSION, mask_for, scaled_limiter
 
     scale = args.time_scale

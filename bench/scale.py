@@ -125,6 +125,12 @@ def run_child(pipeline_bucket: str, stages: list[str], partition: str, config: d
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _steps(stages: list[str]) -> set[str]:
+    """The steps (ops) computing these assets: features and embeddings are one."""
+    shared = {"image_features", "image_embeddings"}
+    return {"image_analysis" if s in shared else s for s in stages}
+
+
 def child(spec: dict) -> None:
     """In the subprocess: materialise, then print one JSON line of timings and metadata."""
     import dagster as dg
@@ -132,6 +138,7 @@ def child(spec: dict) -> None:
     from assets import ALL_ASSETS
     from orchestration.definitions import defs
     from orchestration.partitions import upload_batch_partitions
+    from orchestration.runner import materializations
     from photogroup.chunks import peak_rss_mb
 
     imported = peak_rss_mb()
@@ -146,7 +153,7 @@ def child(spec: dict) -> None:
             resources=defs.resources,
             instance=instance,
             run_config={
-                "ops": {stage: {"config": spec["config"]} for stage in stages},
+                "ops": {step: {"config": spec["config"]} for step in _steps(stages)},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
         )
@@ -155,7 +162,7 @@ def child(spec: dict) -> None:
              for e in result.all_events if e.is_step_success}  # fmt: skip
     meta = {}
     for stage in stages:
-        (event,) = result.asset_materializations_for_node(stage)
+        (event,) = materializations(result, stage)
         meta[stage] = {k: v.value for k, v in event.metadata.items() if k in KEPT}
     times = os.times()  # workers are reaped by now: their CPU is in the children's share
     report = {

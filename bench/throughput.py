@@ -33,7 +33,9 @@ from pathlib import Path
 
 PHONE_SIZE = (4032, 3024)
 TENANT, BATCH = "bench", "phones"
-GROUPING = ("raw_images", "image_features", "image_embeddings", "image_clusters")
+# Steps up to image_clusters: image_analysis computes features and embeddings in one step
+# (before issue 19's stage engine they were the steps image_features and image_embeddings).
+GROUPING = ("raw_images", "image_features", "image_embeddings", "image_analysis", "image_clusters")
 CUTOUTS = "product_cutouts"
 
 

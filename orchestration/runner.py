@@ -32,11 +32,21 @@ def run_batch(batch: BatchKey, instance: dg.DagsterInstance) -> tuple[bool, dict
     return result.success, summarise(result, seconds)
 
 
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list:
+    """The asset's materializations in a run, by asset key (a multi_asset's step, e.g.
+    image_analysis, materialises several assets: its node name is none of theirs)."""
+    return [
+        event.event_specific_data.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(asset)
+    ]
+
+
 def summarise(result: dg.ExecuteInProcessResult, seconds: float) -> dict:
     meta = {}
-    for node in (*_IMAGE_STAGES, "image_clusters"):
-        events = result.asset_materializations_for_node(node)
-        meta[node] = {k: v.value for k, v in events[-1].metadata.items()} if events else {}
+    for asset in (*_IMAGE_STAGES, "image_clusters"):
+        events = materializations(result, asset)
+        meta[asset] = {k: v.value for k, v in events[-1].metadata.items()} if events else {}
     hits = sum(int(meta[n].get("memo_hits", 0)) for n in _IMAGE_STAGES)
     misses = sum(int(meta[n].get("memo_misses", 0)) for n in _IMAGE_STAGES)
     raw = meta["raw_images"]
@@ -52,7 +62,8 @@ def summarise(result: dg.ExecuteInProcessResult, seconds: float) -> dict:
         "memo_misses": misses,
         "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
         "embedder_calls": meta["image_embeddings"].get("embedder_calls", 0),
+        # Features and embeddings share one read of the working copies (image_analysis).
         "bytes_fetched": raw.get("bytes_fetched", 0)
-        + sum(int(meta[n].get("image_bytes_fetched", 0)) for n in _IMAGE_STAGES[1:]),
+        + int(meta["image_features"].get("image_bytes_fetched", 0)),
         "seconds": round(seconds, 3),
     }

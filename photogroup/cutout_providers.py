@@ -1,5 +1,4 @@
-"""The offline cut-out provider, behind the interface every provider shares:
-``cut_out(images) -> list[CutoutOutcome]``, ``model_id`` and ``stats()``."""
+"""The offline cut-out provider, one :class:`~photogroup.providers.CutoutProvider`."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 from PIL import Image
 
 from photogroup.cutout import foreground_mask
-from photogroup.replicate_cutouts import CutoutOutcome
+from photogroup.providers import CutoutOutcome, latency_percentiles
 
 #: Bump when foreground_mask changes its output: the id is part of every memo key.
 LOCAL_MODEL_VERSION = "1"
@@ -50,10 +48,8 @@ class LocalCutouts:
 
     def stats(self) -> dict[str, int | float]:
         with self._lock:
-            done = np.asarray(self._seconds)
             return {
-                "images": len(done) + self._failed,
+                "images": len(self._seconds) + self._failed,
                 "failed": self._failed,
-                "latency_p50_seconds": round(float(np.percentile(done, 50)), 3) if len(done) else 0,
-                "latency_p95_seconds": round(float(np.percentile(done, 95)), 3) if len(done) else 0,
+                **latency_percentiles(self._seconds, empty=0),
             }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.fftpack
@@ -14,36 +12,14 @@ from PIL import Image
 from photogroup.chunks import Failed
 from photogroup.features import trim_uniform_border
 
-
-@runtime_checkable
-class Embedder(Protocol):
-    """What every provider implements; ``model_id`` names the model and its version."""
-
-    model_id: str
-    dim: int
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Return ``len(images) x dim`` float32, each row L2-normalised."""
-        ...
-
-
-@dataclass
-class EmbedOutcome:
-    """A batch's vectors plus the images a remote provider could not embed.
-
-    Rows of failed images are NaN; ``failures`` maps their row index to a reason, so the
-    caller records them instead of dropping them, and does not memoise them.
-    """
-
-    vectors: np.ndarray
-    failures: dict[int, str] = field(default_factory=dict)
+# The contract lives in photogroup.providers; callers may import it from here too.
+from photogroup.providers import Embedder, EmbedOutcome, FallibleEmbedder
 
 
 def embed_with_failures(embedder: Embedder, images: Sequence[Image.Image]) -> EmbedOutcome:
-    """Providers that can fail per image implement ``embed_with_failures``; others cannot."""
-    method = getattr(embedder, "embed_with_failures", None)
-    if method is not None:
-        return method(images)
+    """A FallibleEmbedder reports the images it could not embed; others cannot fail one."""
+    if isinstance(embedder, FallibleEmbedder):
+        return embedder.embed_with_failures(images)
     return EmbedOutcome(embedder.embed(images))
 
 

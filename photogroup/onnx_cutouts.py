@@ -42,15 +42,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from photogroup.onnx_embedder import (
-    OnnxModelError,
-    _input_dtype,
-    _load_session,
-    _pick,
-    _sha256_file,
-    _show,
-)
-from photogroup.replicate_cutouts import CutoutOutcome
+from photogroup.onnx_session import OnnxModelError, OnnxProvider, show
+from photogroup.providers import CutoutOutcome, clip_reason, latency_percentiles
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +53,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Bumped when the map-to-mask steps change, so memoised masks are recomputed.
 _POSTPROCESS = "minmax-bilinear-round-v1"
-_MAX_REASON = 300
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -131,8 +123,10 @@ class SaliencyPreprocessing:
         return ((pixels - mean) / std).transpose(2, 0, 1)
 
 
-class OnnxCutouts:
+class OnnxCutouts(OnnxProvider):
     """Saliency-map masks from a U²-Net-style ONNX model, on CPU."""
+
+    preprocessing: SaliencyPreprocessing
 
     def __init__(
         self,
@@ -144,38 +138,14 @@ class OnnxCutouts:
     ) -> None:
         """``batch_size`` images per run (a fixed batch dimension in the model wins);
         ``intra_op_num_threads`` bounds onnxruntime's threads (the pipeline shares cores)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if intra_op_num_threads < 1:
-            raise ValueError(f"intra_op_num_threads must be >= 1, not {intra_op_num_threads}")
-        self.model_path = Path(model_path)
-        if not self.model_path.exists():
-            raise FileNotFoundError(f"ONNX model file not found: {self.model_path}")
-        if not self.model_path.is_file():
-            raise OnnxModelError(f"ONNX model path is not a file: {self.model_path}")
-
-        self._session = _load_session(self.model_path, intra_op_num_threads)
         pre = preprocessing or SaliencyPreprocessing()
-        model_input = _pick(self._session.get_inputs(), pre.input_name, "input", self.model_path)
-        model_output = _pick(
-            self._session.get_outputs(), pre.output_name, "output", self.model_path
-        )
-        self._dtype = _input_dtype(model_input, self.model_path)
-        self.preprocessing = dataclasses.replace(
+        _, model_output = self._open(
+            model_path,
             pre,
-            size=_resolve_size(model_input.shape, pre.size, self.model_path),
-            input_name=model_input.name,
-            output_name=model_output.name,
+            lambda shape, path: _resolve_size(shape, pre.size, path),
+            batch_size,
+            intra_op_num_threads,
         )
-        self.input_name: str = model_input.name
-        self.output_name: str = model_output.name
-        batch_dim = model_input.shape[0]
-        # A fixed batch dimension (usually 1, from a traced export) is filled exactly.
-        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) else None
-        self.batch_size = self.fixed_batch or int(batch_size)
-        self.intra_op_num_threads = int(intra_op_num_threads)
-
-        self.model_sha256 = _sha256_file(self.model_path)
         self.model_id = f"onnx-cutout-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
 
         self._lock = threading.Lock()
@@ -216,15 +186,13 @@ class OnnxCutouts:
             counts = dict(self._counts)
             latencies = list(self._latencies)
             inference = self._inference_seconds
-        p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (math.nan, math.nan)
         return {
             "images": counts.get("images", 0),
             "images_failed": counts.get("images_failed", 0),
             "batches": counts.get("batches", 0),
             "batches_rerun_singly": counts.get("batches_rerun_singly", 0),
             "inference_seconds": round(inference, 3),
-            "latency_p50_seconds": round(float(p50), 3),
-            "latency_p95_seconds": round(float(p95), 3),
+            **latency_percentiles(latencies),
             "batch_size": self.batch_size,
             "intra_op_num_threads": self.intra_op_num_threads,
         }
@@ -277,29 +245,17 @@ class OnnxCutouts:
     def _infer(self, arrays: list[np.ndarray]) -> _Maps:
         """Saliency maps (``count x h x w`` float64) for preprocessed images."""
         count = len(arrays)
-        batch = np.stack(arrays)
-        if self.fixed_batch is not None and count < self.fixed_batch:
-            pad = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
-            batch = np.concatenate([batch, pad])
-        batch = np.ascontiguousarray(batch, dtype=self._dtype)
-        started = time.monotonic()
-        try:
-            (out,) = self._session.run([self.output_name], {self.input_name: batch})
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise OnnxModelError(
-                f"inference failed on input {list(batch.shape)}: {_clip(str(exc))}"
-            ) from exc
-        seconds = time.monotonic() - started
+        out, seconds = self._run_model(np.stack(arrays))
+        rows = max(count, self.fixed_batch or 0)
         with self._lock:
             self._counts["batches"] += 1
             self._inference_seconds += seconds
-        out = np.asarray(out)
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]
-        if out.ndim != 3 or out.shape[0] != len(batch):
+        if out.ndim != 3 or out.shape[0] != rows:
             raise OnnxModelError(
                 f"output '{self.output_name}' has shape {list(out.shape)}; expected "
-                f"[{len(batch)}, 1, H, W] or [{len(batch)}, H, W]"
+                f"[{rows}, 1, H, W] or [{rows}, H, W]"
             )
         return _Maps(out[:count].astype(np.float64), seconds)
 
@@ -316,7 +272,7 @@ class OnnxCutouts:
         )
         if shape and not one_channel:
             raise OnnxModelError(
-                f"{self.model_path}: output '{model_output.name}' has shape {_show(shape)}; "
+                f"{self.model_path}: output '{model_output.name}' has shape {show(shape)}; "
                 "a saliency map is N x 1 x H x W (or N x H x W): is this a salient-object "
                 "model such as U²-Net?"
             )
@@ -338,7 +294,7 @@ class OnnxCutouts:
             self._counts[name] += 1
 
     def _failed(self, index: int, kind: str, exc: Exception, seconds: float) -> CutoutOutcome:
-        reason = _clip(f"{kind}: {type(exc).__name__}: {exc}")
+        reason = clip_reason(f"{kind}: {type(exc).__name__}: {exc}")
         log.warning("ONNX cut-out failed for image %d: %s", index, reason)
         return CutoutOutcome(None, reason, seconds, None)
 
@@ -367,13 +323,13 @@ def _resolve_size(
     """The (width, height) to feed, checked against the model's ``N x 3 x H x W`` input."""
     if len(shape) != 4:
         raise OnnxModelError(
-            f"{path}: input has shape {_show(shape)}; a U²-Net-style model takes one "
+            f"{path}: input has shape {show(shape)}; a U²-Net-style model takes one "
             "N x 3 x H x W image tensor"
         )
     channels, height, width = shape[1], shape[2], shape[3]
     if isinstance(channels, int) and channels != 3:
         raise OnnxModelError(
-            f"{path}: input has shape {_show(shape)}, {channels} channels; expected "
+            f"{path}: input has shape {show(shape)}, {channels} channels; expected "
             "N x 3 x H x W (RGB, channels first)"
         )
     if size is None:
@@ -384,12 +340,7 @@ def _resolve_size(
     for axis, model_value, chosen in (("width", width, size[0]), ("height", height, size[1])):
         if isinstance(model_value, int) and model_value != chosen:
             raise OnnxModelError(
-                f"{path}: input has shape {_show(shape)}, {axis} {model_value}, but the "
+                f"{path}: input has shape {show(shape)}, {axis} {model_value}, but the "
                 f"preprocessing size is {size[0]}x{size[1]} (width x height)"
             )
     return size
-
-
-def _clip(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."

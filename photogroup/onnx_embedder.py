@@ -28,23 +28,15 @@ from PIL import Image, ImageOps
 
 from photogroup.embed import l2_normalise
 from photogroup.features import trim_uniform_border
+from photogroup.onnx_session import INSTALL_HINT, OnnxModelError, OnnxProvider, show
 
-INSTALL_HINT = "pip install -e '.[onnx]'"
+__all__ = ["INSTALL_HINT", "OnnxEmbedder", "OnnxModelError", "Preprocessing"]
 
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-_FLOAT_INPUTS = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-}
-
-
-class OnnxModelError(ValueError):
-    """The model file cannot be used as configured (not ONNX, wrong shapes, bad output)."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +117,10 @@ class Preprocessing:
         return (pixels * np.float32(self.scale) - mean) / std
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(OnnxProvider):
     """Runs an ONNX image encoder on CPU; rows are float32 and L2-normalised."""
+
+    preprocessing: Preprocessing
 
     def __init__(
         self,
@@ -136,40 +130,14 @@ class OnnxEmbedder:
         batch_size: int = 16,
         intra_op_num_threads: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if intra_op_num_threads < 1:
-            raise ValueError(f"intra_op_num_threads must be >= 1, not {intra_op_num_threads}")
-        self.model_path = Path(model_path)
-        if not self.model_path.exists():
-            raise FileNotFoundError(f"ONNX model file not found: {self.model_path}")
-        if not self.model_path.is_file():
-            raise OnnxModelError(f"ONNX model path is not a file: {self.model_path}")
-
-        self._session = _load_session(self.model_path, intra_op_num_threads)
         pre = preprocessing or Preprocessing()
-        model_input = _pick(self._session.get_inputs(), pre.input_name, "input", self.model_path)
-        model_output = _pick(
-            self._session.get_outputs(), pre.output_name, "output", self.model_path
-        )
-        self._dtype = _input_dtype(model_input, self.model_path)
-        self.preprocessing = dataclasses.replace(
+        _, model_output = self._open(
+            model_path,
             pre,
-            size=_resolve_size(model_input.shape, pre, self.model_path),
-            input_name=model_input.name,
-            output_name=model_output.name,
+            lambda shape, path: _resolve_size(shape, pre, path),
+            batch_size,
+            intra_op_num_threads,
         )
-        self.input_name = model_input.name
-        self.output_name = model_output.name
-
-        batch_dim = model_input.shape[0]
-        # A fixed batch dimension (often 1, from a traced export) is filled exactly, padding
-        # the last chunk; a dynamic one takes ``batch_size`` images per run.
-        self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) else None
-        self.batch_size = self.fixed_batch or batch_size
-        self.intra_op_num_threads = intra_op_num_threads
-
-        self.model_sha256 = _sha256_file(self.model_path)
         self.model_id = f"onnx-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
         declared = _declared_dim(model_output.shape, self.preprocessing)
         # Dynamic output dims are learned from one run on a blank image.
@@ -195,75 +163,19 @@ class OnnxEmbedder:
         pre = self.preprocessing
         batch = np.stack([pre.to_array(img) for img in images])
         count = len(batch)
-        if self.fixed_batch is not None and count < self.fixed_batch:
-            pad = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
-            batch = np.concatenate([batch, pad])
         if pre.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
-        batch = np.ascontiguousarray(batch, dtype=self._dtype)
         try:
-            (out,) = self._session.run([self.output_name], {self.input_name: batch})
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise OnnxModelError(
-                f"{self.model_path}: inference failed on input {list(batch.shape)} "
-                f"({pre.layout}): {exc}"
-            ) from exc
-        out = np.asarray(out)
-        if out.ndim < 2 or out.shape[0] != len(batch):
+            out, _ = self._run_model(batch)
+        except OnnxModelError as exc:
+            raise OnnxModelError(f"{self.model_path}: {exc} ({pre.layout})") from exc
+        count_run = max(count, self.fixed_batch or 0)
+        if out.ndim < 2 or out.shape[0] != count_run:
             raise OnnxModelError(
                 f"{self.model_path}: output '{self.output_name}' has shape {list(out.shape)}; "
-                f"expected the batch of {len(batch)} first, then features"
+                f"expected the batch of {count_run} first, then features"
             )
         return _pool(out, pre).astype(np.float32)[:count]
-
-
-def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(
-            f"the 'onnx' embedding provider needs onnxruntime; install the extra: {INSTALL_HINT}"
-        ) from exc
-    return onnxruntime
-
-
-def _load_session(path: Path, threads: int) -> Any:
-    ort = _import_onnxruntime()
-    options = ort.SessionOptions()
-    # Bounded threads: the pipeline runs several steps at once on small machines.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle workers would otherwise spin between runs, burning cores other steps need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # InvalidProtobuf, Fail, ... from the C++ layer
-        raise OnnxModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
-
-
-def _pick(args: Sequence[Any], name: str | None, kind: str, path: Path) -> Any:
-    if not args:
-        raise OnnxModelError(f"{path}: the model has no {kind}s")
-    if name is None:
-        return args[0]
-    for arg in args:
-        if arg.name == name:
-            return arg
-    available = ", ".join(repr(a.name) for a in args)
-    raise OnnxModelError(f"{path}: no {kind} named {name!r}; the model has {available}")
-
-
-def _input_dtype(model_input: Any, path: Path) -> type:
-    dtype = _FLOAT_INPUTS.get(model_input.type)
-    if dtype is None:
-        raise OnnxModelError(
-            f"{path}: input '{model_input.name}' is {model_input.type}; only float image "
-            "tensors (float, float16, double) are supported"
-        )
-    return dtype
 
 
 def _resolve_size(shape: Sequence[Any], pre: Preprocessing, path: Path) -> tuple[int, int]:
@@ -271,7 +183,7 @@ def _resolve_size(shape: Sequence[Any], pre: Preprocessing, path: Path) -> tuple
     wanted = "N x 3 x H x W" if pre.layout == "NCHW" else "N x H x W x 3"
     if len(shape) != 4:
         raise OnnxModelError(
-            f"{path}: input has shape {_show(shape)} but preprocessing produces {wanted} "
+            f"{path}: input has shape {show(shape)} but preprocessing produces {wanted} "
             f"(layout {pre.layout}); the model needs a 4-d image input"
         )
     channels, height, width = (
@@ -280,21 +192,21 @@ def _resolve_size(shape: Sequence[Any], pre: Preprocessing, path: Path) -> tuple
     if isinstance(channels, int) and channels != 3:
         other = "NHWC" if pre.layout == "NCHW" else "NCHW"
         raise OnnxModelError(
-            f"{path}: input has shape {_show(shape)}, which with layout {pre.layout} means "
+            f"{path}: input has shape {show(shape)}, which with layout {pre.layout} means "
             f"{channels} channels, not 3; is the layout {other}?"
         )
     model_size = (width, height)
     if pre.size is None:
         if not all(isinstance(v, int) for v in model_size):
             raise OnnxModelError(
-                f"{path}: input shape {_show(shape)} has a dynamic height or width; set "
+                f"{path}: input shape {show(shape)} has a dynamic height or width; set "
                 "Preprocessing.size"
             )
         return (int(width), int(height))
     for axis, fixed, chosen in (("width", width, pre.size[0]), ("height", height, pre.size[1])):
         if isinstance(fixed, int) and fixed != chosen:
             raise OnnxModelError(
-                f"{path}: input has shape {_show(shape)} ({pre.layout}), {axis} {fixed}, but "
+                f"{path}: input has shape {show(shape)} ({pre.layout}), {axis} {fixed}, but "
                 f"preprocessing size is {pre.size[0]}x{pre.size[1]} (width x height)"
             )
     return pre.size
@@ -327,18 +239,6 @@ def _pool(out: np.ndarray, pre: Preprocessing) -> np.ndarray:
     axis = pre.feature_axis % out.ndim
     spatial = tuple(a for a in range(1, out.ndim) if a != axis)
     return out.mean(axis=spatial, dtype=np.float64)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _show(shape: Sequence[Any]) -> str:
-    return "[" + ", ".join(str(v) if v is not None else "?" for v in shape) + "]"
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

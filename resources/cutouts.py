@@ -11,14 +11,14 @@ bucket, ``limits/<provider>.json``, see resources/shared_ratelimit.py), served r
 across tenants, so parallel runs together stay under the account's quota.
 """
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from photogroup.providers import CutoutProvider
 from resources.s3 import S3Resource
 
 
@@ -39,27 +39,45 @@ class CutoutResource(dg.ConfigurableResource):
     )
     limits_bucket: str = Field(default="", description="Bucket of the shared limiter state.")
     replicate_version: str = Field(default="", description="replicate: model version id.")
-    replicate_base_url: str = Field(default="https://api.replicate.com")
+    replicate_base_url: str = Field(
+        default="https://api.replicate.com",
+        description="replicate: API origin; the token is sent to this origin only.",
+    )
     replicate_token_env: str = Field(
         default="REPLICATE_API_TOKEN",
         description="replicate: name of the environment variable holding the API token "
         "(the token itself is never part of the config).",
     )
-    replicate_create_concurrency: int = 4
-    replicate_poll_concurrency: int = 8
-    replicate_poll_interval: float = 1.0
-    replicate_prediction_timeout: float = 300.0
-    bedrock_region: str | None = None
-    bedrock_endpoint_url: str | None = None
-    bedrock_max_concurrency: int = 4
-    bedrock_max_attempts: int = 6
+    replicate_create_concurrency: int = Field(
+        default=4, description="replicate: create requests in flight (phase 1)."
+    )
+    replicate_poll_concurrency: int = Field(
+        default=8, description="replicate: poll and download requests in flight (phase 2)."
+    )
+    replicate_poll_interval: float = Field(
+        default=1.0, description="replicate: seconds between two polls of one prediction."
+    )
+    replicate_prediction_timeout: float = Field(
+        default=300.0,
+        description="replicate: seconds a prediction may run before it is cancelled.",
+    )
+    bedrock_region: str | None = Field(default=None, description="bedrock: AWS region.")
+    bedrock_endpoint_url: str | None = Field(
+        default=None, description="bedrock: endpoint override (VPC endpoint, a stand-in)."
+    )
+    bedrock_max_concurrency: int = Field(default=4, description="bedrock: requests in flight.")
+    bedrock_max_attempts: int = Field(
+        default=6, description="bedrock: tries per image (retryable errors only)."
+    )
     onnx_model: str = Field(default="", description="onnx: local path or s3://bucket/key.")
-    onnx_cache_dir: str = ".local/models"
+    onnx_cache_dir: str = Field(
+        default=".local/models", description="onnx: where s3:// models are cached by ETag."
+    )
     onnx_input_size: int = Field(default=0, description="onnx: side; 0 reads the model's.")
     threads: int = Field(default=0, description="local/onnx: CPU threads (0: all cores).")
     s3: dg.ResourceDependency[S3Resource]
 
-    def get_provider(self, tenant: str):
+    def get_provider(self, tenant: str) -> CutoutProvider:
         """A provider for one run of ``tenant``'s batch (its limiter knows the tenant)."""
         if self.provider == "local":
             from photogroup.cutout_providers import LocalCutouts
@@ -69,14 +87,15 @@ class CutoutResource(dg.ConfigurableResource):
             return self._onnx()
         limiter = self._limiter(tenant)
         if self.provider == "replicate":
-            from photogroup.replicate_cutouts import ReplicateCutouts
+            from resources.replicate_cutouts import ReplicateCutouts
 
-            token = os.environ.get(self.replicate_token_env, "")
-            if not token:
+            # Read when the run starts and held as a SecretStr: never part of the config.
+            token = SecretStr(os.environ.get(self.replicate_token_env, ""))
+            if not token.get_secret_value().strip():
                 raise ValueError(f"provider 'replicate' needs ${self.replicate_token_env}")
             if not self.replicate_version:
                 raise ValueError("provider 'replicate' needs replicate_version")
-            client = ReplicateCutouts(
+            return ReplicateCutouts(
                 token,
                 self.replicate_version,
                 base_url=self.replicate_base_url,
@@ -86,8 +105,6 @@ class CutoutResource(dg.ConfigurableResource):
                 poll_interval=self.replicate_poll_interval,
                 prediction_timeout=self.replicate_prediction_timeout,
             )
-            client.model_id = f"replicate-{_short(self.replicate_version)}"
-            return client
         from resources.bedrock_cutouts import BedrockCutouts
 
         return BedrockCutouts.from_settings(
@@ -116,7 +133,7 @@ class CutoutResource(dg.ConfigurableResource):
             tenant=tenant,
         )
 
-    def _onnx(self):
+    def _onnx(self) -> CutoutProvider:
         from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
         from resources.model_files import resolve_model_file
 
@@ -127,7 +144,3 @@ class CutoutResource(dg.ConfigurableResource):
         return OnnxCutouts(
             path, SaliencyPreprocessing(size=size), intra_op_num_threads=self.threads or 1
         )
-
-
-def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

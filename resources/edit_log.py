@@ -6,12 +6,11 @@ people editing one batch at once cannot lose each other's edit: the second PUT i
 with 412, and its edit is validated again on the log that now holds the first.
 """
 
-import random
-import time
 from collections.abc import Callable
 
 import botocore.exceptions
 import dagster as dg
+import tenacity
 from pydantic import Field
 
 from resources.s3 import S3Resource, check_bucket_name
@@ -49,7 +48,8 @@ class EditLog(dg.ConfigurableResource):
     def append(self, partition_key: str, make_line: Callable[[str], str], attempts: int = 8) -> str:
         """Append ``make_line(current log)`` (which validates, raising to refuse)."""
         client = self.s3.get_client()
-        for attempt in range(attempts):
+
+        def try_once() -> str:
             text, etag = self.read(partition_key)
             line = make_line(text)
             body = (text if not text or text.endswith("\n") else text + "\n") + line + "\n"
@@ -59,11 +59,27 @@ class EditLog(dg.ConfigurableResource):
                     Bucket=self.bucket, Key=self.key(partition_key), Body=body.encode(),
                     ContentType="application/x-ndjson", **condition,
                 )  # fmt: skip
-                return line
             except botocore.exceptions.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
-                if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-                    raise
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # someone else appended
-        raise EditLogConflict(f"the edit log of {partition_key} changed {attempts} times "
-                              "while this edit was checked; try again")  # fmt: skip
+                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                    raise _Appended() from None  # someone else appended: read and check again
+                raise
+            return line
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Appended),
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.05),
+            reraise=True,
+        )
+        try:
+            return retrying(try_once)
+        except _Appended:
+            raise EditLogConflict(
+                f"the edit log of {partition_key} changed {attempts} times while this edit "
+                "was checked; try again"
+            ) from None
+
+
+class _Appended(Exception):
+    """The log changed between our read and our conditional PUT."""

@@ -45,9 +45,15 @@ class EmbedderResource(dg.ConfigurableResource):
     onnx_input_size: list[int] | None = Field(
         default=None, description="onnx: [width, height]; None reads it from the model."
     )
-    onnx_resize: Literal["squash", "center_crop"] = "squash"
-    onnx_channel_order: Literal["RGB", "BGR"] = "RGB"
-    onnx_layout: Literal["NCHW", "NHWC"] = "NCHW"
+    onnx_resize: Literal["squash", "center_crop"] = Field(
+        default="squash", description="onnx: resize to the input size, or crop its centre."
+    )
+    onnx_channel_order: Literal["RGB", "BGR"] = Field(
+        default="RGB", description="onnx: channel order the model expects."
+    )
+    onnx_layout: Literal["NCHW", "NHWC"] = Field(
+        default="NCHW", description="onnx: channels first (NCHW) or last (NHWC)."
+    )
     onnx_scale: float = Field(default=1 / 255, description="onnx: multiplier on 0-255 pixels.")
     onnx_mean: list[float] = Field(default=[0.485, 0.456, 0.406], description="onnx: mean.")
     onnx_std: list[float] = Field(default=[0.229, 0.224, 0.225], description="onnx: std.")

@@ -9,7 +9,6 @@ breaks off mid-read, its retries go uncounted when a request ends in a connectio
 and its sleeps cannot be injected in tests.
 """
 
-import random
 import re
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple, Self
 import boto3
 import botocore.exceptions
 import dagster as dg
+import tenacity
 from botocore.config import Config
 from dagster_aws.s3 import S3Resource as DagsterS3Resource
 from pydantic import Field, PrivateAttr
@@ -284,36 +284,49 @@ def iter_fetch(
     _check_client(client, max_concurrency)
     keys = list(dict.fromkeys(keys))
     in_flight = _InFlight()
-    backoff = random.Random()
 
     def fetch(key: str) -> _Outcome:
         started = time.perf_counter()
-        for attempt in range(1, max_attempts + 1):
+        attempts = 0
+
+        def get() -> bytes:
+            nonlocal attempts
+            attempts += 1
             try:
                 with in_flight:
                     response = client.get_object(Bucket=bucket, Key=key)
                     try:
-                        body = response["Body"].read()
+                        return response["Body"].read()
                     finally:
                         response["Body"].close()
-                return _Outcome(key, body, None, attempt - 1, time.perf_counter() - started)
             except botocore.exceptions.ClientError as exc:
                 code, status, message = _client_error(exc)
                 retryable = code in RETRYABLE_CODES or status in RETRYABLE_STATUSES
                 failure = f"{code}: GET s3://{bucket}/{key} failed with HTTP {status}"
+                raise _GetFailed(failure, message, retryable) from None
             except RETRYABLE_EXCEPTIONS as exc:
-                retryable, message = True, str(exc)
                 failure = f"{type(exc).__name__}: GET s3://{bucket}/{key} failed"
+                raise _GetFailed(failure, str(exc), retryable=True) from None
             except botocore.exceptions.BotoCoreError as exc:  # e.g. no credentials
-                retryable, message = False, str(exc)
                 failure = f"{type(exc).__name__}: GET s3://{bucket}/{key} failed"
-            if not retryable or attempt == max_attempts:
-                plural = "s" if attempt > 1 else ""
-                tries = f"after {attempt} attempt{plural}" if retryable else "(not retryable)"
-                error = f"{failure} {tries}: {message}"
-                return _Outcome(key, None, error, attempt - 1, time.perf_counter() - started)
-            sleep(backoff.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1))))
-        raise AssertionError("unreachable")
+                raise _GetFailed(failure, str(exc), retryable=False) from None
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: getattr(exc, "retryable", False)),
+            stop=tenacity.stop_after_attempt(max_attempts),
+            # Full jitter: uniform in [0, min(max_delay, base_delay * 2**retry)].
+            wait=tenacity.wait_random_exponential(multiplier=base_delay, max=max_delay),
+            sleep=sleep,
+            reraise=True,
+        )
+        try:
+            body = retrying(get)
+        except _GetFailed as failed:
+            plural = "s" if attempts > 1 else ""
+            tries = f"after {attempts} attempt{plural}" if failed.retryable else "(not retryable)"
+            error = f"{failed.failure} {tries}: {failed.message}"
+            return _Outcome(key, None, error, attempts - 1, time.perf_counter() - started)
+        return _Outcome(key, body, None, attempts - 1, time.perf_counter() - started)
 
     if not keys:
         return
@@ -343,6 +356,14 @@ def _batch_report(futures: "list[Future[_Outcome]]", in_flight: "_InFlight") -> 
         report.object_seconds += outcome.seconds
     report.max_concurrency = in_flight.take_peak()
     return report
+
+
+class _GetFailed(Exception):
+    """One GET's failure: what failed, the service's message, whether to try again."""
+
+    def __init__(self, failure: str, message: str, retryable: bool) -> None:
+        super().__init__(failure)
+        self.failure, self.message, self.retryable = failure, message, retryable
 
 
 class _Outcome(NamedTuple):

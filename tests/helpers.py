@@ -57,8 +57,10 @@ def materialise(
     )
 
 
-def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    (event,) = result.asset_materializations_for_node(node)
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    from orchestration.runner import materializations
+
+    (event,) = materializations(result, asset)
     return {k: v.value for k, v in event.metadata.items()}
 
 

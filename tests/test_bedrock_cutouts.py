@@ -9,59 +9,31 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from photogroup.ratelimit import TokenBucket, most_in_window
 from resources import bedrock_cutouts
 from resources.bedrock_cutouts import MAX_SIDE, BedrockCutouts, encode_image
-from tests.standins.bedrock_runtime import BedrockRuntimeStandIn
+from tests.standins.bedrock_runtime import (
+    ACCESS_KEY_ID,
+    SECRET,
+    SESSION_TOKEN,
+    BedrockRuntimeStandIn,
+    client_settings,
+)
+from tests.standins.pictures import refused, shapes
 
-SECRET = "stand-in-secret-key-7f3a9c1e-do-not-log"
-TOKEN = "stand-in-session-token-5b2d8e"
-MAGENTA = (255, 0, 255)
+TOKEN = SESSION_TOKEN
 PATH = "/model/amazon.titan-image-generator-v2%3A0/invoke"
-
-
-def picture(seed: int, size: tuple[int, int] = (48, 40)) -> tuple[Image.Image, np.ndarray]:
-    """A flat backdrop with two shapes, and the mask they make (True: foreground)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    background = tuple(int(v) for v in rng.integers(150, 256, 3))
-    img = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(img)
-    for _ in range(2):
-        x, y = int(rng.integers(w // 10, w // 2)), int(rng.integers(h // 10, h // 2))
-        sw, sh = int(rng.integers(w // 8, w // 3)), int(rng.integers(h // 8, h // 3))
-        colour = tuple(int(v) for v in rng.integers(0, 120, 3))
-        draw.ellipse([x, y, x + sw, y + sh], fill=colour)
-    expected = np.any(np.asarray(img) != np.array(background, dtype=np.uint8), axis=-1)
-    return img, expected
+picture = shapes
 
 
 def magenta_corner(seed: int) -> Image.Image:
-    img, _ = picture(seed)
-    img.putpixel((0, 0), MAGENTA)
-    return img
+    return refused(picture(seed)[0])
 
 
 def make_cutouts(standin: BedrockRuntimeStandIn, **overrides) -> BedrockCutouts:
-    settings = {
-        "region": "us-east-1",
-        "endpoint_url": standin.endpoint_url,
-        "requests_per_minute": 60_000,
-        "max_concurrency": 4,
-        "max_attempts": 4,
-        "timeout_seconds": 5.0,
-        "aws_access_key_id": "AKIASTANDINTESTKEY00",
-        "aws_secret_access_key": SECRET,
-        "aws_session_token": TOKEN,
-        # Tiny backoff so retries cost milliseconds.
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "headroom": 1.0,
-    }
-    settings.update(overrides)
-    return BedrockCutouts.from_settings(**settings)
+    return BedrockCutouts.from_settings(**client_settings(standin, **overrides))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,7 +134,7 @@ def test_read_timeouts_and_connection_errors_are_retried():
         max_attempts=2,
         timeout_seconds=1.0,
         connect_timeout_seconds=1.0,
-        aws_access_key_id="AKIASTANDINTESTKEY00",
+        aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key=SECRET,
         backoff_base=0.01,
     )

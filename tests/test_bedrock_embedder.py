@@ -11,12 +11,17 @@ from PIL import Image
 
 from photogroup.embed import Embedder, embed_with_failures
 from photogroup.ratelimit import TokenBucket, most_in_window
-from resources.bedrock_embedder import BedrockEmbedder, EmbeddingFailed, _clip
-from tests.standins.bedrock_runtime import BedrockRuntimeStandIn
+from resources.bedrock_embedder import BedrockEmbedder, EmbeddingFailed
+from tests.standins.bedrock_runtime import (
+    ACCESS_KEY_ID,
+    SECRET,
+    SESSION_TOKEN,
+    BedrockRuntimeStandIn,
+    client_settings,
+)
+from tests.standins.pictures import refused
 
-SECRET = "stand-in-secret-key-7f3a9c1e-do-not-log"
-TOKEN = "stand-in-session-token-5b2d8e"
-MAGENTA = (255, 0, 255)
+TOKEN = SESSION_TOKEN
 
 
 @pytest.fixture
@@ -32,29 +37,11 @@ def picture(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
 
 
 def magenta_corner(seed: int) -> Image.Image:
-    img = picture(seed)
-    img.putpixel((0, 0), MAGENTA)
-    return img
+    return refused(picture(seed))
 
 
 def make_embedder(standin: BedrockRuntimeStandIn, **overrides) -> BedrockEmbedder:
-    settings = {
-        "region": "us-east-1",
-        "endpoint_url": standin.endpoint_url,
-        "output_length": 256,
-        "requests_per_minute": 60_000,
-        "max_concurrency": 4,
-        "max_attempts": 4,
-        "timeout_seconds": 5.0,
-        "aws_access_key_id": "AKIASTANDINTESTKEY00",
-        "aws_secret_access_key": SECRET,
-        "aws_session_token": TOKEN,
-        # Tiny backoff so retries cost milliseconds; the bucket runs at the given rate.
-        "backoff_base": 0.01,
-        "backoff_cap": 0.05,
-        "headroom": 1.0,
-    }
-    settings.update(overrides)
+    settings = client_settings(standin, output_length=256) | overrides
     return BedrockEmbedder.from_settings(**settings)
 
 
@@ -240,7 +227,7 @@ def test_connection_errors_are_retried_then_reported():
         max_attempts=2,
         timeout_seconds=1.0,
         connect_timeout_seconds=1.0,
-        aws_access_key_id="AKIASTANDINTESTKEY00",
+        aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key=SECRET,
         backoff_base=0.01,
     )
@@ -264,14 +251,15 @@ def test_secrets_never_reach_reasons_stats_or_logs(caplog):
 
 
 def test_reasons_redact_credential_shaped_text():
-    reason = _clip(
+    clip = BedrockEmbedder(client=None).clip
+    reason = clip(
         "Could not connect to https://user:pa55@bedrock.example/ with "
         "Credential=AKIAABCDEFGHIJKLMNOP/20260101 Signature=abc123 X-Amz-Security-Token=tok"
     )
     for leaked in ("pa55", "AKIAABCDEFGHIJKLMNOP", "abc123"):
         assert leaked not in reason
     assert reason.endswith("X-Amz-Security-Token=***")
-    assert len(_clip("x" * 1000)) == 300
+    assert len(clip("x" * 1000)) == 300
 
 
 def test_a_shared_limiter_can_be_injected(standin):

@@ -16,6 +16,7 @@ from photogroup.chunks import imap_chunks, with_worker
 from tests.helpers import metadata, photo_batch, read_table, upload
 
 STAGES = ["raw_images", "image_features", "image_embeddings"]
+STEPS = ["raw_images", "image_analysis"]
 PHOTOS = {"astronaut": ["flipped"], "coffee": ["resized"], "chelsea": ["brightened"],
           "rocket": ["recompressed"], "coins": ["padded"]}  # fmt: skip
 
@@ -54,7 +55,8 @@ def _materialise(instance, key: str, config: dict) -> dg.ExecuteInProcessResult:
         partition_key=key,
         resources=defs.resources,
         instance=instance,
-        run_config={"ops": {stage: {"config": config} for stage in STAGES}},
+        # Features and embeddings are one step (image_analysis), with one config.
+        run_config={"ops": {step: {"config": config} for step in STEPS}},
     )
 
 

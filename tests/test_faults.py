@@ -12,6 +12,7 @@ from assets import ALL_ASSETS
 from orchestration.definitions import env_s3, pipeline_resources
 from orchestration.jobs import image_pipeline_job
 from orchestration.local_s3 import LocalS3, _free_port
+from orchestration.runner import materializations
 from photogroup.embed import LocalEmbedder
 from resources.embedder import EmbedderResource
 from resources.s3 import S3Resource
@@ -180,8 +181,8 @@ def test_s3_stopped_mid_run_fails_clearly_and_resumes_without_redoing_work(own_s
             ]
             executed = {e.step_key for e in second.all_events if e.is_step_success}
             assert "raw_images" not in executed  # not redone: its output was kept
-            embeddings = {k: v.value for k, v in second.asset_materializations_for_node(
-                "image_embeddings")[0].metadata.items()}  # fmt: skip
+            (event,) = materializations(second, "image_embeddings")
+            embeddings = {k: v.value for k, v in event.metadata.items()}
     # Only the first chunk was stored before the stop: it is a hit, and just the 4 others
     # are embedded again (the second chunk's result never reached the memo).
     assert (embeddings["memo_hits"], embeddings["memo_misses"]) == (2, len(files) - 2)

@@ -203,3 +203,23 @@ def test_concurrent_appends_all_land(s3_env):
     text, etag = log.read("shop/b9")
     assert etag and sorted(json.loads(x)["n"] for x in text.splitlines()) == list(range(8))
     assert len(seen) >= 8  # conflicts re-validate on the newer log rather than overwrite it
+
+
+def test_an_append_that_always_loses_the_race_gives_up_after_its_attempts(s3_env):
+    """Each try is overtaken by another writer: EditLogConflict after ``attempts`` tries."""
+    from orchestration.environment import edit_log_from_env
+    from resources.edit_log import EditLogConflict
+
+    log = edit_log_from_env()
+    tries: list[int] = []
+
+    def overtaken(text: str) -> str:
+        tries.append(len(text.splitlines()))
+        log.append("shop/b10", lambda _: json.dumps({"op": "rename", "n": -len(tries)}))
+        return json.dumps({"op": "rename", "n": 0})
+
+    with pytest.raises(EditLogConflict, match="changed 3 times"):
+        log.append("shop/b10", overtaken, attempts=3)
+    assert tries == [0, 1, 2]  # read again each time, and never written
+    text, _ = log.read("shop/b10")
+    assert [json.loads(x)["n"] for x in text.splitlines()] == [-1, -2, -3]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.cutout_composites import composites
 from photogroup.cutout import mask_iou
-from photogroup.cutout_composites import composites
 from photogroup.ratelimit import most_in_window
 from resources.shared_ratelimit import SharedTokenBucket
 from tests.helpers import jpeg, materialise, metadata, read_table, upload

@@ -11,36 +11,20 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from photogroup.ratelimit import TokenBucket, most_in_window
-from photogroup.replicate_cutouts import ReplicateCutouts, SecretToken, _retry_after
+from resources.replicate_cutouts import ReplicateCutouts, _retry_after, secret_token
+from tests.standins.pictures import refused, shapes
 from tests.standins.replicate_api import VERSION, ReplicateStandIn, scaled_limiter
 
 SCALE = 0.05
 TOKEN = "r8_StandInTok3nDoNotLog7f3a9c1e"
-MAGENTA = (255, 0, 255)
-
-
-def picture(seed: int, size: tuple[int, int] = (48, 40)) -> tuple[Image.Image, np.ndarray]:
-    """A flat backdrop with two shapes, and the mask they make (True: foreground)."""
-    rng = np.random.default_rng(seed)
-    background = tuple(int(v) for v in rng.integers(150, 256, 3))
-    img = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(img)
-    for _ in range(2):
-        x, y = (int(v) for v in rng.integers(4, 20, 2))
-        w, h = (int(v) for v in rng.integers(6, 18, 2))
-        colour = tuple(int(v) for v in rng.integers(0, 120, 3))
-        draw.ellipse([x, y, x + w, y + h], fill=colour)
-    expected = np.any(np.asarray(img) != np.array(background, dtype=np.uint8), axis=-1)
-    return img, expected
+picture = shapes
 
 
 def magenta_corner(seed: int) -> Image.Image:
-    img, _ = picture(seed)
-    img.putpixel((0, 0), MAGENTA)
-    return img
+    return refused(picture(seed)[0])
 
 
 def make_client(standin: ReplicateStandIn, **overrides) -> ReplicateCutouts:
@@ -152,7 +136,11 @@ def test_wrong_token_is_a_per_image_401_without_the_token(caplog):
     assert sum(o.error.startswith("not sent:") for o in outcomes) >= 3
     for text in [*(o.error for o in outcomes), repr(client), caplog.text]:
         assert TOKEN not in text
-    assert repr(SecretToken(TOKEN)) == str(SecretToken(TOKEN)) == "SecretToken('**********')"
+    # The token is a pydantic SecretStr: neither its repr nor its str shows it.
+    assert TOKEN not in repr(secret_token(TOKEN)) and TOKEN not in str(secret_token(TOKEN))
+    assert secret_token(f" {TOKEN} ").get_secret_value() == TOKEN
+    with pytest.raises(ValueError, match="non-empty"):
+        secret_token("  ")
 
 
 def test_other_4xx_fails_the_image_without_retrying():
@@ -198,4 +186,4 @@ def test_urls_and_retry_after_parsing():
     assert _retry_after("2") == 2.0 and _retry_after("0.125") == 0.125
     assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
     assert _retry_after("soon") is None and _retry_after(None) is None
-    assert TOKEN not in client._clip(f"echoed Bearer {TOKEN} and {TOKEN}")
+    assert TOKEN not in client.clip(f"echoed Bearer {TOKEN} and {TOKEN}")

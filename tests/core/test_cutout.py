@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, tuple[Image.Image, Image.Image]]:
-    from photogroup.cutout_composites import composites
+    from bench.cutout_composites import composites
 
     return {name: (image, mask) for name, _, image, mask in composites()}
 
@@ -49,7 +49,7 @@ def test_iou_against_the_true_mask(cases, name, floor):
 
 
 def test_product_crossing_the_frame_is_kept_up_to_the_edge(cases):
-    from photogroup.cutout_composites import paste, product
+    from bench.cutout_composites import paste, product
 
     rng = np.random.default_rng(0)
     image, truth = paste(
@@ -148,7 +148,7 @@ def test_a_meaningful_alpha_channel_is_the_mask():
 
 
 def test_a_backdrop_alone_is_all_background():
-    from photogroup.cutout_composites import backgrounds
+    from bench.cutout_composites import backgrounds
 
     makers = {name: make for _, name, make in backgrounds()}
     rng = np.random.default_rng(3)

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing  # noqa: E402
-from photogroup.replicate_cutouts import CutoutOutcome  # noqa: E402
+from photogroup.providers import CutoutOutcome, CutoutProvider  # noqa: E402
 
 SIZE = 64
 
@@ -130,6 +130,7 @@ def masks_of(outcomes: list[CutoutOutcome]) -> list[np.ndarray]:
 def test_masks_fit_the_images_and_batches_equal_singles(which, dynamic_model, fixed_model, shots):
     cutouts = OnnxCutouts(dynamic_model if which == "dynamic" else fixed_model, batch_size=4)
     assert cutouts.batch_size == (4 if which == "dynamic" else 1)
+    assert isinstance(cutouts, CutoutProvider)
     images = [img for img, _ in shots]
 
     batch = cutouts.cut_out(images)  # chunks of 4 + 2 on the dynamic model

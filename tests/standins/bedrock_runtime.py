@@ -43,7 +43,6 @@ import binascii
 import io
 import json
 import re
-import socket
 import threading
 import time
 import urllib.parse
@@ -51,10 +50,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from tests.standins.pictures import background_mask, magenta_corner
+from tests.standins.server import ServedStandIn, StandInServer
 
 MODEL_PREFIX = "amazon.titan-embed-image-v1"
 IMAGE_GENERATOR_PREFIX = "amazon.titan-image-generator-v2"
@@ -72,27 +74,7 @@ _ERROR_CODES = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-_MAGENTA = (255, 0, 255)
 _REJECTED = "The provided image is not supported by this stand-in."
-
-
-def magenta_corner(img: Image.Image) -> bool:
-    """The default always-rejected image: top-left pixel pure magenta."""
-    return img.convert("RGB").getpixel((0, 0)) == _MAGENTA
-
-
-def background_mask(img: Image.Image) -> Image.Image:
-    """The stand-in's "background removal": 255 where a pixel differs from the border colour.
-
-    The border colour is the most common colour of the outermost pixels, so a flat backdrop
-    with shapes on it gives exactly the shapes.
-    """
-    rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
-    packed = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]  # one int per colour
-    border = np.concatenate([packed[0], packed[-1], packed[:, 0], packed[:, -1]])
-    colours, counts = np.unique(border, return_counts=True)
-    background = colours[np.argmax(counts)]
-    return Image.fromarray(np.where(packed != background, 255, 0).astype(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -111,7 +93,9 @@ class Recorded:
 
 
 @dataclass
-class BedrockRuntimeStandIn:
+class BedrockRuntimeStandIn(ServedStandIn):
+    thread_name = "bedrock-standin"
+
     throttle_first: int = 0
     quota: tuple[int, float] | None = None
     fail_requests: dict[int, int] = field(default_factory=dict)
@@ -130,47 +114,16 @@ class BedrockRuntimeStandIn:
         self._in_flight = 0
         self._accepted: list[float] = []
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._projections: dict[int, np.ndarray] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def endpoint_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
-    def start(self) -> BedrockRuntimeStandIn:
-        # Port 0: the OS picks a free port, so parallel test sessions never collide.
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="bedrock-standin",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
+    def _stopping_now(self) -> None:
         self._stopping.set()  # wakes slow requests
-        self._server.shutdown()  # serve_forever returns
-        self._server.close_connections()  # keep-alive handlers see EOF instead of waiting
-        self._server.server_close()  # joins the handler threads
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> BedrockRuntimeStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- behaviour -----------------------------------------------------------------------
 
@@ -293,6 +246,31 @@ def _decode(image_b64: object) -> Image.Image | None:
     return img
 
 
+#: Dummy credentials the tests sign with: they must never show in reasons, stats or logs.
+ACCESS_KEY_ID = "AKIASTANDINTESTKEY00"
+SECRET = "stand-in-secret-key-7f3a9c1e-do-not-log"
+SESSION_TOKEN = "stand-in-session-token-5b2d8e"
+
+
+def client_settings(standin: BedrockRuntimeStandIn, **overrides: object) -> dict:
+    """``from_settings`` arguments for a Bedrock client of ``standin``: a bucket that never
+    waits and backoff of milliseconds, so retries are cheap."""
+    return {
+        "region": "us-east-1",
+        "endpoint_url": standin.endpoint_url,
+        "requests_per_minute": 60_000,
+        "max_concurrency": 4,
+        "max_attempts": 4,
+        "timeout_seconds": 5.0,
+        "aws_access_key_id": ACCESS_KEY_ID,
+        "aws_secret_access_key": SECRET,
+        "aws_session_token": SESSION_TOKEN,
+        "backoff_base": 0.01,
+        "backoff_cap": 0.05,
+        "headroom": 1.0,
+    } | overrides
+
+
 @contextmanager
 def bedrock_runtime(**behaviour) -> Iterator[BedrockRuntimeStandIn]:
     """Run a stand-in for the duration of a ``with`` block."""
@@ -300,37 +278,10 @@ def bedrock_runtime(**behaviour) -> Iterator[BedrockRuntimeStandIn]:
         yield standin
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address, handler, standin: BedrockRuntimeStandIn) -> None:
-        self.standin = standin
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with suppress(OSError):  # already closed by the client
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
     timeout = 30  # a stuck client cannot hold a handler thread forever
-    server: _Server
+    server: StandInServer
 
     def do_POST(self) -> None:
         standin = self.server.standin
@@ -396,3 +347,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
+
+
+BedrockRuntimeStandIn.handler = _Handler

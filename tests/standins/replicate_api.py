@@ -44,46 +44,27 @@ import json
 import math
 import random
 import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from photogroup.ratelimit import TokenBucket
+from tests.standins.pictures import background_mask as mask_for
+from tests.standins.pictures import magenta_corner
+from tests.standins.server import ServedStandIn, StandInServer
 
 #: The model version the stand-in serves; any other gets 422 like an unknown version.
 VERSION = "fb8af171cfa1616ddcf1242c093f9c46bcada5ad4cf6f2fbe8b81b330ec5c003"
-_MAGENTA = (255, 0, 255)
 _PREDICTION = re.compile(r"/v1/predictions/(?P<id>[a-z0-9]+)")
 _CANCEL = re.compile(r"/v1/predictions/(?P<id>[a-z0-9]+)/cancel")
 _FILE = re.compile(r"/files/(?P<id>[a-z0-9]+)\.png")
 _DATA_URL = re.compile(r"data:image/[a-z+.-]+;base64,(?P<data>.*)", re.DOTALL)
-
-
-def magenta_corner(img: Image.Image) -> bool:
-    """The default always-failing image: top-left pixel pure magenta."""
-    return img.convert("RGB").getpixel((0, 0)) == _MAGENTA
-
-
-def mask_for(img: Image.Image) -> Image.Image:
-    """The stand-in's "background removal": 255 where a pixel differs from the border colour.
-
-    The border colour is the most common colour of the outermost pixels, so a flat backdrop
-    with shapes on it gives exactly the shapes.
-    """
-    rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
-    packed = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]  # one int per colour
-    border = np.concatenate([packed[0], packed[-1], packed[:, 0], packed[:, -1]])
-    colours, counts = np.unique(border, return_counts=True)
-    background = colours[np.argmax(counts)]
-    return Image.fromarray(np.where(packed != background, 255, 0).astype(np.uint8))
 
 
 def cutout_png(img: Image.Image) -> bytes:
@@ -147,7 +128,9 @@ class _Prediction:
 
 
 @dataclass
-class ReplicateStandIn:
+class ReplicateStandIn(ServedStandIn):
+    thread_name = "replicate-standin"
+
     token: str = "r8_standin_token"
     create_limit_per_minute: int | None = None
     throttle_first: int = 0
@@ -167,45 +150,12 @@ class ReplicateStandIn:
         self._creates = 0
         self._accepted: deque[float] = deque()
         self._predictions: dict[str, _Prediction] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ReplicateStandIn:
-        # Port 0: the OS picks a free port, so parallel test sessions never collide.
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="replicate-standin",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()  # serve_forever returns
-        self._server.close_connections()  # keep-alive handlers see EOF instead of waiting
-        self._server.server_close()  # joins the handler threads
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> ReplicateStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.url
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -375,41 +325,13 @@ def replicate_api(**behaviour) -> Iterator[ReplicateStandIn]:
         yield standin
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # a benchmark opens a dozen keep-alive connections at once
-
-    def __init__(self, address, handler, standin: ReplicateStandIn) -> None:
-        self.standin = standin
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with suppress(OSError):  # already closed by the client
-                conn.shutdown(socket.SHUT_RDWR)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as requests' pool expects
     timeout = 30  # a stuck client cannot hold a handler thread forever
     # Headers and body go out in two writes: with Nagle on, the body waits for the
     # client's delayed ACK (~40 ms a response).
     disable_nagle_algorithm = True
-    server: _Server
+    server: StandInServer
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -453,3 +375,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
+
+
+ReplicateStandIn.handler = _Handler

@@ -23,11 +23,13 @@ create and the start of phase 2, so a long phase 1 does not time predictions out
 :meth:`ReplicateCutouts.create_and_wait_sequential` is the naive baseline (create, poll to
 completion, next) for ``bench/cutouts.py``.
 
-Per-image failures are returned in :class:`CutoutOutcome`, never raised. The API token is
-held in a :class:`SecretToken`, sent only to ``base_url``'s origin (an output on another
-host, such as ``replicate.delivery``, is fetched without it) and scrubbed from every
-error message. Images go as PNG data URLs; Replicate recommends uploading files larger
-than a few hundred KB instead, which this client does not do.
+Per-image failures are returned in :class:`CutoutOutcome`, never raised. The limiter,
+retries of creates, error kinds, counters and clipping are the shared provider client's
+(resources/provider_client.py). The API token is held in a ``pydantic.SecretStr``, sent
+only to ``base_url``'s origin (an output on another host, such as ``replicate.delivery``,
+is fetched without it) and scrubbed from every error message. Images go as PNG data URLs;
+Replicate recommends uploading files larger than a few hundred KB instead, which this
+client does not do.
 
 Caveat: a create retried after a connection error or read timeout may have been accepted
 the first time, leaving an orphan (billed) prediction; losing the image instead would be
@@ -38,28 +40,29 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import heapq
 import io
 import logging
 import math
-import random
 import re
 import threading
 import time
 import urllib.parse
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import requests
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from photogroup.ratelimit import LimiterStats, TokenBucket, backoff_delays
+from photogroup.providers import CutoutOutcome
+from photogroup.ratelimit import TokenBucket
+from resources.provider_client import Failed, Limiter, RemoteClient, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -67,58 +70,21 @@ REPLICATE_API = "https://api.replicate.com"
 #: Replicate's documented default limits, requests per minute.
 CREATE_LIMIT_PER_MINUTE = 600
 OTHER_LIMIT_PER_MINUTE = 3000
-#: Longest ``retry-after`` obeyed as sent; a larger value is capped (a bad header must not
-#: stall the batch for an hour).
-MAX_RETRY_AFTER = 120.0
-_MAX_REASON = 300
 _RUNNING = frozenset({"starting", "processing"})
 _PREDICTION_ID = re.compile(r"[A-Za-z0-9]+")
 # Token-shaped text an endpoint might echo back, besides our own token.
-_SECRET_PATTERNS = (
+_REDACTIONS = (
     (re.compile(r"\br8_[A-Za-z0-9]{8,}"), "r8_***"),
     (re.compile(r"(?i)\b(bearer|token)\s+\S+"), r"\1 ***"),
 )
 
 
-class Limiter(Protocol):
-    """What the client needs of a rate limiter (``TokenBucket`` is one)."""
-
-    stats: LimiterStats
-
-    def acquire(self) -> float: ...
-
-
-class SecretToken:
-    """An API token that never shows itself in ``repr``/``str`` (logs, tracebacks)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("the API token must be a non-empty string")
-        self._value = value.strip()
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "SecretToken('**********')"
-
-    __str__ = __repr__
-
-
-@dataclass
-class CutoutOutcome:
-    """One image's result: a mask, or why there is none."""
-
-    mask: Image.Image | None  # mode "L", the input's size; 255 foreground, 0 background
-    error: str | None = None
-    seconds: float = 0.0  # create accepted (or first attempt, if never accepted) to done
-    prediction_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.mask is not None
+def secret_token(value: str | SecretStr) -> SecretStr:
+    """The API token as a SecretStr (its repr and str show asterisks); never empty."""
+    token = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(token, str) or not token.strip():
+        raise ValueError("the API token must be a non-empty string")
+    return SecretStr(token.strip())
 
 
 @dataclass(eq=False)
@@ -136,31 +102,16 @@ class _Job:
     outcome: CutoutOutcome | None = field(default=None, repr=False)
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str, throttled: bool = False, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.throttled = throttled
-        self.retry_after = retry_after
-
-
-class _Failed(Exception):
-    def __init__(self, reason: str, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
 class _BearerAuth(AuthBase):
     """The token as a requests auth object rather than a plain header: requests then skips
     its ``~/.netrc`` lookup (which would replace the header) and drops it on a redirect to
     another host."""
 
-    def __init__(self, token: SecretToken) -> None:
+    def __init__(self, token: SecretStr) -> None:
         self._token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
         return request
 
     def __repr__(self) -> str:
@@ -196,12 +147,30 @@ class _Sessions:
             session.close()
 
 
-class ReplicateCutouts:
-    """Background-removal masks from a Replicate model, many predictions in flight."""
+class ReplicateCutouts(RemoteClient):
+    """Background-removal masks from a Replicate model, many predictions in flight: one
+    CutoutProvider (photogroup.providers)."""
+
+    redactions = _REDACTIONS
+    stop_on_auth_failure = True  # a 401/403 create: every create would be refused alike
+    in_flight_name = "predictions_in_flight_max"
+    counted = (
+        "predictions_created",
+        "predictions_succeeded",
+        "predictions_failed",
+        "predictions_timed_out",
+        "images_failed",
+        "poll_requests",
+        "poll_throttles",
+        "poll_retries",
+        "download_requests",
+        "cancel_requests",
+        "outputs_resized",
+    )
 
     def __init__(
         self,
-        api_token: str | SecretToken,
+        api_token: str | SecretStr,
         version: str,
         *,
         base_url: str = REPLICATE_API,
@@ -214,25 +183,30 @@ class ReplicateCutouts:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_retries: int = 5,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 8.0,
-        rng: random.Random | None = None,
+        **retry: Any,
     ) -> None:
         """``limiter`` paces creates (default: 90% of Replicate's 600/min), ``poll_limiter``
         polls and cancels (default: 90% of 3,000/min). Durations are seconds;
-        ``max_retries`` is per request (create) or per consecutive error (poll/download)."""
+        ``max_retries`` is per request (create) or per consecutive error (poll/download);
+        ``retry`` goes to RemoteClient (backoff_base, backoff_cap, sleep, rng)."""
         if create_concurrency < 1 or poll_concurrency < 1:
             raise ValueError("create_concurrency and poll_concurrency must be >= 1")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
         if not poll_interval > 0 or not prediction_timeout > 0:
             raise ValueError("poll_interval and prediction_timeout must be > 0")
-        self._token = api_token if isinstance(api_token, SecretToken) else SecretToken(api_token)
+        super().__init__(
+            limiter or TokenBucket.for_limit(CREATE_LIMIT_PER_MINUTE),
+            max_attempts=max_retries + 1,
+            **retry,
+        )
+        self._token = secret_token(api_token)
         self._auth = _BearerAuth(self._token)
         self.version = version
+        # The version pins the weights: masks (and memo keys) follow it.
+        self.model_id = f"replicate-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
-        self.limiter: Limiter = limiter or TokenBucket.for_limit(CREATE_LIMIT_PER_MINUTE)
         self.poll_limiter: Limiter = poll_limiter or TokenBucket.for_limit(OTHER_LIMIT_PER_MINUTE)
         self.create_concurrency = int(create_concurrency)
         self.poll_concurrency = int(poll_concurrency)
@@ -240,15 +214,6 @@ class ReplicateCutouts:
         self.prediction_timeout = float(prediction_timeout)
         self.timeout = (float(connect_timeout), float(read_timeout))
         self.max_retries = int(max_retries)
-        self.backoff_base = float(backoff_base)
-        self.backoff_cap = float(backoff_cap)
-        self._rng = rng or random.Random()
-        self._lock = threading.Lock()  # counters, latencies, in-flight, rng
-        self._counts: Counter[str] = Counter()
-        self._latencies: list[float] = []
-        self._in_flight = 0
-        self._in_flight_max = 0
-        self._auth_failure: str | None = None
         self._phases = (math.nan, math.nan)  # the last cut_out's create and poll phases
 
     def __repr__(self) -> str:
@@ -265,14 +230,11 @@ class ReplicateCutouts:
         jobs = [_Job(i, img) for i, img in enumerate(images)]
         if not jobs:
             return []
-        self._auth_failure = None
         sessions = _Sessions()
         started = time.monotonic()
         try:
-            workers = min(self.create_concurrency, len(jobs))
-            with ThreadPoolExecutor(workers, thread_name_prefix="replicate-create") as pool:
-                for job in jobs:
-                    pool.submit(self._guarded, self._create, job, sessions)
+            create = lambda job: self._guarded(self._create, job, sessions)  # noqa: E731
+            self.each(create, jobs, self.create_concurrency, "replicate-create")
             phase_two = time.monotonic()
             pending = [job for job in jobs if job.outcome is None]
             for job in pending:
@@ -287,7 +249,7 @@ class ReplicateCutouts:
     def create_and_wait_sequential(self, images: Sequence[Image.Image]) -> list[CutoutOutcome]:
         """The naive baseline: create one prediction, poll it to the end, then the next."""
         jobs = [_Job(i, img) for i, img in enumerate(images)]
-        self._auth_failure = None
+        self._refused = None
         sessions = _Sessions()
         try:
             for job in jobs:
@@ -304,37 +266,14 @@ class ReplicateCutouts:
         return self._outcomes(jobs)
 
     def stats(self) -> dict[str, int | float]:
-        """Counters since construction: the create limiter's (requests, waits, throttles,
-        retries of creates), polls and downloads, in-flight peak, latency percentiles of the
-        succeeded images; and how long the last ``cut_out``'s two phases took."""
+        """The shared counters (the create limiter's requests, waits, throttles and retries
+        of creates; polls and downloads; the in-flight peak; latency percentiles of the
+        succeeded images), the poll limiter's waits and the last ``cut_out``'s phases."""
         with self._lock:
-            counts = dict(self._counts)
-            latencies = list(self._latencies)
-            in_flight_max = self._in_flight_max
             create_phase, poll_phase = self._phases
-        p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (math.nan, math.nan)
         return {
-            **self.limiter.stats.as_metadata(),
+            **super().stats(),
             "poll_limiter_waits": self.poll_limiter.stats.waits,
-            **{
-                name: counts.get(name, 0)
-                for name in (
-                    "predictions_created",
-                    "predictions_succeeded",
-                    "predictions_failed",
-                    "predictions_timed_out",
-                    "images_failed",
-                    "poll_requests",
-                    "poll_throttles",
-                    "poll_retries",
-                    "download_requests",
-                    "cancel_requests",
-                    "outputs_resized",
-                )
-            },
-            "predictions_in_flight_max": in_flight_max,
-            "latency_p50_seconds": round(float(p50), 3),
-            "latency_p95_seconds": round(float(p95), 3),
             "last_create_phase_seconds": round(create_phase, 3),
             "last_poll_phase_seconds": round(poll_phase, 3),
         }
@@ -346,34 +285,15 @@ class ReplicateCutouts:
         try:
             body = {"version": self.version, "input": {"image": _data_url(job.image)}}
         except (OSError, ValueError) as exc:
-            self._finish(job, error=self._clip(f"encode_error: {type(exc).__name__}: {exc}"))
+            self._finish(job, error=self.clip(f"encode_error: {type(exc).__name__}: {exc}"))
             return
-        stats = self.limiter.stats
-        for attempt in range(self.max_retries + 1):
-            if self._auth_failure is not None:
-                refused = self._auth_failure
-                self._finish(job, error=f"not sent: an earlier create was refused ({refused})")
-                return
-            if attempt:
-                stats.record_retry()
-            self.limiter.acquire()
-            try:
-                response = self._request(sessions, "POST", f"{self.base_url}/v1/predictions", body)
-                self._accepted(job, _json(response))
-                return
-            except _Failed as failed:
-                if failed.status in (401, 403):
-                    self._auth_failure = failed.reason
-                self._finish(job, error=failed.reason)
-                return
-            except _Retryable as retry:
-                if retry.throttled:
-                    stats.record_throttle()
-                if attempt == self.max_retries:
-                    attempts = self.max_retries + 1
-                    self._finish(job, error=f"{retry.reason} (gave up after {attempts} attempts)")
-                    return
-                time.sleep(self._delay(attempt, retry))
+        url = f"{self.base_url}/v1/predictions"
+        try:
+            payload = self.call(lambda: _json(self._request(sessions, "POST", url, body)))
+        except Failed as failed:
+            self._finish(job, error=failed.reason)
+            return
+        self._accepted(job, payload)
 
     def _guarded(
         self, step: Callable[[_Job, _Sessions], float | None], job: _Job, sessions: _Sessions
@@ -390,7 +310,7 @@ class ReplicateCutouts:
     def _accepted(self, job: _Job, payload: dict) -> None:
         prediction_id = payload.get("id")
         if not isinstance(prediction_id, str) or not _PREDICTION_ID.fullmatch(prediction_id):
-            raise _Failed("bad_response: the create response has no prediction id")
+            raise Failed("bad_response: the create response has no prediction id")
         urls = payload.get("urls") if isinstance(payload.get("urls"), dict) else {}
         own = f"{self.base_url}/v1/predictions/{prediction_id}"
         # Follow the provider's URLs only on its own origin: the token goes with them.
@@ -398,10 +318,8 @@ class ReplicateCutouts:
         job.cancel_url = self._own_url(urls.get("cancel")) or f"{own}/cancel"
         job.prediction_id = prediction_id
         job.created = time.monotonic()
-        with self._lock:
-            self._counts["predictions_created"] += 1
-            self._in_flight += 1
-            self._in_flight_max = max(self._in_flight_max, self._in_flight)
+        self._count("predictions_created")
+        self._started()
 
     # -- phase 2: poll and download ------------------------------------------------------
 
@@ -466,11 +384,11 @@ class ReplicateCutouts:
                     return None
                 if status in ("failed", "canceled"):
                     self._count("predictions_failed")
-                    error = self._clip(str(payload.get("error") or "no error given"))
+                    error = self.clip(str(payload.get("error") or "no error given"))
                     self._finish(job, error=f"prediction {status}: {error}")
                     return None
                 if status != "succeeded":
-                    raise _Failed(self._clip(f"bad_response: unknown status {status!r}"))
+                    raise Failed(self.clip(f"bad_response: unknown status {status!r}"))
                 job.output_url = self._output_url(payload.get("output"))
             self._count("download_requests")
             response = self._request(
@@ -480,16 +398,16 @@ class ReplicateCutouts:
             self._count("predictions_succeeded")
             self._finish(job, mask=mask)
             return None
-        except _Failed as failed:
+        except Failed as failed:
             self._finish(job, error=failed.reason)
             return None
-        except _Retryable as retry:
+        except Retryable as retry:
             job.failures += 1
             self._count("poll_throttles" if retry.throttled else "poll_retries")
             if job.failures > self.max_retries:
                 self._finish(job, error=f"{retry.reason} (gave up after {job.failures} errors)")
                 return None
-            return self._delay(job.failures - 1, retry)
+            return self.backoff(job.failures - 1, retry.retry_after)
 
     def _cancel(self, job: _Job, sessions: _Sessions) -> None:
         """Best effort: a timed-out prediction should stop costing money."""
@@ -497,7 +415,7 @@ class ReplicateCutouts:
         self._count("cancel_requests")
         try:
             self._request(sessions, "POST", job.cancel_url)
-        except (_Failed, _Retryable) as exc:
+        except (Failed, Retryable) as exc:
             log.debug("could not cancel prediction %s: %s", job.prediction_id, exc)
 
     def _output_url(self, output: Any) -> str:
@@ -507,23 +425,8 @@ class ReplicateCutouts:
             "http",
             "https",
         ):
-            raise _Failed("bad_response: the prediction succeeded without an output URL")
+            raise Failed("bad_response: the prediction succeeded without an output URL")
         return output
-
-    def _alpha_mask(self, data: bytes, size: tuple[int, int]) -> Image.Image:
-        try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise _Failed(self._clip(f"bad_output: {type(exc).__name__}: {exc}")) from None
-        if "A" not in img.getbands() and "transparency" not in img.info:
-            raise _Failed(f"bad_output: the output ({img.mode}) has no alpha channel")
-        mask = img.convert("RGBA").getchannel("A")
-        if mask.size != size:
-            # Models may work on a downscaled copy; the mask must fit the input.
-            self._count("outputs_resized")
-            mask = mask.resize(size, Image.Resampling.BILINEAR)
-        return mask
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -541,47 +444,30 @@ class ReplicateCutouts:
                 method, url, json=body, auth=self._auth if auth else None, timeout=self.timeout
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retryable(self._clip(f"{type(exc).__name__}: {exc}")) from None
+            raise Retryable(self.clip(f"{type(exc).__name__}: {exc}")) from None
         except requests.RequestException as exc:
-            raise _Failed(self._clip(f"{type(exc).__name__}: {exc}")) from None
+            raise Failed(self.clip(f"{type(exc).__name__}: {exc}")) from None
         status = response.status_code
         if status < 400:
             return response
-        reason = self._clip(f"HTTP {status}: {_problem_detail(response)}")
+        reason = self.clip(f"HTTP {status}: {_problem_detail(response)}")
         if status == 429:
             retry_after = _retry_after(response.headers.get("retry-after"))
-            raise _Retryable(reason, throttled=True, retry_after=retry_after)
+            raise Retryable(reason, throttled=True, retry_after=retry_after)
         if status >= 500:
-            raise _Retryable(reason)
-        raise _Failed(reason, status)
+            raise Retryable(reason)
+        raise Failed(reason, auth=status in (401, 403), status=status)
 
     def _own_url(self, url: Any) -> str | None:
         return url if isinstance(url, str) and _origin(url) == self._origin else None
 
-    def _delay(self, attempt: int, retry: _Retryable) -> float:
-        """Full-jitter backoff, never sooner than the provider's retry-after."""
-        with self._lock:
-            delay = backoff_delays(attempt, self.backoff_base, self.backoff_cap, self._rng)
-        if retry.retry_after is not None:
-            delay = max(delay, min(retry.retry_after, MAX_RETRY_AFTER))
-        return delay
-
-    # -- bookkeeping -----------------------------------------------------------------------
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
     def _finish(self, job: _Job, mask: Image.Image | None = None, error: str | None = None) -> None:
         seconds = time.monotonic() - (job.created if job.created is not None else job.started)
         job.outcome = CutoutOutcome(mask, error, seconds, job.prediction_id)
-        with self._lock:
-            if job.created is not None:
-                self._in_flight -= 1
-            if mask is not None:
-                self._latencies.append(seconds)
-            else:
-                self._counts["images_failed"] += 1
+        if job.created is not None:
+            self._ended(seconds if mask is not None else None)
+        if mask is None:
+            self._count("images_failed")
         if error is not None:
             log.warning("Replicate cut-out failed for image %d: %s", job.index, error)
 
@@ -591,12 +477,8 @@ class ReplicateCutouts:
             for job in jobs
         ]
 
-    def _clip(self, text: str) -> str:
-        """One line, at most _MAX_REASON characters, the token and token-shaped text gone."""
-        text = " ".join(str(text).split()).replace(self._token.reveal(), "***")
-        for pattern, replacement in _SECRET_PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+    def _secrets(self) -> Iterable[str]:
+        return (self._token.get_secret_value(),)
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -615,9 +497,9 @@ def _json(response: requests.Response) -> dict:
     try:
         payload = response.json()
     except ValueError:
-        raise _Failed(f"bad_response: HTTP {response.status_code} body is not JSON") from None
+        raise Failed(f"bad_response: HTTP {response.status_code} body is not JSON") from None
     if not isinstance(payload, dict):
-        raise _Failed("bad_response: expected a JSON object")
+        raise Failed("bad_response: expected a JSON object")
     return payload
 
 
