@@ -16,6 +16,8 @@ from photogroup.samples import load_photo
 from tests.helpers import jpeg, materialise, metadata, read_table, upload
 
 pytestmark = pytest.mark.integration
+#: catalog_matches and upstream: the index, the grouping stages (not renditions or cut-outs).
+CATALOG = ("catalog_matches",)
 
 
 def photo(name: str) -> Image.Image:
@@ -51,7 +53,7 @@ def run_all(instance, s3_client, env, batches, tenant="shop"):
     results = {}
     for name, files in batches.items():
         upload(s3_client, env["UPLOADS_BUCKET"], tenant, name, files)
-        results[name] = materialise(instance, f"{tenant}/{name}")
+        results[name] = materialise(instance, f"{tenant}/{name}", assets=CATALOG)
         assert results[name].success
     return results
 
@@ -62,7 +64,7 @@ def test_reuploads_match_their_earlier_image_and_group(s3_env, s3_client, batche
         results = run_all(instance, s3_client, s3_env, batches)
         other = {"astronaut.jpg": batches["b1"]["astronaut.jpg"]}
         upload(s3_client, s3_env["UPLOADS_BUCKET"], "other", "o1", other)
-        other_run = materialise(instance, "other/o1")
+        other_run = materialise(instance, "other/o1", assets=CATALOG)
     matches = read_table(s3_client, pipeline, "catalog_matches", "shop/b3")
     best = matches[matches["rank"] == 1].set_index("file")
     for file, (batch, earlier_file, kinds) in EXPECTED.items():
@@ -118,7 +120,7 @@ def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, t
         for obj in listing.get("Contents", []):
             s3_client.delete_object(Bucket=pipeline, Key=obj["Key"])
         for name in batches:
-            assert materialise(instance, f"shop/{name}").success
+            assert materialise(instance, f"shop/{name}", assets=CATALOG).success
         assert _rows(s3_client, pipeline).equals(rows_before)
         assert search(subprocess_env, "shop", query) == found
         rebuilt = read_table(s3_client, pipeline, "catalog_index", "shop/b3")

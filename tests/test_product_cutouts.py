@@ -36,7 +36,7 @@ def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
            {name: jpeg(image, 95) for name, (image, _) in cases.items()})  # fmt: skip
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
-        first = materialise(instance, "shop/c1")
+        first = materialise(instance, "shop/c1", assets=("product_cutouts",))
         table = read_table(s3_client, pipeline, "product_cutouts", "shop/c1")
         assert (table.status == "ok").all() and sorted(table.file) == sorted(cases)
         for row in table.itertuples():
@@ -51,7 +51,7 @@ def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
         assert (meta["memo_misses"], meta["failed"], meta["provider"]) == (6, 0, "local")
         assert "data:image/jpeg;base64," in meta["cutouts_preview"]
 
-        second = materialise(instance, "shop/c1")
+        second = materialise(instance, "shop/c1", assets=("product_cutouts",))
         meta = metadata(second, "product_cutouts")
         assert (meta["memo_hits"], meta["memo_misses"], meta["provider_images"]) == (6, 0, 0)
 
