@@ -21,6 +21,14 @@ class RedactedEnv(dict):
         return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the session SeaweedFS is an integration test, marked or not, so
+    the fast tier (``-m "not integration"``) never starts it."""
+    for item in items:
+        if "seaweed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
     server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), s3_port=_free_port())
