@@ -9,6 +9,10 @@ import dagster as dg
 import pandas as pd
 from PIL import Image
 
+from assets import ALL_ASSETS
+from orchestration.definitions import defs
+from orchestration.partitions import upload_batch_partitions
+from orchestration.runner import materializations
 from photogroup.samples import load_photo
 from photogroup.variants import EDITS
 
@@ -53,10 +57,6 @@ def materialise(
 ) -> dg.ExecuteInProcessResult:
     """``assets`` and everything upstream of them for one partition, in-process, with the
     project's resources. Tests name what they check: each asset costs its computation."""
-    from assets import ALL_ASSETS
-    from orchestration.definitions import defs
-    from orchestration.partitions import upload_batch_partitions
-
     if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
         instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
     # grouping_edits is external (the edit log): read by product_groups, never computed.
@@ -74,8 +74,6 @@ def materialise(
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    from orchestration.runner import materializations
-
     (event,) = materializations(result, asset)
     return {k: v.value for k, v in event.metadata.items()}
 
