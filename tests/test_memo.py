@@ -13,7 +13,7 @@ from orchestration.definitions import env_s3, pipeline_resources
 from photogroup.embed import LocalEmbedder
 from resources.embedder import EmbedderResource
 from resources.s3 import S3Resource
-from tests.helpers import GROUPING, materialise, metadata, photo_batch, upload
+from tests.helpers import EVERY_ASSET, GROUPING, materialise, metadata, photo_batch, upload
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +80,14 @@ def files(s3_env, s3_client):
 
 
 def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files):
+    # Every asset: the batched lookups of every image stage are what is checked.
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
+        materialise(instance, "shop/b1", counted_resources(), assets=EVERY_ASSET)
         assert image_gets(s3_env) >= len(files)  # the cold run did read the images
         assert EMBEDDED[LocalEmbedder.model_id] == len(files)
         GETS.clear()
         EMBEDDED.clear()
-        warm = materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
+        warm = materialise(instance, "shop/b1", counted_resources(), assets=EVERY_ASSET)
     assert image_gets(s3_env) == 0
     assert sum(EMBEDDED.values()) == 0
     # Batched: one pack per image stage (fingerprints, features, embeddings, renditions,
