@@ -71,9 +71,9 @@ def product_cutouts(
         context.log.info(f"cut-outs: {start + len(shas)}/{len(missing)} sent")
     run.finish()
     seconds, failures = time.perf_counter() - started, run.failures["product_cutouts"]
-    table = _manifest(sources, run.entries["product_cutouts"], failures, cutouts.provider,
-                      provider.model_id)  # fmt: skip
-    meta = _metadata(table, run, cutouts.provider, provider, seconds)
+    name = cutouts.settings().provider
+    table = _manifest(sources, run.entries["product_cutouts"], failures, name, provider.model_id)
+    meta = _metadata(table, run, name, provider, seconds)
     yield dg.Output(table, data_version=content_version(table, ["key", "cutout_key", "status"]),
                     metadata={**meta, **_preview_image(table, memo, config.previews)})  # fmt: skip
     yield _cut_out_check(sources, failures)

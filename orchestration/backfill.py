@@ -17,6 +17,7 @@ from dagster._core.execution.backfill import (
 )
 from dagster._core.utils import make_new_backfill_id
 
+from orchestration.definitions import defs
 from orchestration.partitions import BatchKey, upload_batch_partitions
 
 #: A daemon heartbeat older than this means no daemon is running for the instance.
@@ -38,8 +39,6 @@ def launch(instance: dg.DagsterInstance, tenant: str, partition_keys: list[str])
     One backfill per tenant, so its runs carry the ``tenant`` tag that the queued run
     coordinator limits per tenant.
     """
-    from orchestration.definitions import defs
-
     graph = defs.resolve_asset_graph()
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(),

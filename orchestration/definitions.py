@@ -1,11 +1,11 @@
 """The one code location: assets, job, sensor and resources, listed explicitly.
 
-Connection settings are read from the environment when a run starts (``EnvVar``), so the
-UI shows variable names, never values. ``python -m orchestration`` and ``./dev up`` fill
-in the embedded defaults (local SeaweedFS) when ``S3_ENDPOINT_URL`` is unset.
+Nothing here reads the environment: connection settings are ``EnvVar`` (resolved when a
+run starts, so the UI shows variable names, never values), provider settings left unset are
+read from their variables when a run starts (resources/run_settings.py), and the executor
+picks its profile at run launch. ``python -m orchestration`` and ``./dev up`` fill in the
+embedded defaults (local SeaweedFS) when ``S3_ENDPOINT_URL`` is unset.
 """
-
-import os
 
 import dagster as dg
 
@@ -21,11 +21,6 @@ from resources.parquet_io_manager import ParquetS3IOManager
 from resources.s3 import S3Resource
 from resources.uploads import UploadsBucket
 from sensors.upload_sensor import upload_sensor
-
-#: The embedding provider unless EMBEDDER_PROVIDER says otherwise (see README).
-DEFAULT_EMBEDDER = "local"
-#: The background-removal provider unless CUTOUT_PROVIDER says otherwise.
-DEFAULT_CUTOUTS = "local"
 
 
 def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:
@@ -48,25 +43,10 @@ def pipeline_resources(s3: S3Resource) -> dict:
         "io_manager": ParquetS3IOManager(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "catalog": CatalogStore(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
         "edit_log": EditLog(s3=s3, bucket=dg.EnvVar("PIPELINE_BUCKET")),
-        "cutouts": CutoutResource(
-            provider=os.environ.get("CUTOUT_PROVIDER", DEFAULT_CUTOUTS),
-            requests_per_minute=float(os.environ.get("CUTOUT_REQUESTS_PER_MINUTE", "500")),
-            limits_bucket=dg.EnvVar("PIPELINE_BUCKET"),
-            replicate_version=os.environ.get("REPLICATE_MODEL_VERSION", ""),
-            replicate_base_url=os.environ.get("REPLICATE_BASE_URL", "https://api.replicate.com"),
-            bedrock_region=os.environ.get("AWS_REGION"),
-            bedrock_endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL"),
-            onnx_model=os.environ.get("CUTOUT_ONNX_MODEL", ""),
-            s3=s3,
-        ),
-        # Provider by environment so one deployment switches without a code change.
-        "embedder": EmbedderResource(
-            provider=os.environ.get("EMBEDDER_PROVIDER", DEFAULT_EMBEDDER),
-            onnx_model=os.environ.get("EMBEDDER_ONNX_MODEL", ""),
-            bedrock_region=os.environ.get("AWS_REGION"),
-            bedrock_endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL"),
-            s3=s3,
-        ),
+        # Providers left unset: CUTOUT_* / EMBEDDER_PROVIDER etc. when a run starts, so one
+        # deployment switches without a code change (and the launchpad can override).
+        "cutouts": CutoutResource(limits_bucket=dg.EnvVar("PIPELINE_BUCKET"), s3=s3),
+        "embedder": EmbedderResource(s3=s3),
     }
 
 
@@ -75,5 +55,5 @@ defs = dg.Definitions(
     jobs=[image_pipeline_job],
     sensors=[upload_sensor],
     resources=pipeline_resources(env_s3()),
-    executor=profiles.executor(),  # PIPELINE_PROFILE: multiprocess or Celery
+    executor=profiles.pipeline_executor,  # multiprocess or Celery, chosen at run launch
 )

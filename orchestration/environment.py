@@ -92,7 +92,7 @@ def catalog_from_env():
 
 
 def embedder_from_env():
-    """The embedder the pipeline's Definitions configure (same environment variables)."""
-    from orchestration.definitions import pipeline_resources
+    """The embedder the pipeline's Definitions configure (the same variables, read now)."""
+    from resources.embedder import EmbedderResource
 
-    return pipeline_resources(s3_from_env())["embedder"].get_embedder()
+    return EmbedderResource(s3=s3_from_env()).get_embedder()

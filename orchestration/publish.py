@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.definitions import defs
 from orchestration.partitions import BatchKey, upload_batch_partitions
 
 #: The assets downstream of grouping_edits, in graph order.
@@ -19,8 +20,6 @@ def publish(
     batch: BatchKey, instance: dg.DagsterInstance, run_id: str | None = None, who: str = ""
 ) -> dg.ExecuteInProcessResult:
     """Materialise PUBLISHED for ``batch`` (its upstream tables are read, not recomputed)."""
-    from orchestration.definitions import defs  # after the environment is filled in
-
     if not instance.has_dynamic_partition(upload_batch_partitions.name, batch.partition_key):
         raise ValueError(f"{batch.partition_key} is not a registered batch: run it first")
     job = defs.resolve_job_def("image_pipeline_job")

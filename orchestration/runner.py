@@ -6,6 +6,7 @@ import time
 
 import dagster as dg
 
+from orchestration.definitions import defs
 from orchestration.partitions import BatchKey, upload_batch_partitions
 
 _IMAGE_STAGES = ("raw_images", "image_features", "image_embeddings")
@@ -13,8 +14,6 @@ _IMAGE_STAGES = ("raw_images", "image_features", "image_embeddings")
 
 def run_batch(batch: BatchKey, instance: dg.DagsterInstance) -> tuple[bool, dict]:
     """Register the partition, run the job in this process (recorded in the instance)."""
-    from orchestration.definitions import defs  # after the environment is filled in
-
     key = batch.partition_key
     if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
         instance.add_dynamic_partitions(upload_batch_partitions.name, [key])

@@ -12,25 +12,56 @@ across tenants, so parallel runs together stay under the account's quota.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, SecretStr
 
 from photogroup.providers import CutoutProvider
+from resources.run_settings import resolve
 from resources.s3 import S3Resource
+
+Provider = Literal["local", "replicate", "bedrock", "onnx"]
+
+
+@dataclass(frozen=True)
+class CutoutSettings:
+    """The settings a run uses: configured, else from the environment, else defaults."""
+
+    provider: Provider
+    requests_per_minute: float
+    replicate_version: str
+    replicate_base_url: str
+    bedrock_region: str | None
+    bedrock_endpoint_url: str | None
+    onnx_model: str
 
 
 class CutoutResource(dg.ConfigurableResource):
     """Turns product photos into foreground masks."""
 
-    provider: Literal["local", "replicate", "bedrock", "onnx"] = Field(
-        default="local", description="'local' (offline), 'replicate', 'bedrock' or 'onnx'."
+    #: field -> (variable read when the field is unset, type, default when both are unset)
+    ENVIRONMENT: ClassVar[dict[str, tuple[str, Any, Any]]] = {
+        "provider": ("CUTOUT_PROVIDER", Provider, "local"),
+        "requests_per_minute": ("CUTOUT_REQUESTS_PER_MINUTE", float, 500.0),
+        "replicate_version": ("REPLICATE_MODEL_VERSION", str, ""),
+        "replicate_base_url": ("REPLICATE_BASE_URL", str, "https://api.replicate.com"),
+        "bedrock_region": ("AWS_REGION", str, None),
+        "bedrock_endpoint_url": ("BEDROCK_ENDPOINT_URL", str, None),
+        "onnx_model": ("CUTOUT_ONNX_MODEL", str, ""),
+    }
+
+    provider: str | None = Field(
+        default=None,
+        description="'local' (offline), 'replicate', 'bedrock' or 'onnx'. "
+        "Unset: $CUTOUT_PROVIDER when the run starts, else 'local'.",
     )
-    requests_per_minute: float = Field(
-        default=500.0,
-        description="replicate/bedrock: the account's quota; all runs together use 90 % of it.",
+    requests_per_minute: float | None = Field(
+        default=None,
+        description="replicate/bedrock: the account's quota; all runs together use 90 % of "
+        "it. Unset: $CUTOUT_REQUESTS_PER_MINUTE when the run starts, else 500.",
     )
     shared_limiter: bool = Field(
         default=True,
@@ -38,10 +69,15 @@ class CutoutResource(dg.ConfigurableResource):
         "limits_bucket; off, each run paces itself alone.",
     )
     limits_bucket: str = Field(default="", description="Bucket of the shared limiter state.")
-    replicate_version: str = Field(default="", description="replicate: model version id.")
-    replicate_base_url: str = Field(
-        default="https://api.replicate.com",
-        description="replicate: API origin; the token is sent to this origin only.",
+    replicate_version: str | None = Field(
+        default=None,
+        description="replicate: model version id. Unset: $REPLICATE_MODEL_VERSION when the "
+        "run starts.",
+    )
+    replicate_base_url: str | None = Field(
+        default=None,
+        description="replicate: API origin; the token is sent to this origin only. Unset: "
+        "$REPLICATE_BASE_URL when the run starts, else https://api.replicate.com.",
     )
     replicate_token_env: str = Field(
         default="REPLICATE_API_TOKEN",
@@ -61,15 +97,25 @@ class CutoutResource(dg.ConfigurableResource):
         default=300.0,
         description="replicate: seconds a prediction may run before it is cancelled.",
     )
-    bedrock_region: str | None = Field(default=None, description="bedrock: AWS region.")
+    bedrock_region: str | None = Field(
+        default=None,
+        description="bedrock: AWS region. Unset: $AWS_REGION when the run starts, else "
+        "boto3's default.",
+    )
     bedrock_endpoint_url: str | None = Field(
-        default=None, description="bedrock: endpoint override (VPC endpoint, a stand-in)."
+        default=None,
+        description="bedrock: endpoint override (VPC endpoint, a stand-in). Unset: "
+        "$BEDROCK_ENDPOINT_URL when the run starts, else the region's.",
     )
     bedrock_max_concurrency: int = Field(default=4, description="bedrock: requests in flight.")
     bedrock_max_attempts: int = Field(
         default=6, description="bedrock: tries per image (retryable errors only)."
     )
-    onnx_model: str = Field(default="", description="onnx: local path or s3://bucket/key.")
+    onnx_model: str | None = Field(
+        default=None,
+        description="onnx: local path or s3://bucket/key. Unset: $CUTOUT_ONNX_MODEL when the "
+        "run starts.",
+    )
     onnx_cache_dir: str = Field(
         default=".local/models", description="onnx: where s3:// models are cached by ETag."
     )
@@ -77,28 +123,36 @@ class CutoutResource(dg.ConfigurableResource):
     threads: int = Field(default=0, description="local/onnx: CPU threads (0: all cores).")
     s3: dg.ResourceDependency[S3Resource]
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.settings()  # a malformed variable fails the step that needs us, before work
+
+    def settings(self) -> CutoutSettings:
+        """The settings in effect, reading the environment for those left unset."""
+        return CutoutSettings(**resolve(self, self.ENVIRONMENT))
+
     def get_provider(self, tenant: str) -> CutoutProvider:
         """A provider for one run of ``tenant``'s batch (its limiter knows the tenant)."""
-        if self.provider == "local":
+        settings = self.settings()
+        if settings.provider == "local":
             from photogroup.cutout_providers import LocalCutouts
 
             return LocalCutouts(threads=self.threads or None)
-        if self.provider == "onnx":
-            return self._onnx()
-        limiter = self._limiter(tenant)
-        if self.provider == "replicate":
+        if settings.provider == "onnx":
+            return self._onnx(settings.onnx_model)
+        limiter = self._limiter(tenant, settings)
+        if settings.provider == "replicate":
             from resources.replicate_cutouts import ReplicateCutouts
 
             # Read when the run starts and held as a SecretStr: never part of the config.
             token = SecretStr(os.environ.get(self.replicate_token_env, ""))
             if not token.get_secret_value().strip():
                 raise ValueError(f"provider 'replicate' needs ${self.replicate_token_env}")
-            if not self.replicate_version:
-                raise ValueError("provider 'replicate' needs replicate_version")
+            if not settings.replicate_version:
+                raise ValueError("provider 'replicate' needs $REPLICATE_MODEL_VERSION")
             return ReplicateCutouts(
                 token,
-                self.replicate_version,
-                base_url=self.replicate_base_url,
+                settings.replicate_version,
+                base_url=settings.replicate_base_url,
                 limiter=limiter,
                 create_concurrency=self.replicate_create_concurrency,
                 poll_concurrency=self.replicate_poll_concurrency,
@@ -108,38 +162,39 @@ class CutoutResource(dg.ConfigurableResource):
         from resources.bedrock_cutouts import BedrockCutouts
 
         return BedrockCutouts.from_settings(
-            region=self.bedrock_region,
-            endpoint_url=self.bedrock_endpoint_url,
-            requests_per_minute=self.requests_per_minute,
+            region=settings.bedrock_region,
+            endpoint_url=settings.bedrock_endpoint_url,
+            requests_per_minute=settings.requests_per_minute,
             max_concurrency=self.bedrock_max_concurrency,
             max_attempts=self.bedrock_max_attempts,
             limiter=limiter,
         )
 
-    def _limiter(self, tenant: str):
+    def _limiter(self, tenant: str, settings: CutoutSettings):
         from photogroup.ratelimit import TokenBucket
 
         if not self.shared_limiter:
-            return TokenBucket.for_limit(self.requests_per_minute)
+            return TokenBucket.for_limit(settings.requests_per_minute)
         from resources.shared_ratelimit import SharedTokenBucket
 
         if not self.limits_bucket:
             raise ValueError("shared_limiter needs limits_bucket (the pipeline bucket)")
         return SharedTokenBucket.for_limit(
-            self.requests_per_minute,
+            settings.requests_per_minute,
             client=self.s3.get_client(),
             bucket=self.limits_bucket,
-            key=f"limits/{self.provider}.json",
+            key=f"limits/{settings.provider}.json",
             tenant=tenant,
         )
 
-    def _onnx(self) -> CutoutProvider:
+    def _onnx(self, model: str) -> CutoutProvider:
         from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
         from resources.model_files import resolve_model_file
 
-        if not self.onnx_model:
-            raise ValueError("provider 'onnx' needs onnx_model: a local path or s3://bucket/key")
-        path = resolve_model_file(self.onnx_model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        if not model:
+            raise ValueError("provider 'onnx' needs $CUTOUT_ONNX_MODEL (or onnx_model): a local "
+                             "path or s3://bucket/key")  # fmt: skip
+        path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
         size = (self.onnx_input_size, self.onnx_input_size) if self.onnx_input_size else None
         return OnnxCutouts(
             path, SaliencyPreprocessing(size=size), intra_op_num_threads=self.threads or 1

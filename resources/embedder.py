@@ -6,23 +6,46 @@
 * ``bedrock``: Amazon Titan Multimodal Embeddings through ``bedrock-runtime``, rate-limited.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from photogroup.embed import Embedder, LocalEmbedder
+from resources.run_settings import resolve
 from resources.s3 import S3Resource
+
+Provider = Literal["local", "cnn", "onnx", "bedrock"]
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """The settings a run uses: configured, else from the environment, else defaults."""
+
+    provider: Provider
+    onnx_model: str
+    bedrock_region: str | None
+    bedrock_endpoint_url: str | None
 
 
 class EmbedderResource(dg.ConfigurableResource):
     """Turns working images into unit vectors."""
 
-    provider: Literal["local", "cnn", "onnx", "bedrock"] = Field(
-        default="local",
+    #: field -> (variable read when the field is unset, type, default when both are unset)
+    ENVIRONMENT: ClassVar[dict[str, tuple[str, Any, Any]]] = {
+        "provider": ("EMBEDDER_PROVIDER", Provider, "local"),
+        "onnx_model": ("EMBEDDER_ONNX_MODEL", str, ""),
+        "bedrock_region": ("AWS_REGION", str, None),
+        "bedrock_endpoint_url": ("BEDROCK_ENDPOINT_URL", str, None),
+    }
+
+    provider: str | None = Field(
+        default=None,
         description="'local': offline descriptor; 'cnn': EfficientNet-Lite0; 'onnx': your "
-        "ONNX encoder; 'bedrock': Amazon Titan Multimodal Embeddings.",
+        "ONNX encoder; 'bedrock': Amazon Titan Multimodal Embeddings. Unset: "
+        "$EMBEDDER_PROVIDER when the run starts, else 'local'.",
     )
     batch_size: int = Field(default=64, description="Images per embed call.")
     threads: int = Field(
@@ -38,7 +61,11 @@ class EmbedderResource(dg.ConfigurableResource):
         description="cnn: average the embedding over 1 (as is), 2 (plus mirror) or 8 "
         "(all flips and quarter turns) orientations; more is invariant but slower.",
     )
-    onnx_model: str = Field(default="", description="onnx: local path or s3://bucket/key.")
+    onnx_model: str | None = Field(
+        default=None,
+        description="onnx: local path or s3://bucket/key. Unset: $EMBEDDER_ONNX_MODEL when "
+        "the run starts.",
+    )
     onnx_cache_dir: str = Field(
         default=".local/models", description="onnx: where s3:// models are cached by ETag."
     )
@@ -59,9 +86,15 @@ class EmbedderResource(dg.ConfigurableResource):
     onnx_std: list[float] = Field(default=[0.229, 0.224, 0.225], description="onnx: std.")
     onnx_trim_border: bool = Field(default=False, description="onnx: crop uniform padding.")
     onnx_output_name: str | None = Field(default=None, description="onnx: output tensor.")
-    bedrock_region: str | None = Field(default=None, description="bedrock: AWS region.")
+    bedrock_region: str | None = Field(
+        default=None,
+        description="bedrock: AWS region. Unset: $AWS_REGION when the run starts, else "
+        "boto3's default.",
+    )
     bedrock_endpoint_url: str | None = Field(
-        default=None, description="bedrock: endpoint override (VPC endpoint, a stand-in)."
+        default=None,
+        description="bedrock: endpoint override (VPC endpoint, a stand-in). Unset: "
+        "$BEDROCK_ENDPOINT_URL when the run starts, else the region's.",
     )
     bedrock_output_length: int = Field(
         default=1024, description="bedrock: 256, 384 or 1024 dimensions."
@@ -78,6 +111,13 @@ class EmbedderResource(dg.ConfigurableResource):
 
     _embedder: Embedder | None = PrivateAttr(default=None)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.settings()  # a malformed variable fails the step that needs us, before work
+
+    def settings(self) -> EmbedderSettings:
+        """The settings in effect, reading the environment for those left unset."""
+        return EmbedderSettings(**resolve(self, self.ENVIRONMENT))
+
     def get_embedder(self) -> Embedder:
         """The configured provider, built once per resource instance."""
         if self._embedder is None:
@@ -85,7 +125,8 @@ class EmbedderResource(dg.ConfigurableResource):
         return self._embedder
 
     def _build(self) -> Embedder:
-        if self.provider == "cnn":
+        settings = self.settings()
+        if settings.provider == "cnn":
             from photogroup.cnn_embedder import CnnEmbedder
 
             return CnnEmbedder(
@@ -93,14 +134,14 @@ class EmbedderResource(dg.ConfigurableResource):
                 threads=self.threads,
                 orientations=self.cnn_orientations,
             )
-        if self.provider == "onnx":
-            return self._onnx()
-        if self.provider == "bedrock":
+        if settings.provider == "onnx":
+            return self._onnx(settings.onnx_model)
+        if settings.provider == "bedrock":
             from resources.bedrock_embedder import BedrockEmbedder
 
             return BedrockEmbedder.from_settings(
-                region=self.bedrock_region,
-                endpoint_url=self.bedrock_endpoint_url,
+                region=settings.bedrock_region,
+                endpoint_url=settings.bedrock_endpoint_url,
                 output_length=self.bedrock_output_length,
                 requests_per_minute=self.bedrock_requests_per_minute,
                 max_concurrency=self.bedrock_max_concurrency,
@@ -109,13 +150,14 @@ class EmbedderResource(dg.ConfigurableResource):
             )
         return LocalEmbedder()
 
-    def _onnx(self) -> Embedder:
+    def _onnx(self, model: str) -> Embedder:
         from photogroup.onnx_embedder import OnnxEmbedder, Preprocessing
         from resources.model_files import resolve_model_file
 
-        if not self.onnx_model:
-            raise ValueError("provider 'onnx' needs onnx_model: a local path or s3://bucket/key")
-        path = resolve_model_file(self.onnx_model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        if not model:
+            raise ValueError("provider 'onnx' needs $EMBEDDER_ONNX_MODEL (or onnx_model): a "
+                             "local path or s3://bucket/key")  # fmt: skip
+        path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
         preprocessing = Preprocessing(
             size=tuple(self.onnx_input_size) if self.onnx_input_size else None,
             resize=self.onnx_resize,

@@ -21,6 +21,14 @@ class RedactedEnv(dict):
         return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the session SeaweedFS is an integration test, marked or not, so
+    the fast tier (``-m "not integration"``) never starts it."""
+    for item in items:
+        if "seaweed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
     server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), s3_port=_free_port())
@@ -28,11 +36,11 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
     try:
         yield state
     finally:
-        server.stop()
+        # Throwaway data: no need to wait out weed's ~16 s graceful stop (SIGKILL after 2 s).
+        server.stop(timeout=2.0)
 
 
-@pytest.fixture
-def s3_client(seaweed: LocalS3State):
+def _client(seaweed: LocalS3State):
     return boto3.client(
         "s3",
         endpoint_url=seaweed.endpoint_url,
@@ -44,22 +52,34 @@ def s3_client(seaweed: LocalS3State):
 
 
 @pytest.fixture
-def s3_env(
-    seaweed: LocalS3State, s3_client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> dict[str, str]:
-    """Fresh buckets and DAGSTER_HOME for one test, exported like production settings."""
+def s3_client(seaweed: LocalS3State):
+    return _client(seaweed)
+
+
+def bucket_env(seaweed: LocalS3State, home: Path) -> RedactedEnv:
+    """Fresh buckets and a DAGSTER_HOME under ``home``, as production settings would be."""
     suffix = uuid.uuid4().hex[:10]
     env = RedactedEnv(
         **seaweed.env(),
         UPLOADS_BUCKET=f"test-uploads-{suffix}",
         PIPELINE_BUCKET=f"test-pipeline-{suffix}",
-        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        DAGSTER_HOME=str(home / "dagster_home"),
     )
     Path(env["DAGSTER_HOME"]).mkdir()
+    client = _client(seaweed)
+    for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
+        client.create_bucket(Bucket=bucket)
+    return env
+
+
+@pytest.fixture
+def s3_env(
+    seaweed: LocalS3State, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Fresh buckets and DAGSTER_HOME for one test, exported like production settings."""
+    env = bucket_env(seaweed, tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
-        s3_client.create_bucket(Bucket=bucket)
     return env
 
 

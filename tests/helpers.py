@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import dagster as dg
 import pandas as pd
 from PIL import Image
 
+from assets import ALL_ASSETS
+from orchestration.definitions import defs
+from orchestration.partitions import upload_batch_partitions
+from orchestration.runner import materializations
 from photogroup.samples import load_photo
 from photogroup.variants import EDITS
 
@@ -35,31 +40,40 @@ def upload(client, bucket: str, tenant: str, batch: str, files: dict[str, bytes]
     client.put_object(Bucket=bucket, Key=prefix + "_SUCCESS", Body=b"")
 
 
+#: What most tests check: the grouping stages (raw_images to image_clusters).
+GROUPING = ("image_clusters",)
+#: Every asset: renditions, cut-outs (GrabCut) and the catalogue too, several seconds an
+#: image; only for tests of the whole run.
+EVERY_ASSET = ("catalog_matches", "catalog", "product_cutouts")
+
+
 def materialise(
     instance: dg.DagsterInstance,
     key: str,
     resources: dict | None = None,
     run_config: dict | None = None,
+    *,
+    assets: Sequence[str],
 ) -> dg.ExecuteInProcessResult:
-    """All four assets of one partition, in-process, with the project's resources."""
-    from assets import ALL_ASSETS
-    from orchestration.definitions import defs
-    from orchestration.partitions import upload_batch_partitions
-
+    """``assets`` and everything upstream of them for one partition, in-process, with the
+    project's resources. Tests name what they check: each asset costs its computation."""
     if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
         instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
+    # grouping_edits is external (the edit log): read by product_groups, never computed.
+    selection = dg.AssetSelection.assets(*assets).upstream() - dg.AssetSelection.assets(
+        "grouping_edits"
+    )
     return dg.materialize(
         ALL_ASSETS,
         partition_key=key,
         resources=resources or defs.resources,
         instance=instance,
         run_config=run_config,
+        selection=selection,
     )
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    from orchestration.runner import materializations
-
     (event,) = materializations(result, asset)
     return {k: v.value for k, v in event.metadata.items()}
 

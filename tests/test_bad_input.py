@@ -21,7 +21,7 @@ from PIL import Image, features
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from photogroup.samples import load_photo
 from tests.colour_files import adobe_rgb_jpeg, palette_with_black_keyed
-from tests.helpers import jpeg, materialise, metadata, photo_batch, read_table, upload
+from tests.helpers import GROUPING, jpeg, materialise, metadata, photo_batch, read_table, upload
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ def test_every_bad_upload_gets_its_reason_and_the_good_photos_are_grouped(s3_env
         assert refused.value.response["Error"]["Code"] == code, name
     upload(s3_client, uploads_bucket, TENANT, BATCH, files)
     with dg.instance_for_test() as instance:
-        result = materialise(instance, PARTITION)
+        result = materialise(instance, PARTITION, assets=GROUPING)
     assert result.success
 
     listed = [

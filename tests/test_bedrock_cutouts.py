@@ -22,6 +22,7 @@ from tests.standins.bedrock_runtime import (
     client_settings,
 )
 from tests.standins.pictures import refused, shapes
+from tests.standins.server import refusing_url
 
 TOKEN = SESSION_TOKEN
 PATH = "/model/amazon.titan-image-generator-v2%3A0/invoke"
@@ -122,14 +123,13 @@ def test_read_timeouts_and_connection_errors_are_retried():
         cutouts = make_cutouts(standin, timeout_seconds=0.3, max_concurrency=1)
         (outcome,) = cutouts.cut_out([picture(0)[0]])
         requests = len(standin.requests)
-        endpoint = standin.endpoint_url
     assert outcome.ok and requests == 2
     assert cutouts.stats()["retries"] == 1
 
-    # The stand-in has stopped: its port now refuses connections.
+    # Nothing listens there: connections are refused.
     gone = BedrockCutouts.from_settings(
         "us-east-1",
-        endpoint,
+        refusing_url(),
         requests_per_minute=60_000,
         max_attempts=2,
         timeout_seconds=1.0,

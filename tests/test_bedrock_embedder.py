@@ -20,6 +20,7 @@ from tests.standins.bedrock_runtime import (
     client_settings,
 )
 from tests.standins.pictures import refused
+from tests.standins.server import refusing_url
 
 TOKEN = SESSION_TOKEN
 
@@ -217,12 +218,9 @@ def test_read_timeout_is_retried():
 
 
 def test_connection_errors_are_retried_then_reported():
-    with BedrockRuntimeStandIn() as standin:
-        endpoint = standin.endpoint_url
-    # The stand-in has stopped: its port now refuses connections.
     embedder = BedrockEmbedder.from_settings(
         "us-east-1",
-        endpoint,
+        refusing_url(),
         requests_per_minute=60_000,
         max_attempts=2,
         timeout_seconds=1.0,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from orchestration.definitions import env_s3, pipeline_resources
 from resources.embedder import EmbedderResource
-from tests.helpers import materialise, metadata, read_table, upload
+from tests.helpers import GROUPING, materialise, metadata, read_table, upload
 from tests.standins.bedrock_runtime import bedrock_runtime
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def test_bedrock_embeddings_record_refusals_and_retry_them(s3_env, s3_client):
             s3=s3,
         )
         resources = {**pipeline_resources(s3), "embedder": embedder}
-        first = materialise(instance, "shop/b1", resources)
+        first = materialise(instance, "shop/b1", resources, assets=GROUPING)
         assert first.success
         meta = metadata(first, "image_embeddings")
         assert meta["failed"] == 1
@@ -76,7 +76,7 @@ def test_bedrock_embeddings_record_refusals_and_retry_them(s3_env, s3_client):
         assert all(len(v) == 256 for v in rows.embedding.drop("refused.png"))
 
         sent_before = len(standin.requests)
-        second = materialise(instance, "shop/b1", resources)
+        second = materialise(instance, "shop/b1", resources, assets=GROUPING)
         meta = metadata(second, "image_embeddings")
         assert (meta["memo_hits"], meta["memo_misses"], meta["failed"]) == (3, 1, 1)
         # Only the refused image went to the provider again.

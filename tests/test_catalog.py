@@ -12,10 +12,13 @@ import dagster as dg
 import pytest
 from PIL import Image, ImageOps
 
+from orchestration.cli import main
 from photogroup.samples import load_photo
 from tests.helpers import jpeg, materialise, metadata, read_table, upload
 
 pytestmark = pytest.mark.integration
+#: catalog_matches and upstream: the index, the grouping stages (not renditions or cut-outs).
+CATALOG = ("catalog_matches",)
 
 
 def photo(name: str) -> Image.Image:
@@ -51,7 +54,7 @@ def run_all(instance, s3_client, env, batches, tenant="shop"):
     results = {}
     for name, files in batches.items():
         upload(s3_client, env["UPLOADS_BUCKET"], tenant, name, files)
-        results[name] = materialise(instance, f"{tenant}/{name}")
+        results[name] = materialise(instance, f"{tenant}/{name}", assets=CATALOG)
         assert results[name].success
     return results
 
@@ -62,7 +65,7 @@ def test_reuploads_match_their_earlier_image_and_group(s3_env, s3_client, batche
         results = run_all(instance, s3_client, s3_env, batches)
         other = {"astronaut.jpg": batches["b1"]["astronaut.jpg"]}
         upload(s3_client, s3_env["UPLOADS_BUCKET"], "other", "o1", other)
-        other_run = materialise(instance, "other/o1")
+        other_run = materialise(instance, "other/o1", assets=CATALOG)
     matches = read_table(s3_client, pipeline, "catalog_matches", "shop/b3")
     best = matches[matches["rank"] == 1].set_index("file")
     for file, (batch, earlier_file, kinds) in EXPECTED.items():
@@ -88,7 +91,16 @@ def test_reuploads_match_their_earlier_image_and_group(s3_env, s3_client, batche
     assert match_meta["exact_bytes"] == 1
 
 
-def search(env, tenant: str, path) -> list[dict]:
+def search(capsys, tenant: str, path) -> list[dict]:
+    """`search --json` in this process (the environment is the test's): an interpreter
+    start per query cost seconds; the first query of the test below goes through
+    `python -m orchestration` as the contract says."""
+    capsys.readouterr()
+    assert main(["search", "--tenant", tenant, str(path), "--json", "--k", "3"]) == 0
+    return json.loads(capsys.readouterr().out)["matches"]
+
+
+def search_command(env, tenant: str, path) -> list[dict]:
     out = subprocess.run(
         [sys.executable, "-m", "orchestration", "search", "--tenant", tenant, str(path),
          "--json", "--k", "3"],
@@ -97,19 +109,19 @@ def search(env, tenant: str, path) -> list[dict]:
     return json.loads(out.stdout)["matches"]
 
 
-def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, tmp_path):
+def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, tmp_path, capsys):
     pipeline = s3_env["PIPELINE_BUCKET"]
     query = tmp_path / "query.jpg"
     query.write_bytes(jpeg(ImageOps.mirror(photo("coffee")).resize((300, 300)), quality=60))
     with dg.instance_for_test() as instance:
         run_all(instance, s3_client, s3_env, batches)
         incremental = read_table(s3_client, pipeline, "catalog_index", "shop/b3")
-        found = search(subprocess_env, "shop", query)
+        found = search_command(subprocess_env, "shop", query)
         assert found[0]["file"] == "coffee.jpg" and found[0]["batch"] == "b1"
         assert found[0]["kind"] == "near_duplicate"
         same = tmp_path / "same.jpg"
         same.write_bytes(batches["b1"]["coffee.jpg"])
-        top = search(subprocess_env, "shop", same)[0]
+        top = search(capsys, "shop", same)[0]
         assert (top["file"], top["kind"], top["distance"]) == ("coffee.jpg", "exact_bytes", 0.0)
         rows_before = _rows(s3_client, pipeline)
 
@@ -118,9 +130,9 @@ def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, t
         for obj in listing.get("Contents", []):
             s3_client.delete_object(Bucket=pipeline, Key=obj["Key"])
         for name in batches:
-            assert materialise(instance, f"shop/{name}").success
+            assert materialise(instance, f"shop/{name}", assets=CATALOG).success
         assert _rows(s3_client, pipeline).equals(rows_before)
-        assert search(subprocess_env, "shop", query) == found
+        assert search(capsys, "shop", query) == found
         rebuilt = read_table(s3_client, pipeline, "catalog_index", "shop/b3")
         assert rebuilt.drop(columns="embedding").equals(incremental.drop(columns="embedding"))
 
@@ -130,10 +142,10 @@ def test_search_rebuild_and_forget(s3_env, s3_client, subprocess_env, batches, t
     )  # fmt: skip
     assert json.loads(forget.stdout)["catalogue_rows_removed"] == 2
     assert "b1" not in set(_rows(s3_client, pipeline).batch)
-    assert all(m["batch"] != "b1" for m in search(subprocess_env, "shop", query))
+    assert all(m["batch"] != "b1" for m in search(capsys, "shop", query))
 
 
-def test_search_refuses_unknown_tenant_and_bad_image(s3_env, subprocess_env, tmp_path):
+def test_search_refuses_unknown_tenant_and_bad_image(s3_env, tmp_path, capsys):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
     good = tmp_path / "coffee.jpg"
@@ -144,11 +156,10 @@ def test_search_refuses_unknown_tenant_and_bad_image(s3_env, subprocess_env, tmp
         (["--tenant", "nobody", str(good)], "no catalogue yet"),
         (["--tenant", "shop", str(tmp_path / "missing.jpg")], "no such file"),
     ):
-        out = subprocess.run(
-            [sys.executable, "-m", "orchestration", "search", *args],
-            env=subprocess_env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert out.returncode == 2 and message in out.stderr, out.stderr
+        capsys.readouterr()
+        code = main(["search", *args])  # in this process: one interpreter start saved each
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
 
 
 def _rows(s3_client, bucket):

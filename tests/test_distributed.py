@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from orchestration.local_cluster import LocalCluster, wait_until
+from tests.conftest import bucket_env
 from tests.helpers import materialise, photo_batch, read_table, upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.distributed]
@@ -28,21 +29,38 @@ COMPARED = {
 DEADLINE = 480
 
 
-@pytest.fixture
-def cluster(s3_env, subprocess_env, tmp_path, monkeypatch):
-    env = {**subprocess_env, "DAGSTER_HOME": str(tmp_path / "distributed_home"),
+@pytest.fixture(scope="module")
+def shared_env(seaweed, tmp_path_factory) -> dict[str, str]:
+    """One pair of buckets for the module: its tests use different tenants."""
+    return bucket_env(seaweed, tmp_path_factory.mktemp("distributed"))
+
+
+@pytest.fixture(scope="module")
+def cluster(shared_env, tmp_path_factory):
+    """Started once for the module (PostgreSQL, Redis, two workers, the daemon: tens of
+    seconds); the last test kills a worker, so it runs last."""
+    root = tmp_path_factory.mktemp("cluster")
+    env = {**os.environ, **shared_env, "DAGSTER_HOME": str(root / "distributed_home"),
            "CELERY_VISIBILITY_TIMEOUT": "20"}  # fmt: skip
-    running = LocalCluster(tmp_path / "cluster", workers=2, env=env)
+    running = LocalCluster(root / "cluster", workers=2, env=env)
     try:
         running.start()
-        # This process reads the same instance (PostgreSQL) the daemon and workers write.
-        for name in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL"):
-            monkeypatch.setenv(name, running.env[name])
         yield running
     finally:
+        started = dict(running.processes)
         running.stop()
-    for name, proc in running.processes.items():
+    for name, proc in started.items():
         assert proc.poll() is not None, f"{name} still running"
+
+
+@pytest.fixture
+def s3_env(cluster, shared_env, monkeypatch) -> dict[str, str]:
+    """The module's buckets; this process reads the instance (PostgreSQL) the daemon and
+    workers write."""
+    env = {**shared_env, **{n: cluster.env[n] for n in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL")}}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
 
 
 def runs_done(instance, partition: str) -> list[dg.DagsterRun]:
@@ -97,7 +115,7 @@ def test_two_shops_spread_over_two_workers_and_match_one_machine(
     try:
         with dg.instance_for_test() as local:
             for partition in BATCHES:
-                assert materialise(local, partition).success
+                assert materialise(local, partition, assets=tuple(COMPARED)).success
     finally:
         os.environ["PIPELINE_BUCKET"] = pipeline
     for partition in BATCHES:

@@ -70,7 +70,9 @@ def test_retryable_errors_are_retried_and_counted(s3_env, s3_client):
     FAULTS[keys[1]] = ["drop"]
     FAULTS[keys[2]] = ["503:ServiceUnavailable"]
     with dg.instance_for_test() as instance:
-        result = materialise(instance, "f/b1", faulty_resources())
+        result = materialise(
+            instance, "f/b1", faulty_resources(), assets=("raw_images", "product_images")
+        )
     assert result.success
     assert metadata(result, "raw_images")["fetch_retries"] == 4
     assert metadata(result, "raw_images")["accepted"] == 3
@@ -88,7 +90,7 @@ def test_access_denied_is_not_retried_and_fails_clearly(s3_env, s3_client):
         dg.instance_for_test() as instance,
         pytest.raises(dg.Failure, match="could not be fetched") as failure,
     ):
-        materialise(instance, "f/b2", faulty_resources())
+        materialise(instance, "f/b2", faulty_resources(), assets=("raw_images",))
     assert key in str(failure.value.metadata["failed_keys"].value)
     assert SENDS[(key, "403:AccessDenied")] == 1  # one attempt, no retries
     assert SENDS[(key, "sent")] == 0
@@ -143,7 +145,7 @@ def own_server(tmp_path, monkeypatch):
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=2.0)  # throwaway data: skip weed's ~16 s graceful stop
         SERVER.clear()
         EMBEDDED.clear()
 

@@ -13,6 +13,8 @@ from tests.test_memo import EMBEDDED, counted_resources
 
 pytestmark = pytest.mark.integration
 
+#: product_groups and upstream: the grouping stages (not renditions or cut-outs).
+GROUPS = ("product_groups",)
 PHOTOS = {"coffee": ["resized", "flipped"], "astronaut": ["brightened"], "chelsea": [],
           "rocket": ["recompressed"]}  # fmt: skip
 BATCH = ["--tenant", "shop", "--batch", "b1"]
@@ -49,7 +51,7 @@ def log_bytes(s3_client, env) -> bytes:
 def batch(s3_env, s3_client):
     upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "b1", photo_batch(PHOTOS))
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop/b1", counted_resources())
+        materialise(instance, "shop/b1", counted_resources(), assets=GROUPS)
         yield instance
 
 
@@ -132,7 +134,7 @@ def test_edits_survive_reclustering_without_recomputing_features_or_embeddings(
     for obj in listed.get("Contents", []):
         s3_client.delete_object(Bucket=pipeline, Key=obj["Key"])
     EMBEDDED.clear()
-    result = materialise(batch, "shop/b1", counted_resources())
+    result = materialise(batch, "shop/b1", counted_resources(), assets=GROUPS)
     assert metadata(result, "image_clusters")["memo_hit"] is False
     assert metadata(result, "image_features")["memo_misses"] == 0
     assert metadata(result, "image_embeddings")["embedder_calls"] == 0

@@ -13,7 +13,7 @@ from orchestration.definitions import env_s3, pipeline_resources
 from photogroup.embed import LocalEmbedder
 from resources.embedder import EmbedderResource
 from resources.s3 import S3Resource
-from tests.helpers import materialise, metadata, photo_batch, upload
+from tests.helpers import EVERY_ASSET, GROUPING, materialise, metadata, photo_batch, upload
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +80,14 @@ def files(s3_env, s3_client):
 
 
 def test_unchanged_batch_makes_no_image_gets_and_no_embedder_calls(s3_env, files):
+    # Every asset: the batched lookups of every image stage are what is checked.
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop/b1", counted_resources())
+        materialise(instance, "shop/b1", counted_resources(), assets=EVERY_ASSET)
         assert image_gets(s3_env) >= len(files)  # the cold run did read the images
         assert EMBEDDED[LocalEmbedder.model_id] == len(files)
         GETS.clear()
         EMBEDDED.clear()
-        warm = materialise(instance, "shop/b1", counted_resources())
+        warm = materialise(instance, "shop/b1", counted_resources(), assets=EVERY_ASSET)
     assert image_gets(s3_env) == 0
     assert sum(EMBEDDED.values()) == 0
     # Batched: one pack per image stage (fingerprints, features, embeddings, renditions,
@@ -105,10 +106,10 @@ def test_batch_sharing_80_percent_embeds_only_the_new_20(s3_env, s3_client, file
     upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "b2",
            {f"reupload-{name}": body for name, body in shared.items()} | new)  # fmt: skip
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop/b1", counted_resources())
+        materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
         GETS.clear()
         EMBEDDED.clear()
-        second = materialise(instance, "shop/b2", counted_resources())
+        second = materialise(instance, "shop/b2", counted_resources(), assets=GROUPING)
     emb = metadata(second, "image_embeddings")
     assert emb["memo_hit_rate"] >= 0.8
     assert (emb["memo_hits"], emb["memo_misses"]) == (8, 2)
@@ -121,9 +122,11 @@ def test_batch_sharing_80_percent_embeds_only_the_new_20(s3_env, s3_client, file
 
 def test_bumping_the_model_id_misses_every_embedding(s3_env, files):
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop/b1", counted_resources())
+        materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
         EMBEDDED.clear()
-        bumped = materialise(instance, "shop/b1", counted_resources(model_id="local-v2-test"))
+        bumped = materialise(
+            instance, "shop/b1", counted_resources(model_id="local-v2-test"), assets=GROUPING
+        )
     emb = metadata(bumped, "image_embeddings")
     assert (emb["memo_hits"], emb["memo_misses"]) == (0, len(files))
     assert Counter({"local-v2-test": len(files)}) == EMBEDDED
@@ -133,7 +136,7 @@ def test_bumping_the_model_id_misses_every_embedding(s3_env, files):
 def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client, files):
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
-        first = materialise(instance, "shop/b1", counted_resources())
+        first = materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
         listing = s3_client.list_objects_v2(
             Bucket=pipeline, Prefix=f"memo/features/{FEATURES_VERSION}/"
         )
@@ -146,7 +149,7 @@ def test_corrupted_entries_are_logged_recomputed_and_rewritten(s3_env, s3_client
         s3_client.put_object(Bucket=pipeline, Key=pack, Body=b"\x00\x01")
         work = f"memo/work/{WORK_VERSION}/{sha[:2]}/{sha}"
         s3_client.put_object(Bucket=pipeline, Key=work, Body=b"\x89PNG garbage")
-        again = materialise(instance, "shop/b1", counted_resources())
+        again = materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
     assert again.success
     meta = metadata(again, "image_features")
     assert (meta["memo_hits"], meta["memo_misses"]) == (len(files) - 1, 1)
@@ -187,5 +190,5 @@ def test_two_runs_writing_the_same_entries_at_once_both_succeed(
     for key in entries:
         json.loads(s3_client.get_object(Bucket=pipeline, Key=key)["Body"].read())
     with dg.instance_for_test() as instance:
-        warm = materialise(instance, "shop/b1", counted_resources())
+        warm = materialise(instance, "shop/b1", counted_resources(), assets=GROUPING)
     assert metadata(warm, "image_embeddings")["memo_hit_rate"] == 1.0

@@ -6,7 +6,15 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from tests.helpers import materialise, metadata, photo_batch, read_table, upload
+from tests.helpers import (
+    EVERY_ASSET,
+    GROUPING,
+    materialise,
+    metadata,
+    photo_batch,
+    read_table,
+    upload,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +37,7 @@ def batch(s3_env, s3_client):
 
 def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
     with dg.instance_for_test() as instance:
-        result = materialise(instance, "shop-a/b1")
+        result = materialise(instance, "shop-a/b1", assets=EVERY_ASSET)
     assert result.success
     pipeline = s3_env["PIPELINE_BUCKET"]
     manifest = read_table(s3_client, pipeline, "raw_images", "shop-a/b1")
@@ -90,13 +98,13 @@ def test_four_assets_materialise_with_correct_content(s3_env, s3_client, batch):
 
 def test_second_run_and_shared_images_hit_the_memo(s3_env, s3_client, batch):
     with dg.instance_for_test() as instance:
-        cold = materialise(instance, "shop-a/b1")
-        warm = materialise(instance, "shop-a/b1")
+        cold = materialise(instance, "shop-a/b1", assets=GROUPING)
+        warm = materialise(instance, "shop-a/b1", assets=GROUPING)
         # A new batch: two known photos (new file names) and one new photo.
         shared = {f"again-{n}": batch[n] for n in ("astronaut.jpg", "coffee.jpg")}
         upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop-a", "b2",
                {**shared, **photo_batch({"chelsea": []})})  # fmt: skip
-        third = materialise(instance, "shop-a/b2")
+        third = materialise(instance, "shop-a/b2", assets=GROUPING)
     assert metadata(cold, "image_embeddings")["memo_hits"] == 0
     for node in ("raw_images", "image_features", "image_embeddings"):
         meta = metadata(warm, node)
@@ -111,8 +119,8 @@ def test_second_run_and_shared_images_hit_the_memo(s3_env, s3_client, batch):
 
 def test_unchanged_input_gives_the_same_data_version(s3_env, batch):
     with dg.instance_for_test() as instance:
-        materialise(instance, "shop-a/b1")
-        materialise(instance, "shop-a/b1")
+        materialise(instance, "shop-a/b1", assets=GROUPING)
+        materialise(instance, "shop-a/b1", assets=GROUPING)
         records = instance.fetch_materializations(dg.AssetKey("image_clusters"), limit=2).records
     versions = {r.asset_materialization.tags["dagster/data_version"] for r in records}
     assert len(records) == 2 and len(versions) == 1
@@ -124,7 +132,7 @@ def test_size_limit_is_configurable_and_big_uploads_are_not_downloaded(s3_env, s
     limit = min(len(body) for body in files.values()) - 1
     config = {"ops": {"raw_images": {"config": {"max_bytes": limit}}}}
     with dg.instance_for_test() as instance:
-        result = materialise(instance, "shop-a/small", run_config=config)
+        result = materialise(instance, "shop-a/small", run_config=config, assets=("raw_images",))
     assert result.success
     manifest = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "raw_images", "shop-a/small")
     assert set(manifest.status) == {"rejected"}

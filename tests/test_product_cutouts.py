@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from assets import ALL_ASSETS
 from bench.cutout_composites import composites
+from orchestration.definitions import defs
 from photogroup.cutout import mask_iou
 from photogroup.ratelimit import most_in_window
 from resources.shared_ratelimit import SharedTokenBucket
@@ -36,7 +38,7 @@ def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
            {name: jpeg(image, 95) for name, (image, _) in cases.items()})  # fmt: skip
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
-        first = materialise(instance, "shop/c1")
+        first = materialise(instance, "shop/c1", assets=("product_cutouts",))
         table = read_table(s3_client, pipeline, "product_cutouts", "shop/c1")
         assert (table.status == "ok").all() and sorted(table.file) == sorted(cases)
         for row in table.itertuples():
@@ -51,13 +53,13 @@ def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
         assert (meta["memo_misses"], meta["failed"], meta["provider"]) == (6, 0, "local")
         assert "data:image/jpeg;base64," in meta["cutouts_preview"]
 
-        second = materialise(instance, "shop/c1")
+        second = materialise(instance, "shop/c1", assets=("product_cutouts",))
         meta = metadata(second, "product_cutouts")
         assert (meta["memo_hits"], meta["memo_misses"], meta["provider_images"]) == (6, 0, 0)
 
         covers = dg.materialize(
-            _assets(), partition_key="shop/c1", instance=instance,
-            resources=_resources(), selection=["product_cutouts"],
+            ALL_ASSETS, partition_key="shop/c1", instance=instance,
+            resources=defs.resources, selection=["product_cutouts"],
             run_config={"ops": {"product_cutouts": {"config": {"scope": "covers"}}}},
         )  # fmt: skip
     groups = read_table(s3_client, pipeline, "product_groups", "shop/c1")
@@ -95,8 +97,8 @@ def test_two_runs_share_the_quota_and_record_the_failed_image(s3_env, s3_client,
     with dg.instance_for_test() as instance:
         for key in batches:
             instance.add_dynamic_partitions("upload_batches", [key])
-            dg.materialize(_assets(), partition_key=key, instance=instance,
-                           resources=_resources(), selection=UPSTREAM)  # fmt: skip
+            dg.materialize(ALL_ASSETS, partition_key=key, instance=instance,
+                           resources=defs.resources, selection=UPSTREAM)  # fmt: skip
 
     limit = 120  # per minute; the shared bucket runs both shops at 90 % of it together
     standin = ReplicateStandIn(latency=(0.3, 1.5), create_limit_per_minute=limit,
@@ -153,15 +155,3 @@ def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
-
-def _assets():
-    from assets import ALL_ASSETS
-
-    return ALL_ASSETS
-
-
-def _resources():
-    from orchestration.definitions import defs
-
-    return defs.resources

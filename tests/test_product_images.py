@@ -37,7 +37,7 @@ def batch(s3_env, s3_client):
 def test_renditions_sizes_formats_orientation_and_memo(s3_env, s3_client, batch):
     pipeline = s3_env["PIPELINE_BUCKET"]
     with dg.instance_for_test() as instance:
-        first = materialise(instance, "shop/r1", counted_resources())
+        first = materialise(instance, "shop/r1", counted_resources(), assets=("catalog",))
         table = read_table(s3_client, pipeline, "product_images", "shop/r1")
         meta = metadata(first, "product_images")
         # truncated.jpg is rejected upstream: 5 accepted images x 3 sizes x 2 formats.
@@ -64,7 +64,7 @@ def test_renditions_sizes_formats_orientation_and_memo(s3_env, s3_client, batch)
                 assert row.saving > 0
 
         GETS.clear()
-        second = materialise(instance, "shop/r1", counted_resources())
+        second = materialise(instance, "shop/r1", counted_resources(), assets=("catalog",))
     meta = metadata(second, "product_images")
     assert (meta["encoded"], meta["originals_fetched"], meta["memo_hits"]) == (0, 0, 5)
     assert not [k for b, k in GETS if b == s3_env["UPLOADS_BUCKET"]]

@@ -8,7 +8,7 @@ from dagster._serdes import serialize_value
 
 from orchestration.local_s3 import LocalS3State
 from resources.s3 import check_bucket_name
-from tests.helpers import materialise, photo_batch, upload
+from tests.helpers import EVERY_ASSET, materialise, photo_batch, upload
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def recorded_text(instance: dg.DagsterInstance, run_id: str) -> str:
 def test_every_pipeline_object_is_encrypted_at_rest(s3_env, s3_client):
     upload(s3_client, s3_env["UPLOADS_BUCKET"], "sec", "b1", photo_batch({"coffee": ["flipped"]}))
     with dg.instance_for_test() as instance:
-        assert materialise(instance, "sec/b1").success
+        assert materialise(instance, "sec/b1", assets=EVERY_ASSET).success
     pipeline = s3_env["PIPELINE_BUCKET"]
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=pipeline)["Contents"]]
     assert any(k.startswith("tables/") for k in keys) and any(k.startswith("memo/") for k in keys)
@@ -37,7 +37,7 @@ def test_no_secret_in_run_records_or_output(s3_env, s3_client, capfd):
     upload(s3_client, s3_env["UPLOADS_BUCKET"], "sec", "b2",
            {**photo_batch({"rocket": []}), "bad.jpg": b"not an image"})  # fmt: skip
     with dg.instance_for_test() as instance:
-        result = materialise(instance, "sec/b2")
+        result = materialise(instance, "sec/b2", assets=EVERY_ASSET)
         text = recorded_text(instance, result.run_id)
     output = capfd.readouterr()
     assert result.success and "rocket.jpg" in text  # the scan does see the run's content

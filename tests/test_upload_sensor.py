@@ -75,18 +75,23 @@ def test_run_keys_are_stable_and_a_reseal_runs_again(bucket, s3_client):
     assert not resealed.dynamic_partitions_requests[0].partition_keys  # already registered
 
 
-def test_quiet_period_seals_a_batch_without_marker(s3_env, bucket, s3_client):
+def test_quiet_period_seals_a_batch_without_marker(s3_env, bucket, s3_client, monkeypatch):
+    import sensors.upload_sensor as sensor_module
+
     resources = pipeline_resources(defs.resources["s3"])
-    # Long enough that a slow first tick on a loaded machine is still inside it (S3's
-    # LastModified has one-second granularity, so up to a second is already gone).
     resources["uploads"] = UploadsBucket(
-        s3=defs.resources["s3"], bucket=bucket, quiet_period_seconds=6
+        s3=defs.resources["s3"], bucket=bucket, quiet_period_seconds=600
     )
     put_all(s3_client, bucket, ["uploads/q/b1/1.jpg"])
+    real_clock = sensor_module.clock
     with dg.instance_for_test() as instance:
         early = tick(instance, resources=resources)
         assert requested(early) == []
-        time.sleep(6.5)
+        # The sensor's clock moves, S3's LastModified stays: 9 minutes on, still waiting
+        # (a margin for a slow machine), 10 minutes on, sealed by the quiet period.
+        monkeypatch.setattr(sensor_module, "clock", lambda: real_clock() + timedelta(minutes=9))
+        assert requested(tick(instance, early.cursor, resources=resources)) == []
+        monkeypatch.setattr(sensor_module, "clock", lambda: real_clock() + timedelta(seconds=601))
         late = tick(instance, early.cursor, resources=resources)
     assert requested(late) == ["q/b1"]
 
