@@ -69,7 +69,11 @@ class MemoRun:
         pack: str | None,
         log,
         label: str,
+        computed: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``computed``: results (entries or Failed, by name and key) already computed in
+        this run by a step sharing its decode (renditions made with the manifest): not
+        looked up, counted as misses, and recorded like any chunk's."""
         self.memo, self.namespaces, self.pack, self.log = memo, namespaces, pack, log
         self.keys = list(dict.fromkeys(keys))
         self.entries: dict[str, dict[str, Any]] = {}
@@ -77,22 +81,31 @@ class MemoRun:
         self.corrupt: dict[str, int] = {name: 0 for name in namespaces}
         self.hits: dict[str, int] = {}
         self._complete: dict[str, bool] = {}
+        computed = {name: dict(computed.get(name, {})) for name in namespaces} if computed else {}
+        keyset = set(self.keys)
         for name, namespace in namespaces.items():
 
             def corrupt(key: str, why: str, name: str = name) -> None:
                 self.corrupt[name] += 1
                 log.warning(f"{name}: memo entry {key[:12]} ignored and recomputed ({why})")
 
-            found, complete = memo.lookup(namespace, self.keys, corrupt, pack=pack)
-            self.entries[name], self._complete[name] = found, complete
+            done = {k: v for k, v in computed.get(name, {}).items() if k in keyset}
+            computed[name] = done
+            lookup = [k for k in self.keys if k not in done]
+            found, complete = memo.lookup(namespace, lookup, corrupt, pack=pack)
+            self.entries[name], self._complete[name] = found, complete and not done
             self.hits[name] = len(found)
             log.info(f"{label}/{name}: {len(found)} memo hits, "
                      f"{len(self.keys) - len(found)} to compute")  # fmt: skip
         self.misses = {name: len(self.missing(name)) for name in namespaces}
+        for name, results in computed.items():
+            self.record(name, results)
 
     def missing(self, name: str) -> list[str]:
-        """Keys without an entry (or with a failure) in ``name``, in the batch's order."""
-        return [k for k in self.keys if k not in self.entries[name]]
+        """Keys without an entry in ``name`` and not failed in this run, in the batch's
+        order."""
+        failed = self.failures[name]
+        return [k for k in self.keys if k not in self.entries[name] and k not in failed]
 
     def record(self, name: str, results: dict[str, Any], label: Callable[[str], str] = str):
         """A chunk's results: entries are memoised now, Failed ones kept as failures."""
@@ -200,14 +213,14 @@ def run_stages(
     With ``processes > 1``, stages' computes must be picklable (module-level functions or
     partials of them); a stage that may not leave this process keeps them all here.
     """
-    if processes > 1 and not all(stage.in_workers for stage in stages):
-        log.info(f"{', '.join(s.name for s in stages)}: computed in this process, not in "
-                 f"{processes} worker processes")  # fmt: skip
-        processes = 1
     names = {stage.name: stage.namespace for stage in stages}
     run = MemoRun(memo, names, sources, pack=pack, log=log, label="stages")
     missing = {name: set(run.missing(name)) for name in names}
     todo = [sha for sha in sources if any(sha in m for m in missing.values())]
+    if processes > 1 and not all(stage.in_workers for stage in stages):
+        log.info(f"{', '.join(s.name for s in stages)}: computed in this process, not in "
+                 f"{processes} worker processes")  # fmt: skip
+        processes = 1
     reads = Reads(chunk_size=chunk, processes=processes)
     calls: dict[str, list[int]] = {name: [] for name in names}
 
