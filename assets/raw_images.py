@@ -11,6 +11,7 @@ from assets.engine import (
     WORK_NAMESPACE,
     ChunkConfig,
     MemoRun,
+    auto_processes,
     note_worker,
     worker_metadata,
 )
@@ -205,7 +206,7 @@ def _inspect(new: list[UploadedObject], memo_keys, run: MemoRun, uploads, memo, 
     inspect = partial(with_worker, partial(inspect_uploads, **limits, renditions=spec))
     done, workers = 0, {}
     total = -(-len(fetchable) // config.chunk_size)
-    processes = config.processes
+    processes = auto_processes(config.processes, len(fetchable), config.chunk_size)
     for part, (inspected, worker) in imap_chunks(inspect, chunks(), processes, total):
         note_worker(workers, worker)
         memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_png for i in inspected if i.work_png})
