@@ -4,6 +4,7 @@ and, from the same decode, its web renditions when they are wanted."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,11 +101,12 @@ def inspect_uploads(
     threads: int | None = None,
 ) -> list[Inspection]:
     """:func:`inspect_upload` of each upload, on ``threads`` (default: a pool worker's share
-    of the cores, else ThreadPoolExecutor's default; Pillow releases the GIL while decoding).
+    of the cores, else one per core: Pillow releases the GIL while decoding, resizing and
+    encoding, and more threads than cores would only hold more decoded images at once).
     Module-level so that worker processes can run it."""
     inspect = partial(inspect_upload, max_pixels=max_pixels, max_bytes=max_bytes,
                       renditions=renditions)  # fmt: skip
-    threads = threads or worker_threads()
+    threads = threads or worker_threads() or os.cpu_count() or 1
     if threads == 1:
         return [inspect(data) for data in blobs]
     with ThreadPoolExecutor(max_workers=threads) as pool:
