@@ -62,7 +62,11 @@ def namespace(spec: RenditionSpec) -> str:
 
 
 class Renditions:
-    """Renditions made in this run: stored as they come, their entries kept for the table."""
+    """Renditions made in this run: stored as they come, their entries kept for the table.
+
+    The manifest renders every upload it decodes, without asking the renditions' memo
+    first: its memo key (ETag and size) is new, so its bytes almost always are too; the
+    rare copy of known bytes under a new ETag is rendered again to the same keys."""
 
     def __init__(self, spec: RenditionSpec, memo: MemoStore) -> None:
         self.spec, self.memo = spec, memo
