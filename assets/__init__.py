@@ -5,6 +5,8 @@ raw_images -> image_features  ---\\          (one step: image_analysis)
           \\                                      \\-> product_groups <-- grouping_edits
            \\-> product_images                              \\-> catalog <-- product_images
                   \\------------------------------------------> product_cutouts <-- product_groups
+
+raw_images and product_images are one step (raw_images): one decode of each upload.
 """
 
 import warnings
@@ -18,18 +20,16 @@ from assets.image_analysis import image_analysis
 from assets.image_clusters import image_clusters
 from assets.product_cutouts import product_cutouts
 from assets.product_groups import grouping_edits, product_groups
-from assets.product_images import product_images
 from assets.raw_images import raw_images
 
 ALL_ASSETS = [
-    raw_images,
+    raw_images,  # raw_images and product_images, from one decode of each upload
     image_analysis,  # image_features and image_embeddings, from one decode
     image_clusters,
     catalog_index,
     catalog_matches,
     grouping_edits,
     product_groups,
-    product_images,
     catalog,
     product_cutouts,
 ]

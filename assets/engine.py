@@ -38,6 +38,8 @@ from resources.uploads import UploadsBucket
 WORK_NAMESPACE = f"work/{WORK_VERSION}"
 #: Images decoded and computed per chunk: bounds memory to a chunk of working copies.
 CHUNK = 64
+#: Images to compute from which a step uses one worker process per core by default.
+AUTO_MIN_IMAGES = 256
 
 
 class ChunkConfig(dg.Config):
@@ -49,12 +51,26 @@ class ChunkConfig(dg.Config):
         description="Images per chunk: memory holds (processes + 1) chunks of working copies, "
         "and entries are memoised chunk by chunk.",
     )
-    processes: int = Field(
-        default=1,
+    processes: int | None = Field(
+        default=None,
         ge=1,
         description="Worker processes computing chunks; 1 computes in the step's process "
-        "(with threads). Each worker costs a Python start-up and its own memory.",
+        f"(with threads). None: one per core when there are at least {AUTO_MIN_IMAGES} "
+        "images to compute (a worker costs a Python start-up and its own memory), else 1.",
     )
+
+
+def auto_processes(processes: int | None, images: int, chunk: int) -> int:
+    """``processes`` if set; else one worker per core for a batch large enough to repay
+    their start-up (about a second each): threads alone leave part of a core idle in the
+    Python between Pillow/NumPy/OpenCV calls (2,000 images through the image stages: 1.51x
+    with 2 processes on 2 cores, README "Large batches"). Never more than there are chunks:
+    memory holds at most ``processes + 1`` of them."""
+    if processes is not None:
+        return processes
+    if images < AUTO_MIN_IMAGES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, -(-images // chunk)))
 
 
 class MemoRun:
@@ -69,7 +85,11 @@ class MemoRun:
         pack: str | None,
         log,
         label: str,
+        computed: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """``computed``: results (entries or Failed, by name and key) already computed in
+        this run by a step sharing its decode (renditions made with the manifest): not
+        looked up, counted as misses, and recorded like any chunk's."""
         self.memo, self.namespaces, self.pack, self.log = memo, namespaces, pack, log
         self.keys = list(dict.fromkeys(keys))
         self.entries: dict[str, dict[str, Any]] = {}
@@ -77,22 +97,31 @@ class MemoRun:
         self.corrupt: dict[str, int] = {name: 0 for name in namespaces}
         self.hits: dict[str, int] = {}
         self._complete: dict[str, bool] = {}
+        computed = {name: dict(computed.get(name, {})) for name in namespaces} if computed else {}
+        keyset = set(self.keys)
         for name, namespace in namespaces.items():
 
             def corrupt(key: str, why: str, name: str = name) -> None:
                 self.corrupt[name] += 1
                 log.warning(f"{name}: memo entry {key[:12]} ignored and recomputed ({why})")
 
-            found, complete = memo.lookup(namespace, self.keys, corrupt, pack=pack)
-            self.entries[name], self._complete[name] = found, complete
+            done = {k: v for k, v in computed.get(name, {}).items() if k in keyset}
+            computed[name] = done
+            lookup = [k for k in self.keys if k not in done]
+            found, complete = memo.lookup(namespace, lookup, corrupt, pack=pack)
+            self.entries[name], self._complete[name] = found, complete and not done
             self.hits[name] = len(found)
             log.info(f"{label}/{name}: {len(found)} memo hits, "
                      f"{len(self.keys) - len(found)} to compute")  # fmt: skip
         self.misses = {name: len(self.missing(name)) for name in namespaces}
+        for name, results in computed.items():
+            self.record(name, results)
 
     def missing(self, name: str) -> list[str]:
-        """Keys without an entry (or with a failure) in ``name``, in the batch's order."""
-        return [k for k in self.keys if k not in self.entries[name]]
+        """Keys without an entry in ``name`` and not failed in this run, in the batch's
+        order."""
+        failed = self.failures[name]
+        return [k for k in self.keys if k not in self.entries[name] and k not in failed]
 
     def record(self, name: str, results: dict[str, Any], label: Callable[[str], str] = str):
         """A chunk's results: entries are memoised now, Failed ones kept as failures."""
@@ -192,22 +221,24 @@ def run_stages(
     log,
     pack: str | None = None,
     chunk: int = CHUNK,
-    processes: int = 1,
+    processes: int | None = None,
 ) -> dict[str, StageResult]:
     """Entries of every stage for every SHA-256 in ``sources`` (sha -> upload key),
     computing only misses, from one read and one decode of each working copy per run.
 
     With ``processes > 1``, stages' computes must be picklable (module-level functions or
     partials of them); a stage that may not leave this process keeps them all here.
+    ``processes=None``: :func:`auto_processes` of the images to compute.
     """
-    if processes > 1 and not all(stage.in_workers for stage in stages):
-        log.info(f"{', '.join(s.name for s in stages)}: computed in this process, not in "
-                 f"{processes} worker processes")  # fmt: skip
-        processes = 1
     names = {stage.name: stage.namespace for stage in stages}
     run = MemoRun(memo, names, sources, pack=pack, log=log, label="stages")
     missing = {name: set(run.missing(name)) for name in names}
     todo = [sha for sha in sources if any(sha in m for m in missing.values())]
+    processes = auto_processes(processes, len(todo), chunk)
+    if processes > 1 and not all(stage.in_workers for stage in stages):
+        log.info(f"{', '.join(s.name for s in stages)}: computed in this process, not in "
+                 f"{processes} worker processes")  # fmt: skip
+        processes = 1
     reads = Reads(chunk_size=chunk, processes=processes)
     calls: dict[str, list[int]] = {name: [] for name in names}
 

@@ -28,6 +28,13 @@ def batch_out(code_version: str, description: str) -> dg.AssetOut:
     )
 
 
+def selected_outputs(context: dg.AssetExecutionContext, items: list) -> list:
+    """A multi_asset's outputs and materialisations, with the check results of the checks
+    selected in this run only (Dagster refuses results of checks it did not select)."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    return [r for r in items if not isinstance(r, dg.AssetCheckResult) or r.check_name in selected]
+
+
 def selected_checks(context: dg.AssetExecutionContext, results: list) -> list:
     """Check results of a multi_asset, less those of checks not selected in this run."""
     selected = {key.name for key in context.selected_asset_check_keys}

@@ -1,5 +1,12 @@
+"""product_images' table: web renditions of every accepted image, made from the manifest's
+decode of each new upload (the raw_images step, assets/raw_images.py) and memoised by the
+image's SHA-256 and the settings; images the manifest did not decode in this run (known
+uploads, new settings, a step run for this table alone) are fetched and rendered here."""
+
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -7,17 +14,20 @@ from pydantic import Field
 
 from assets.engine import MemoRun
 from assets.image_features import accepted_sources
-from assets.preset import BATCH
 from assets.tables import content_version, preview
 from assets.versions import RENDITIONS_VERSION
 from photogroup import Rejection
 from photogroup.chunks import Failed
-from photogroup.manifest import ACCEPTED
+from photogroup.manifest import ACCEPTED, Inspection
 from photogroup.renditions import Rendition, RenditionSpec, render
 from resources.memo import MemoStore
 from resources.s3 import put_objects
 from resources.uploads import UploadsBucket
 
+DESCRIPTION = """One row per accepted image, size and format: web renditions (each configured
+size as WebP and JPEG, oriented, sRGB, metadata stripped) on the pipeline bucket under
+content-addressed keys; a failed image is one row with status failed and its reason."""
+CHECK = "every_image_rendered"
 COLUMNS = ["key", "file", "sha256", "size", "format", "width", "height", "bytes",
            "original_bytes", "saving", "rendition_key", "status", "reason"]  # fmt: skip
 PREVIEW_COLUMNS = ["file", "size", "format", "width", "height", "bytes", "saving"]
@@ -30,12 +40,15 @@ CHUNK = 16
 class RenditionsConfig(dg.Config):
     sizes: list[int] = Field(default=[256, 512, 1024], description="Long sides, in px.")
     formats: list[str] = Field(default=["webp", "jpeg"], description="webp and/or jpeg.")
-    jpeg_quality: int = 85
-    webp_quality: int = 80
+    jpeg_quality: int = Field(default=85, description="JPEG quality of renditions, 1-100.")
+    webp_quality: int = Field(default=80, description="WebP quality of renditions, 1-100.")
 
     def spec(self) -> RenditionSpec:
-        return RenditionSpec(tuple(self.sizes), tuple(self.formats),
-                             self.jpeg_quality, self.webp_quality)  # fmt: skip
+        try:
+            return RenditionSpec(tuple(self.sizes), tuple(self.formats),
+                                 self.jpeg_quality, self.webp_quality)  # fmt: skip
+        except ValueError as exc:
+            raise dg.Failure(f"invalid renditions config: {exc}") from exc
 
 
 def rendition_key(spec: RenditionSpec, sha: str, size: int, fmt: str) -> str:
@@ -44,46 +57,79 @@ def rendition_key(spec: RenditionSpec, sha: str, size: int, fmt: str) -> str:
     return f"renditions/v{RENDITIONS_VERSION}-{spec.digest()}/{sha[:2]}/{sha}/{size}.{ext}"
 
 
-@dg.asset(
-    **BATCH,
-    code_version=RENDITIONS_VERSION,
-    check_specs=[dg.AssetCheckSpec("every_image_rendered", asset="product_images")],
-)
-def product_images(
+def namespace(spec: RenditionSpec) -> str:
+    return f"renditions/{RENDITIONS_VERSION}/{spec.digest()}"
+
+
+class Renditions:
+    """Renditions made in this run: stored as they come, their entries kept for the table.
+
+    The manifest renders every upload it decodes, without asking the renditions' memo
+    first: its memo key (ETag and size) is new, so its bytes almost always are too; the
+    rare copy of known bytes under a new ETag is rendered again to the same keys."""
+
+    def __init__(self, spec: RenditionSpec, memo: MemoStore) -> None:
+        self.spec, self.memo = spec, memo
+        self.made: dict[str, dict | Failed] = {}  # by SHA-256, for MemoRun(computed=...)
+        self.stats = {"encoded": 0, "bytes_written": 0, "originals_fetched": 0}
+
+    def add(self, inspected: list[Inspection], sizes: list[int]) -> None:
+        """The renditions the manifest made from its decode of each upload (``sizes``:
+        the uploads' byte counts)."""
+        pairs = zip(inspected, sizes, strict=True)
+        outcomes = {i.sha256: (i.renditions or i.rendition_error or "no renditions", n)
+                    for i, n in pairs if i.status == ACCEPTED}  # fmt: skip
+        self.store(outcomes)
+
+    def store(self, outcomes: dict[str, tuple[list[Rendition] | str, int]]) -> None:
+        """Each image's renditions (or why there are none) and its original's size."""
+        objects: dict[str, dict[str, bytes]] = {}
+        for sha, (made, original) in outcomes.items():
+            if isinstance(made, str):
+                self.made[sha] = Failed(made)
+                continue
+            items = []
+            for r in made:
+                key = rendition_key(self.spec, sha, r.size, r.format)
+                objects.setdefault(r.format, {})[key] = r.data
+                items.append({"size": r.size, "format": r.format, "width": r.width,
+                              "height": r.height, "bytes": len(r.data), "key": key})  # fmt: skip
+            self.made[sha] = {"original_bytes": original, "renditions": items}
+        for fmt, blobs in objects.items():
+            put_objects(self.memo.s3.get_client(), self.memo.bucket, blobs, CONTENT_TYPES[fmt])
+            self.stats["encoded"] += len(blobs)
+            self.stats["bytes_written"] += sum(len(b) for b in blobs.values())
+
+
+def renditions_outputs(
     context: dg.AssetExecutionContext,
-    config: RenditionsConfig,
     raw_images: pd.DataFrame,
-    memo: MemoStore,
+    renditions: Renditions,
     uploads: UploadsBucket,
-):
-    """Web renditions of every accepted image (each configured size as WebP and JPEG,
-    oriented, sRGB, metadata stripped) on the pipeline bucket under content-addressed keys;
-    one manifest row per file, size and format. Memoised on the image's bytes and the
-    settings: an unchanged image is neither fetched nor encoded again."""
-    try:
-        spec = config.spec()
-    except ValueError as exc:
-        raise dg.Failure(f"invalid renditions config: {exc}") from exc
-    namespace = f"renditions/{RENDITIONS_VERSION}/{spec.digest()}"
+) -> Iterator:
+    """product_images' table and check: renditions made with the manifest, memo hits, and
+    the rest fetched and rendered here, chunk by chunk."""
+    spec, memo = renditions.spec, renditions.memo
     sources = accepted_sources(raw_images)
-    run = MemoRun(memo, {"product_images": namespace}, sources, pack=context.partition_key,
-                  log=context.log, label="renditions")  # fmt: skip
+    run = MemoRun(memo, {"product_images": namespace(spec)}, sources,
+                  pack=context.partition_key, log=context.log, label="renditions",
+                  computed={"product_images": renditions.made})  # fmt: skip
     missing = run.missing("product_images")
-    stats = {"encoded": 0, "bytes_written": 0, "originals_fetched": 0}
     for start in range(0, len(missing), CHUNK):
         shas = missing[start : start + CHUNK]
-        run.record("product_images", _render_chunk(shas, sources, spec, memo, uploads, stats),
+        run.record("product_images", _render_chunk(shas, sources, uploads, renditions),
                    lambda sha: sources[sha])  # fmt: skip
         context.log.info(f"renditions: {start + len(shas)}/{len(missing)} images encoded")
     run.finish()
     failures = run.failures["product_images"]
     table = _manifest(raw_images, run.entries["product_images"], failures)
-    yield dg.Output(table, data_version=content_version(table, VERSION_COLUMNS),
-                    metadata=_metadata(table, run, stats, config, memo.bucket, spec))  # fmt: skip
+    meta = _metadata(table, run, renditions.stats, memo.bucket, spec)
+    yield dg.Output(table, output_name="product_images", metadata=meta,
+                    data_version=content_version(table, VERSION_COLUMNS))  # fmt: skip
     yield _rendered_check(raw_images, table, failures)
 
 
-def _metadata(table, run: MemoRun, stats: dict, config, bucket: str, spec) -> dict:
+def _metadata(table, run: MemoRun, stats: dict, bucket: str, spec: RenditionSpec) -> dict:
     ok = table[table.status == "ok"]
     saved = int((ok.original_bytes - ok.bytes).sum()) if len(ok) else 0
     return {
@@ -93,7 +139,7 @@ def _metadata(table, run: MemoRun, stats: dict, config, bucket: str, spec) -> di
         "memo_hits": run.hits["product_images"],
         "memo_misses": run.misses["product_images"],
         **stats,
-        "settings": dg.MetadataValue.json(dict(config)),
+        "settings": dg.MetadataValue.json(asdict(spec)),
         "location": dg.MetadataValue.path(
             f"s3://{bucket}/renditions/v{RENDITIONS_VERSION}-{spec.digest()}/"
         ),
@@ -112,7 +158,8 @@ def _rendered_check(raw_images, table, failures: dict[str, str]) -> dg.AssetChec
     accepted = raw_images[raw_images.status == ACCEPTED]
     missing_keys = sorted(set(accepted.key) - set(table[table.status == "ok"].key))
     return dg.AssetCheckResult(
-        check_name="every_image_rendered",
+        check_name=CHECK,
+        asset_key="product_images",
         passed=not missing_keys,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
@@ -122,44 +169,27 @@ def _rendered_check(raw_images, table, failures: dict[str, str]) -> dg.AssetChec
     )
 
 
-def _render_chunk(shas, sources, spec, memo, uploads, stats) -> dict[str, dict | Failed]:
-    """An entry (the renditions written) or Failed (with why) per image of the chunk."""
+def _render_chunk(shas, sources, uploads: UploadsBucket, renditions: Renditions) -> dict:
+    """An entry (the renditions written) or Failed (with why) per image of the chunk, for
+    images the manifest did not decode in this run."""
     report = uploads.fetch([sources[sha] for sha in shas])
-    stats["originals_fetched"] += len(report.data)
-    done: dict[str, dict | Failed] = {
-        sha: Failed(f"fetch failed: {report.errors[sources[sha]]}")
-        for sha in shas
-        if sources[sha] in report.errors
-    }
+    renditions.stats["originals_fetched"] += len(report.data)
+    failed = {sha: Failed(f"fetch failed: {report.errors[sources[sha]]}")
+              for sha in shas if sources[sha] in report.errors}  # fmt: skip
 
-    def one(sha: str) -> tuple[str, list[Rendition] | str]:
+    def one(sha: str) -> tuple[str, tuple[list[Rendition] | str, int]]:
+        data = report.data[sources[sha]]
         try:
-            return sha, render(report.data[sources[sha]], spec)
+            return sha, (render(data, renditions.spec), len(data))
         except Rejection as exc:
-            return sha, str(exc)
+            return sha, (str(exc), len(data))
 
     fetched = [sha for sha in shas if sources[sha] in report.data]
-    # Pillow releases the GIL while resizing and encoding: threads use every core.
+    # Pillow releases the GIL while decoding, resizing and encoding: threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        results = list(pool.map(one, fetched))
-    objects: dict[str, dict[str, bytes]] = {}
-    for sha, outcome in results:
-        if isinstance(outcome, str):
-            done[sha] = Failed(outcome)
-            continue
-        original = len(report.data[sources[sha]])
-        items = []
-        for r in outcome:
-            key = rendition_key(spec, sha, r.size, r.format)
-            objects.setdefault(r.format, {})[key] = r.data
-            items.append({"size": r.size, "format": r.format, "width": r.width,
-                          "height": r.height, "bytes": len(r.data), "key": key})  # fmt: skip
-        done[sha] = {"original_bytes": original, "renditions": items}
-    for fmt, blobs in objects.items():
-        put_objects(memo.s3.get_client(), memo.bucket, blobs, CONTENT_TYPES[fmt])
-        stats["encoded"] += len(blobs)
-        stats["bytes_written"] += sum(len(b) for b in blobs.values())
-    return done
+        outcomes = dict(pool.map(one, fetched))
+    renditions.store(outcomes)
+    return {**failed, **{sha: renditions.made[sha] for sha in outcomes}}
 
 
 def _manifest(raw_images: pd.DataFrame, entries: dict, failures: dict) -> pd.DataFrame:

@@ -3,9 +3,11 @@ Dagster then marks the asset and everything downstream stale, and the memo names
 changes, so every entry of that stage is recomputed (old entries are simply not read)."""
 
 RAW_IMAGES_VERSION = "1"  # decode rules and rejection reasons
-WORK_VERSION = "3"  # how the working copy is made (normalisation, size): features and
+WORK_VERSION = "4"  # how the working copy is made (normalisation, size): features and
 # embeddings are computed from it, so it is part of their memo namespaces too;
-# 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped
+# 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped;
+# 4: one decoder (photogroup.decode.decode_upload) for working copies and renditions: a copy
+# made beside renditions comes from a larger JPEG draft (same photo within resampling noise)
 FEATURES_VERSION = "4"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace

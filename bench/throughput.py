@@ -3,8 +3,11 @@
 ``--images`` fresh 12 MP phone JPEGs (4032x3024, from scikit-image's photos as in
 ``features_speed.py``, cached in ``bench/.cache``) are uploaded to a throwaway local S3
 (``throwaway.py``) and run as one batch twice, the way ``python -m orchestration run`` does
-(``orchestration.runner.run_batch``, in-process): cold (empty memo), then warm (the same batch
-again). Each run is a fresh interpreter, so its peak RSS (Linux's VmHWM) is the run's own.
+(``orchestration.runner.run_batch``, in-process): the grouping stages alone, cold (empty
+memo); then the whole job cold (the memo emptied again) and warm (the same batch again). The
+grouping stages are timed alone because in a whole run ``raw_images``' step also makes the
+renditions from its decode. Each run is a fresh interpreter, so its peak RSS (Linux's VmHWM)
+is the run's own.
 
 Printed per run: seconds and images/min of every step, of the grouping stages (upload to
 ``image_clusters``), of everything but ``product_cutouts``, and of the whole run; each rate's
@@ -13,7 +16,7 @@ measured in this process just before); peak RSS; and per image, the GETs of uplo
 working copies and of other pipeline objects (a botocore hook on every S3 client the run
 creates) and the decodes by format (a counter on Pillow's ``ImageFile.load`` when it has
 tiles to decode, in the run's process: stages whose chunks go to worker processes are not
-counted there, and none does by default).
+counted there, which they do by default only from 256 images to compute).
 
     .venv/bin/python bench/throughput.py [--images 120]
 """
@@ -37,6 +40,7 @@ TENANT, BATCH = "bench", "phones"
 # (before issue 19's stage engine they were the steps image_features and image_embeddings).
 GROUPING = ("raw_images", "image_features", "image_embeddings", "image_analysis", "image_clusters")
 CUTOUTS = "product_cutouts"
+GROUPING_ASSETS = ["raw_images", "image_features", "image_embeddings", "image_clusters"]
 
 
 def draft_floor(paths: list[Path]) -> float:
@@ -90,8 +94,9 @@ def _count_decodes(decodes: Counter, lock: threading.Lock) -> None:
     ImageFile.ImageFile.load = counting
 
 
-def child() -> None:
-    """In a fresh interpreter: run the batch once, print one JSON line."""
+def child(selection: list[str] | None) -> None:
+    """In a fresh interpreter: run the batch once (``selection``: only these assets), print
+    one JSON line."""
     import dagster as dg
 
     from orchestration.partitions import BatchKey
@@ -104,7 +109,7 @@ def child() -> None:
     steps: dict[str, float] = {}
     batch = BatchKey(TENANT, BATCH)
     with dg.DagsterInstance.get() as instance:
-        ok, summary = run_batch(batch, instance)
+        ok, summary = run_batch(batch, instance, selection)
         run = instance.get_run_by_id(summary["run_id"])
         for record in instance.all_logs(run.run_id):
             event = record.dagster_event
@@ -116,9 +121,13 @@ def child() -> None:
     print(json.dumps(report))
 
 
-def run_once() -> dict:
+def run_once(selection: list[str] | None = None) -> dict:
+    select = ["--select", ",".join(selection)] if selection else []
     proc = subprocess.run(
-        [sys.executable, __file__, "--child"], capture_output=True, text=True, env=os.environ
+        [sys.executable, __file__, "--child", *select],
+        capture_output=True,
+        text=True,
+        env=os.environ,
     )
     if proc.returncode != 0:
         sys.exit(f"run failed:\n{proc.stderr[-4000:]}")
@@ -139,12 +148,22 @@ def print_run(label: str, report: dict, floor: float) -> None:
     for step, seconds in steps.items():
         print(f"  {step:<28} {rate(seconds)}")
     grouping = sum(steps.get(s, 0.0) for s in GROUPING)
-    print(f"  {'grouping (upload..clusters)':<28} {rate(grouping)}")
+    # In a whole run the raw_images step also makes the renditions from its decode.
+    name = "grouping (upload..clusters)" if CUTOUTS not in steps else "grouping + renditions"
+    print(f"  {name:<28} {rate(grouping)}")
     print(f"  {'all but cut-outs':<28} {rate(sum(steps.values()) - steps.get(CUTOUTS, 0.0))}")
     print(f"  {'whole run':<28} {rate(report['seconds'])}")
     gets = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(report["gets"].items()))
     decodes = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(report["decodes"].items()))
     print(f"  per image: GETs {gets or 'none'}; decodes {decodes or 'none'}")
+
+
+def _empty(client, bucket: str) -> None:
+    """Every table and memo entry removed: the next run is cold again."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for start in range(0, len(keys), 1000):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
 
 
 def load() -> str:
@@ -157,9 +176,10 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--select", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child()
+        child([a for a in args.select.split(",") if a] or None)
         return
 
     from features_speed import phone_jpegs
@@ -186,6 +206,11 @@ def main() -> None:
         put_all(client, os.environ["UPLOADS_BUCKET"],
                 {prefix + p.name: p.read_bytes() for p in paths})  # fmt: skip
         client.put_object(Bucket=os.environ["UPLOADS_BUCKET"], Key=prefix + SEAL_MARKER, Body=b"")
+        # The grouping stages alone first (renditions share raw_images' step and its decode
+        # in a whole run, so there they are not separable): then an empty memo again.
+        grouping = run_once(GROUPING_ASSETS)
+        print_run("cold, grouping stages alone (empty memo)", grouping, floor)
+        _empty(client, os.environ["PIPELINE_BUCKET"])
         cold = run_once()
         print_run("cold (empty memo)", cold, floor)
         warm = run_once()

@@ -12,8 +12,11 @@ from orchestration.partitions import BatchKey, upload_batch_partitions
 _IMAGE_STAGES = ("raw_images", "image_features", "image_embeddings")
 
 
-def run_batch(batch: BatchKey, instance: dg.DagsterInstance) -> tuple[bool, dict]:
-    """Register the partition, run the job in this process (recorded in the instance)."""
+def run_batch(
+    batch: BatchKey, instance: dg.DagsterInstance, selection: list[str] | None = None
+) -> tuple[bool, dict]:
+    """Register the partition, run the job in this process (recorded in the instance);
+    ``selection``: only these assets (default: all)."""
     key = batch.partition_key
     if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
         instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
@@ -23,6 +26,7 @@ def run_batch(batch: BatchKey, instance: dg.DagsterInstance) -> tuple[bool, dict
         partition_key=key,
         instance=instance,
         raise_on_error=False,
+        asset_selection=[dg.AssetKey(a) for a in selection] if selection else None,
         tags={"tenant": batch.tenant},
         # Progress lines, not Dagster's step-by-step DEBUG events (the UI keeps those).
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},

@@ -70,6 +70,24 @@ class Rejection(Exception):
 
 
 @dataclass(frozen=True)
+class Upload:
+    """An upload decoded once, for every use of its pixels (working copy, renditions)."""
+
+    image: Image.Image  # 8-bit sRGB, EXIF-oriented; "RGBA" when it has real transparency
+    content_type: str  # sniffed from the bytes
+    width: int  # of the original, after EXIF orientation
+    height: int
+    frames: int
+
+    def work_copy(self, work_size: int = WORK_SIZE) -> Image.Image:
+        """The RGB working copy: alpha flattened onto white, long side <= ``work_size``."""
+        rgb = to_rgb(self.image)
+        rgb = rgb.copy() if rgb is self.image else rgb  # thumbnail() works in place
+        rgb.thumbnail((work_size, work_size), Image.Resampling.LANCZOS)
+        return rgb
+
+
+@dataclass(frozen=True)
 class Decoded:
     """A validated image: its RGB working copy plus facts about the original."""
 
@@ -111,7 +129,30 @@ def decode_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
     work_size: int = WORK_SIZE,
 ) -> Decoded:
-    """Validate ``data`` fully and return its normalised RGB working copy.
+    """Validate ``data`` fully and return its normalised RGB working copy
+    (:func:`decode_upload` at the working size).
+
+    Raises:
+        Rejection: as :func:`decode_upload`.
+    """
+    upload = decode_upload(
+        data, max_pixels=max_pixels, max_bytes=max_bytes, long_side=3 * work_size // 4
+    )
+    work = upload.work_copy(work_size)
+    return Decoded(work, upload.content_type, upload.width, upload.height, upload.frames)
+
+
+def decode_upload(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    long_side: int = 3 * WORK_SIZE // 4,
+) -> Upload:
+    """The one decoder of uploads: validate ``data`` fully and return its pixels through
+    the one colour pipeline (:func:`to_srgb`, alpha kept), at least ``long_side`` pixels on
+    the long side when the original has them (a JPEG is decoded at the smallest DCT scale
+    that keeps them: a 12 MP photo at 1/8 for the working copy, at 1/2 for renditions).
 
     Raises:
         Rejection: with reason ``empty_file``, ``file_too_large``, ``not_an_image``,
@@ -137,10 +178,10 @@ def decode_image(
         raise Rejection("too_many_pixels", str(exc)) from exc
     except (OSError, ValueError, SyntaxError, RuntimeError) as exc:  # RuntimeError: AVIF
         raise Rejection("corrupt_image", str(exc)) from exc
-    return _load(img, content_type, max_pixels, work_size)
+    return _load(img, content_type, max_pixels, long_side)
 
 
-def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) -> Decoded:
+def _load(img: Image.Image, content_type: str, max_pixels: int, long_side: int) -> Upload:
     width, height = img.size
     if width * height > max_pixels:
         raise Rejection("too_many_pixels", f"{width}x{height} > limit of {max_pixels} pixels")
@@ -153,21 +194,20 @@ def _load(img: Image.Image, content_type: str, max_pixels: int, work_size: int) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if img.format == "JPEG":
-                # DCT-domain downscaling at 1/2..1/8 scale, as small as keeps the long side
-                # at least 3/4 of the working size: a 12 MP phone photo decodes at 1/8
-                # (~3x faster than in full) to 504 x 378, enough for every feature.
-                scale = _draft_scale(max(img.size), 3 * work_size // 4)
-                img.draft("RGB", (img.width // scale, img.height // scale))
+                # DCT-domain downscaling at 1/2..1/8 scale, as small as keeps ``long_side``:
+                # a 12 MP phone photo decodes at 1/8 (~3x faster than in full) to 504 x 378
+                # for the working copy, enough for every feature.
+                scale = _draft_scale(max(img.size), long_side)
+                img.draft(img.mode, (img.width // scale, img.height // scale))
             img.load()
             profile = img.info.get("icc_profile")
             img = ImageOps.exif_transpose(img) or img
+        rgb = to_srgb(img, profile, keep_alpha=True)
     except Image.DecompressionBombError as exc:
         raise Rejection("too_many_pixels", str(exc)) from exc
     except _MALFORMED as exc:
         raise Rejection("corrupt_image", str(exc)) from exc
-    rgb = to_srgb(img, profile)
-    rgb.thumbnail((work_size, work_size), Image.Resampling.LANCZOS)
-    return Decoded(rgb, content_type, width, height, frames)
+    return Upload(rgb, content_type, width, height, frames)
 
 
 def _draft_scale(long_side: int, min_long_side: int) -> int:
@@ -176,14 +216,15 @@ def _draft_scale(long_side: int, min_long_side: int) -> int:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB, without colour management: :func:`to_srgb` without a profile."""
+    """8-bit RGB, without colour management: :func:`to_srgb` without a profile (alpha
+    flattened onto white)."""
     return to_srgb(img, None)
 
 
 def to_srgb(
     img: Image.Image, profile: bytes | None = None, *, keep_alpha: bool = False
 ) -> Image.Image:
-    """The one colour pipeline of every decoded upload (working copy and renditions).
+    """The one colour pipeline of every decoded upload (:func:`decode_upload`).
 
     8-bit sRGB ("RGB", or "RGBA" with ``keep_alpha`` when the image has transparency):
     16-bit and 32-bit samples are scaled by their nominal range (a plain ``convert`` clips

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import warnings
 from dataclasses import asdict, dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from photogroup.decode import DEFAULT_MAX_PIXELS, Rejection, to_rgb, to_srgb
+from photogroup.decode import DEFAULT_MAX_PIXELS, Upload, decode_upload, to_rgb
 
 FORMATS = {"webp": "WEBP", "jpeg": "JPEG"}
 
@@ -39,6 +38,10 @@ class RenditionSpec:
             if not 1 <= q <= 100:
                 raise ValueError(f"quality must be 1-100, got {q}")
 
+    def long_side(self) -> int:
+        """Pixels the decode must keep on the long side: the largest rendition's."""
+        return max(self.sizes)
+
     def digest(self) -> str:
         """Short id of these settings: part of every rendition's key and memo namespace."""
         text = json.dumps(asdict(self), sort_keys=True)
@@ -55,14 +58,19 @@ class Rendition:
 
 
 def render(
-    data: bytes, spec: RenditionSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes | Upload, spec: RenditionSpec, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> list[Rendition]:
-    """Every (size, format) of ``spec`` for one image, largest size first.
+    """Every (size, format) of ``spec`` for one image, largest size first: from its bytes,
+    or from the upload as :func:`~photogroup.decode.decode_upload` already decoded it (at
+    least :meth:`RenditionSpec.long_side` pixels), so the manifest and the renditions share
+    one decode.
 
     Raises:
-        Rejection: ``too_many_pixels`` or ``corrupt_image``.
+        Rejection: any of :func:`~photogroup.decode.decode_upload`'s.
     """
-    image = _open(data, max(spec.sizes), max_pixels)
+    if isinstance(data, bytes):
+        data = decode_upload(data, max_pixels=max_pixels, long_side=spec.long_side())
+    image = data.image
     out = []
     for size in sorted(set(spec.sizes), reverse=True):
         # Each size from the previous (larger) one: Lanczos per halving-ish step keeps
@@ -70,31 +78,6 @@ def render(
         image = image.copy() if max(image.size) <= size else _resize(image, size)
         out += [Rendition(size, f, *image.size, _encode(image, f, spec)) for f in spec.formats]
     return out
-
-
-def _open(data: bytes, largest: int, max_pixels: int) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise Rejection("too_many_pixels", f"{img.width}x{img.height} > {max_pixels}")
-            if img.format == "JPEG":
-                # DCT scaling, keeping the long side at least the largest rendition.
-                img.draft(img.mode, _draft_size(img.size, largest))
-            img.load()
-            profile = img.info.get("icc_profile")
-            img = ImageOps.exif_transpose(img) or img
-    except Rejection:
-        raise
-    except Exception as exc:  # raw_images accepted these bytes: say what broke now
-        raise Rejection("corrupt_image", str(exc)) from exc
-    return to_srgb(img, profile, keep_alpha=True)
-
-
-def _draft_size(size: tuple[int, int], largest: int) -> tuple[int, int]:
-    scale = max(s for s in (1, 2, 4, 8) if s == 1 or max(size) // s >= largest)
-    return (size[0] // scale, size[1] // scale)
 
 
 def _resize(img: Image.Image, size: int) -> Image.Image:

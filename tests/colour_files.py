@@ -13,6 +13,9 @@ D50 = (0.9642, 1.0, 0.8249)
 D65_XY = (0.3127, 0.3290)
 #: Adobe RGB (1998): its primaries, D65 white and a pure gamma of 563/256.
 ADOBE_RGB = {"primaries": ((0.64, 0.33), (0.21, 0.71), (0.15, 0.06)), "gamma": 563 / 256}
+#: Display P3 (what phones embed): DCI-P3 primaries, D65 white; its tone curve is sRGB's,
+#: approximated here by a pure gamma of 2.2 (the file and its profile agree either way).
+DISPLAY_P3 = {"primaries": ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)), "gamma": 2.2}
 
 
 def _xyz(x: float, y: float) -> np.ndarray:
@@ -102,7 +105,13 @@ def palette_with_black_keyed(photo: Image.Image) -> tuple[Image.Image, bytes]:
 
 def adobe_rgb_jpeg(photo: Image.Image, *, tagged: bool = True) -> bytes:
     """``photo`` (sRGB) converted to Adobe RGB, saved with its profile (or without it)."""
-    profile = matrix_trc_profile(**ADOBE_RGB)
+    return wide_gamut_jpeg(photo, ADOBE_RGB, tagged=tagged)
+
+
+def wide_gamut_jpeg(photo: Image.Image, space: dict, *, tagged: bool = True) -> bytes:
+    """``photo`` (sRGB) converted to ``space`` (ADOBE_RGB, DISPLAY_P3), saved with its
+    profile (or without it)."""
+    profile = matrix_trc_profile(**space)
     wide = ImageCms.profileToProfile(
         photo,
         ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")),

@@ -92,3 +92,26 @@ def test_two_processes_give_the_results_of_one_and_memoise_every_image(
         listing = s3_client.list_objects_v2(Bucket=two_bucket, Prefix=f"memo/{namespace}/")
         entries = [o["Key"] for o in listing["Contents"] if "/packs/" not in o["Key"]]
         assert len(entries) == len(files), namespace  # one entry per image
+
+
+@pytest.mark.integration
+def test_a_large_enough_batch_uses_every_core_by_default(s3_env, s3_client, monkeypatch):
+    """No ``processes`` in the run config: one worker per core once a step has at least
+    AUTO_MIN_IMAGES images to compute (lowered here to this small batch), else none."""
+    import assets.engine
+
+    files = photo_batch(PHOTOS)
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "auto", files)
+    cores = os.cpu_count() or 1
+    with dg.instance_for_test() as instance:
+        small = _materialise(instance, "shop/auto", {"chunk_size": 2})
+        monkeypatch.setattr(assets.engine, "AUTO_MIN_IMAGES", len(files))
+        monkeypatch.setenv("PIPELINE_BUCKET", f"{s3_env['PIPELINE_BUCKET']}-auto")
+        s3_client.create_bucket(Bucket=f"{s3_env['PIPELINE_BUCKET']}-auto")
+        large = _materialise(instance, "shop/auto", {"chunk_size": 2})
+    assert small.success and large.success
+    for stage in STAGES:
+        assert metadata(small, stage)["processes"] == 1, stage  # below the threshold
+        meta = metadata(large, stage)
+        assert meta["processes"] == cores, stage
+        assert meta["compute_processes"] == (cores if cores > 1 else 1), stage

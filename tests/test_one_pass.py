@@ -21,7 +21,7 @@ GETS: Counter = Counter()  # "upload" / "working copy" / "other" -> GetObject ca
 DECODES: Counter = Counter()  # image format -> decodes
 _LOCK = threading.Lock()
 PHOTOS = {"astronaut": ["flipped"], "coffee": ["resized"], "chelsea": [], "rocket": []}
-STAGES = ["raw_images", "image_features", "image_embeddings"]
+STAGES = ["raw_images", "product_images", "image_features", "image_embeddings"]
 
 
 class CountingS3Resource(S3Resource):
@@ -79,8 +79,12 @@ def test_each_upload_is_fetched_and_decoded_once_and_each_working_copy_read_once
     with dg.instance_for_test() as instance:
         result = _materialise(instance, STAGES, config)
         assert result.success
-        assert GETS["upload"] == len(files)  # raw_images: one GET of each upload
-        assert DECODES["JPEG"] == len(files)  # and one decode of it
+        # raw_images and product_images: one GET of each upload and one decode of it.
+        assert GETS["upload"] == len(files)
+        assert DECODES["JPEG"] == len(files)
+        renditions = metadata(result, "product_images")
+        assert renditions["originals_fetched"] == 0  # made from the manifest's decode
+        assert (renditions["encoded"], renditions["memo_misses"]) == (6 * len(files), len(files))
         # Features and embeddings together: one read and one decode of each working copy.
         assert GETS["working copy"] == len(files)
         assert DECODES["PNG"] == len(files)
@@ -93,6 +97,28 @@ def test_each_upload_is_fetched_and_decoded_once_and_each_working_copy_read_once
     assert warm.success
     assert GETS["upload"] == GETS["working copy"] == 0  # warm: no image GET, no decode
     assert sum(DECODES.values()) == 0
+    assert metadata(warm, "product_images")["memo_hits"] == len(files)
+
+
+def test_renditions_alone_fetch_and_decode_each_upload_once(s3_env, s3_client):
+    """product_images without raw_images: the manifest comes from its memo (no GET), and
+    each upload is fetched and decoded once, for its renditions."""
+    files = photo_batch({"astronaut": ["flipped"], "coffee": []})
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "one-pass", files)
+    with dg.instance_for_test() as instance:
+        assert _materialise(instance, ["raw_images"]).success
+        GETS.clear()
+        DECODES.clear()
+        only = _materialise(instance, ["product_images"])
+    assert only.success
+    assert materializations(only, "raw_images") == []
+    assert (GETS["upload"], DECODES["JPEG"]) == (len(files), len(files))
+    meta = metadata(only, "product_images")
+    assert (meta["originals_fetched"], meta["memo_misses"]) == (len(files), len(files))
+    checks = {e.check_name for e in only.get_asset_check_evaluations()}
+    assert checks == {"every_image_rendered"}
+    table = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "product_images", "shop/one-pass")
+    assert set(table.file) == set(files) and (table.status == "ok").all()
 
 
 def test_one_table_of_the_step_can_be_materialised_alone(s3_env, s3_client):

@@ -80,3 +80,72 @@ def test_renditions_sizes_formats_orientation_and_memo(s3_env, s3_client, batch)
         assert {r["key"] for r in row.cover_renditions} <= keys
         assert row.colour and len(row.colours) >= 1 and len(row.dominant_colors) >= 1
         assert sum(len(m["renditions"]) for m in row.member_renditions) == 6 * row.size
+
+
+def _run(instance, selection: list[str], key: str = "shop/r2") -> dg.ExecuteInProcessResult:
+    from assets import ALL_ASSETS
+    from orchestration.definitions import defs
+    from orchestration.partitions import upload_batch_partitions
+
+    if not instance.has_dynamic_partition(upload_batch_partitions.name, key):
+        instance.add_dynamic_partitions(upload_batch_partitions.name, [key])
+    return dg.materialize(ALL_ASSETS, selection=selection, partition_key=key,
+                          resources=defs.resources, instance=instance)  # fmt: skip
+
+
+def test_a_failed_rendition_is_a_row_with_its_reason_and_is_retried(s3_env, s3_client, monkeypatch):
+    """Renditions made from the manifest's decode: an image the encoder refuses is one row
+    with status failed and the reason, the check warns, and the next run renders it."""
+    import photogroup.manifest
+
+    files = {"a.jpg": jpeg(load_photo("coffee")), "b.png": _png(load_photo("chelsea"))}
+    upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "r2", files)
+    render = photogroup.manifest.render
+
+    def refuse_png(upload, spec):
+        if upload.content_type == "image/png":
+            raise ValueError("encoder refused")
+        return render(upload, spec)
+
+    monkeypatch.setattr(photogroup.manifest, "render", refuse_png)
+    pipeline = s3_env["PIPELINE_BUCKET"]
+    with dg.instance_for_test() as instance:
+        first = _run(instance, ["raw_images", "product_images"])
+        assert first.success
+        table = read_table(s3_client, pipeline, "product_images", "shop/r2")
+        failed = table[table.status == "failed"]
+        assert failed.file.tolist() == ["b.png"]
+        assert failed.reason.iloc[0] == "render_error: ValueError: encoder refused"
+        assert (table[table.file == "a.jpg"].status == "ok").all()
+        (check,) = [e for e in first.get_asset_check_evaluations()
+                    if e.check_name == "every_image_rendered"]  # fmt: skip
+        assert not check.passed
+        assert metadata(first, "product_images")["failed_images"] == 1
+
+        monkeypatch.setattr(photogroup.manifest, "render", render)
+        second = _run(instance, ["raw_images", "product_images"])
+    meta = metadata(second, "product_images")  # the failure was not memoised
+    assert (meta["memo_hits"], meta["memo_misses"], meta["originals_fetched"]) == (1, 1, 1)
+    again = read_table(s3_client, pipeline, "product_images", "shop/r2")
+    assert (again.status == "ok").all() and len(again) == 2 * 6
+
+
+def test_an_upload_gone_before_its_renditions_is_a_failed_row(s3_env, s3_client):
+    files = {"a.jpg": jpeg(load_photo("coffee")), "b.jpg": jpeg(load_photo("rocket"))}
+    uploads = s3_env["UPLOADS_BUCKET"]
+    upload(s3_client, uploads, "shop", "r3", files)
+    with dg.instance_for_test() as instance:
+        assert _run(instance, ["raw_images"], "shop/r3").success
+        s3_client.delete_object(Bucket=uploads, Key="uploads/shop/r3/b.jpg")
+        only = _run(instance, ["product_images"], "shop/r3")
+    assert only.success
+    table = read_table(s3_client, s3_env["PIPELINE_BUCKET"], "product_images", "shop/r3")
+    (row,) = table[table.file == "b.jpg"].itertuples()
+    assert row.status == "failed" and row.reason.startswith("fetch failed")
+    assert (table[table.file == "a.jpg"].status == "ok").all()
+
+
+def _png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()

@@ -12,9 +12,17 @@ from PIL import Image
 
 from photogroup import LocalEmbedder, compute_features, decode_image, group_images
 from photogroup.features import hamming_d4
+from photogroup.manifest import inspect_upload
 from photogroup.renditions import RenditionSpec, render
 from photogroup.samples import load_photo
-from tests.colour_files import adobe_rgb_jpeg, encode, palette_with_black_keyed
+from tests.colour_files import (
+    ADOBE_RGB,
+    DISPLAY_P3,
+    adobe_rgb_jpeg,
+    encode,
+    palette_with_black_keyed,
+    wide_gamut_jpeg,
+)
 
 
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
@@ -32,8 +40,9 @@ def adobe_jpegs(photo) -> tuple[bytes, bytes]:
     return adobe_rgb_jpeg(photo), adobe_rgb_jpeg(photo, tagged=False)
 
 
-def test_adobe_rgb_jpeg_gives_the_pixels_and_features_of_its_srgb_original(photo, adobe_jpegs):
-    tagged, untagged = adobe_jpegs
+@pytest.mark.parametrize("space", [ADOBE_RGB, DISPLAY_P3], ids=["adobe_rgb", "display_p3"])
+def test_wide_gamut_jpeg_gives_the_pixels_and_features_of_its_srgb_original(photo, space):
+    tagged, untagged = (wide_gamut_jpeg(photo, space, tagged=t) for t in (True, False))
     original = decode_image(encode(photo, "JPEG", quality=95)).image
     converted = decode_image(tagged).image
     ignored = decode_image(untagged).image  # what reading the wide pixels as sRGB gives
@@ -53,6 +62,25 @@ def test_renditions_and_working_copy_share_the_conversion(photo, adobe_jpegs):
     work = decode_image(tagged).image
     for image in (shown, work):  # both the photo's sRGB pixels, at their sizes
         assert mean_abs_diff(image, photo.resize(image.size, Image.Resampling.LANCZOS)) < 3.0
+
+
+def test_manifest_and_renditions_share_one_decode_and_its_colours(photo, adobe_jpegs):
+    """inspect_upload with a renditions spec decodes once (large enough for the largest
+    rendition): its renditions are exactly render()'s, and its working copy is the one
+    decode_image makes at the working size, within resampling noise."""
+    tagged, _ = adobe_jpegs
+    spec = RenditionSpec(sizes=(256, 400), formats=("jpeg", "webp"))
+    both = inspect_upload(tagged, renditions=spec)
+    assert both.rendition_error is None
+    assert [(r.size, r.format, r.data) for r in both.renditions] == [
+        (r.size, r.format, r.data) for r in render(tagged, spec)
+    ]
+    alone = inspect_upload(tagged)
+    assert alone.renditions is None and alone.row() == both.row()
+    work, small = (Image.open(io.BytesIO(i.work_png)) for i in (both, alone))
+    assert work.size == small.size and mean_abs_diff(work, small) < 1.5
+    f_work, f_small = compute_features(work.convert("RGB")), compute_features(small.convert("RGB"))
+    assert hamming_d4(f_work.phash, f_small.phash_d4) <= 2
 
 
 def _rgb_distance(a: str, b: str) -> float:
