@@ -25,7 +25,7 @@ from sensors.upload_sensor import upload_sensor
 #: The embedding provider unless EMBEDDER_PROVIDER says otherwise (see README).
 DEFAULT_EMBEDDER = "local"
 #: The background-removal provider unless CUTOUT_PROVIDER says otherwise.
-DEFAULT_CUTOUTS = "local"
+DEFAULT_CUTOUTS = "u2netp"
 
 
 def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:
@@ -57,6 +57,7 @@ def pipeline_resources(s3: S3Resource) -> dict:
             bedrock_region=os.environ.get("AWS_REGION"),
             bedrock_endpoint_url=os.environ.get("BEDROCK_ENDPOINT_URL"),
             onnx_model=os.environ.get("CUTOUT_ONNX_MODEL", ""),
+            u2netp_model=os.environ.get("CUTOUT_U2NETP_MODEL", ""),
             s3=s3,
         ),
         # Provider by environment so one deployment switches without a code change.

@@ -1,6 +1,8 @@
 """Cut-out resource: one field picks the background-removal provider.
 
-* ``local`` (default, offline): GrabCut seeded from the border (photogroup.cutout).
+* ``u2netp`` (default, offline): the U²-Net-p salient-object model through onnxruntime
+  (photogroup.u2netp), its file checked against the pinned SHA-256.
+* ``local`` (offline): GrabCut seeded from the border (photogroup.cutout).
 * ``replicate``: a Replicate model through the asynchronous predictions API (create all,
   then poll all); token from the environment variable named by ``replicate_token_env``.
 * ``bedrock``: Amazon Titan Image Generator v2 ``BACKGROUND_REMOVAL``.
@@ -25,8 +27,10 @@ from resources.s3 import S3Resource
 class CutoutResource(dg.ConfigurableResource):
     """Turns product photos into foreground masks."""
 
-    provider: Literal["local", "replicate", "bedrock", "onnx"] = Field(
-        default="local", description="'local' (offline), 'replicate', 'bedrock' or 'onnx'."
+    provider: Literal["u2netp", "local", "replicate", "bedrock", "onnx"] = Field(
+        default="u2netp",
+        description="'u2netp' (offline model), 'local' (offline GrabCut), 'replicate', "
+        "'bedrock' or 'onnx' (your model).",
     )
     requests_per_minute: float = Field(
         default=500.0,
@@ -74,8 +78,19 @@ class CutoutResource(dg.ConfigurableResource):
         default=".local/models", description="onnx: where s3:// models are cached by ETag."
     )
     onnx_input_size: int = Field(default=0, description="onnx: side; 0 reads the model's.")
-    threads: int = Field(default=0, description="local/onnx: CPU threads (0: all cores).")
+    u2netp_model: str = Field(
+        default="",
+        description="u2netp: the model file, a local path or s3://bucket/key (cached in "
+        "onnx_cache_dir); empty: .local/models/u2netp.onnx in the repository, where the "
+        "set-up puts it. Its SHA-256 is checked either way.",
+    )
+    threads: int = Field(default=0, description="local/onnx/u2netp: CPU threads (0: all cores).")
     s3: dg.ResourceDependency[S3Resource]
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the provider computes in this process (no remote quota, no polling)."""
+        return self.provider in ("u2netp", "local", "onnx")
 
     def get_provider(self, tenant: str) -> CutoutProvider:
         """A provider for one run of ``tenant``'s batch (its limiter knows the tenant)."""
@@ -83,6 +98,8 @@ class CutoutResource(dg.ConfigurableResource):
             from photogroup.cutout_providers import LocalCutouts
 
             return LocalCutouts(threads=self.threads or None)
+        if self.provider == "u2netp":
+            return self._u2netp()
         if self.provider == "onnx":
             return self._onnx()
         limiter = self._limiter(tenant)
@@ -132,6 +149,18 @@ class CutoutResource(dg.ConfigurableResource):
             key=f"limits/{self.provider}.json",
             tenant=tenant,
         )
+
+    def _u2netp(self) -> CutoutProvider:
+        from photogroup.u2netp import DEFAULT_MODEL_PATH, U2netpCutouts
+        from resources.model_files import resolve_model_file
+
+        path = DEFAULT_MODEL_PATH
+        if self.u2netp_model:
+            path = resolve_model_file(
+                self.u2netp_model, self.s3.get_client(), Path(self.onnx_cache_dir)
+            )
+        # One single-threaded model run per core at a time (see U2netpCutouts).
+        return U2netpCutouts(path, workers=self.threads or os.cpu_count() or 1)
 
     def _onnx(self) -> CutoutProvider:
         from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
