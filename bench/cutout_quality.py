@@ -217,6 +217,7 @@ def main() -> None:
     )
     methods: dict[str, Masker] = {
         "u2netp": provider_masker(u2netp),
+        "u2netp holes filled": provider_masker(providers["u2netp holes filled"]),
         "grabcut": cutout.foreground_mask,
         f"border-distance (>{best})": lambda im: border_distance_mask(im, best),
     }
@@ -248,9 +249,9 @@ def main() -> None:
     for title, stress_cases in stress.items():
         print(f"\n{title} ({len(stress_cases)} images): mean IoU (worst)")
         scores = {}
-        for label in ("u2netp", "grabcut"):
+        for label in ("u2netp", "grabcut", "u2netp holes filled"):
             scores[label], _, _ = evaluate(methods[label], stress_cases)
-            print(f"  {label:10s} {np.mean(scores[label]):.3f} ({min(scores[label]):.3f})")
+            print(f"  {label:20s} {np.mean(scores[label]):.3f} ({min(scores[label]):.3f})")
         for i, (name, *_) in enumerate(stress_cases):
             print(f"    {name:24s}" + "".join(f"  {scores[k][i]:.3f}" for k in scores))
 
