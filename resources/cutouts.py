@@ -154,11 +154,13 @@ class CutoutResource(dg.ConfigurableResource):
         from photogroup.u2netp import DEFAULT_MODEL_PATH, U2netpCutouts
         from resources.model_files import resolve_model_file
 
-        path = DEFAULT_MODEL_PATH
-        if self.u2netp_model:
+        path: Path = Path(self.u2netp_model) if self.u2netp_model else DEFAULT_MODEL_PATH
+        if self.u2netp_model.startswith("s3://"):
             path = resolve_model_file(
                 self.u2netp_model, self.s3.get_client(), Path(self.onnx_cache_dir)
             )
+        # A local path is checked by U2netpCutouts: missing or not the pinned file, the
+        # error names the SHA-256 expected and the command that fetches it.
         # One single-threaded model run per core at a time (see U2netpCutouts).
         return U2netpCutouts(path, workers=self.threads or os.cpu_count() or 1)
 
