@@ -1,6 +1,7 @@
 import base64
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import dagster as dg
@@ -23,6 +24,9 @@ from resources.s3 import put_objects
 COLUMNS = ["key", "file", "sha256", "provider", "model_id", "status", "reason", "seconds",
            "foreground_fraction", "cutout_key", "mask_key"]  # fmt: skip
 PREVIEW_COLUMNS = ["file", "status", "foreground_fraction", "seconds", "reason"]
+#: Images per call of an in-process provider (u2netp, onnx, local): about a second of
+#: model time on two cores, long enough to hide the previous slice's PNG encoding.
+LOCAL_SLICE = 16
 
 
 class CutoutsConfig(dg.Config):
@@ -64,9 +68,12 @@ def product_cutouts(
     run = MemoRun(memo, {"product_cutouts": namespace}, sources.index,
                   pack=context.partition_key, log=context.log, label="cut-outs")  # fmt: skip
     missing, started = run.missing("product_cutouts"), time.perf_counter()
+    # In-process providers gain nothing from large calls, and small ones let the PNGs of
+    # one slice be written during the next; remote ones create a whole chunk, then poll.
+    step = LOCAL_SLICE if cutouts.in_process else config.chunk
     for start in range(0, len(missing), config.chunk):
         shas = missing[start : start + config.chunk]
-        done = _cut_chunk(shas, sources, provider, namespace, memo)
+        done = _cut_chunk(shas, sources, provider, namespace, memo, step)
         run.record("product_cutouts", done, lambda sha: f"cut-out of {sources.file[sha]}")
         context.log.info(f"cut-outs: {start + len(shas)}/{len(missing)} sent")
     run.finish()
@@ -131,8 +138,10 @@ def _sources(product_images: pd.DataFrame, groups: pd.DataFrame, config) -> pd.D
     )  # fmt: skip
 
 
-def _cut_chunk(shas, sources, provider, namespace, memo) -> dict[str, dict | Failed]:
-    """An entry (the stored cut-out and mask) or Failed (with why) per image of the chunk."""
+def _cut_chunk(shas, sources, provider, namespace, memo, step: int) -> dict[str, dict | Failed]:
+    """An entry (the stored cut-out and mask) or Failed (with why) per image of the chunk.
+    The provider gets ``step`` images at a time; each slice's PNGs are encoded and stored
+    on another thread while the provider works on the next slice."""
     report = memo.fetch([sources.rendition_key[s] for s in shas])
     images, sent = [], []
     done: dict[str, dict | Failed] = {}
@@ -145,10 +154,22 @@ def _cut_chunk(shas, sources, provider, namespace, memo) -> dict[str, dict | Fai
         image.load()
         images.append(image.convert("RGB"))
         sent.append(sha)
-    outcomes = provider.cut_out(images) if images else []
-    objects = {}
     prefix = f"cutouts/{namespace.split('/', 1)[1]}"
-    for sha, image, outcome in zip(sent, images, outcomes, strict=True):
+    with ThreadPoolExecutor(1, thread_name_prefix="cutout-png") as writer:
+        stored = []
+        for start in range(0, len(images), step):
+            part = slice(start, start + step)
+            outcomes = provider.cut_out(images[part])
+            stored.append(writer.submit(_store, sent[part], images[part], outcomes, prefix, memo))
+        for future in stored:
+            done.update(future.result())
+    return done
+
+
+def _store(shas, images, outcomes, prefix: str, memo) -> dict[str, dict | Failed]:
+    """Encode and PUT the cut-outs and masks of one slice; its entries (or failures)."""
+    objects, done = {}, {}
+    for sha, image, outcome in zip(shas, images, outcomes, strict=True):
         if outcome.mask is None:
             done[sha] = Failed(outcome.error or "no mask")
             continue
@@ -157,17 +178,20 @@ def _cut_chunk(shas, sources, provider, namespace, memo) -> dict[str, dict | Fai
             mask = mask.resize(image.size, Image.Resampling.BILINEAR)
         cutout_key = f"{prefix}/{sha[:2]}/{sha}.png"
         mask_key = f"{prefix}/{sha[:2]}/{sha}-mask.png"
-        objects[cutout_key], objects[mask_key] = _png(apply_mask(image, mask)), _png(mask)
+        objects[cutout_key] = _png(apply_mask(image, mask, clear=True))
+        objects[mask_key] = _png(mask)
         done[sha] = {"cutout_key": cutout_key, "mask_key": mask_key,
                      "foreground_fraction": round(foreground_fraction(mask), 4),
                      "seconds": round(float(outcome.seconds), 3)}  # fmt: skip
-    put_objects(memo.s3.get_client(), memo.bucket, objects, "image/png")
+    if objects:
+        put_objects(memo.s3.get_client(), memo.bucket, objects, "image/png")
     return done
 
 
 def _png(image: Image.Image) -> bytes:
+    # zlib level 1: half the time of level 6 on a cleared cut-out for ~20 % more bytes.
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False, compress_level=6)
+    image.save(out, format="PNG", optimize=False, compress_level=1)
     return out.getvalue()
 
 

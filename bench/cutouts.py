@@ -1,4 +1,18 @@
-"""Replicate cut-outs: images per minute, two phases (create all, then poll) vs one at a time.
+"""Cut-out rates: in-process providers on 12 MP phone JPEGs (``--phones``), or Replicate's
+two phases (create all, then poll) against one at a time (the default).
+
+    .venv/bin/python bench/cutouts.py --phones 120 [--providers u2netp grabcut]
+
+``--phones N``: N fresh 12 MP phone JPEGs (4032x3024, from scikit-image's photos, the
+files ``bench/throughput.py`` uploads, cached in ``bench/.cache``) become their 1024 px
+JPEG renditions (``photogroup.renditions.render``, what ``product_images`` stores; timed
+apart) and each provider then does ``product_cutouts``' work on them, in memory: decode the
+rendition, ``cut_out`` 16 at a time, and encode the RGBA cut-out and the mask as PNG on a
+writer thread meanwhile (the asset's ``_png``, ``apply_mask(clear=True)``); only the S3
+reads and writes are left out. Printed: images/min (wall), CPU ms per image and the load
+average (the machine is shared: compare rates measured in the same run).
+
+Replicate:
 
     .venv/bin/python bench/cutouts.py [--images 1000] [--rpm 500] [--latency 2 10]
                                       [--time-scale 0.03] [--poll-interval 0.5]
@@ -118,8 +132,72 @@ def run(mode: str, args: argparse.Namespace, standin, images: list[Image.Image])
     }
 
 
+def phones(count: int, providers: list[str]) -> None:
+    """``product_cutouts``' work on ``count`` phone JPEGs' 1024 px renditions, per provider."""
+    import io
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features_speed import phone_jpegs
+    from throughput import PHONE_SIZE
+
+    from assets.product_cutouts import LOCAL_SLICE, _png
+    from photogroup import photos
+    from photogroup.cutout import apply_mask
+    from photogroup.cutout_providers import LocalCutouts
+    from photogroup.renditions import RenditionSpec, render
+    from photogroup.u2netp import U2netpCutouts
+
+    sources = [n for n in (*photos.COLOUR, *photos.GREY) if n.startswith("skimage:")]
+    paths = phone_jpegs(count, sizes=(PHONE_SIZE,), name="throughput", sources=sources)
+    spec = RenditionSpec(sizes=(1024,), formats=("jpeg",))
+    started = time.perf_counter()
+    renditions = [render(p.read_bytes(), spec)[0].data for p in paths]
+    seconds = time.perf_counter() - started
+    print(
+        f"{len(paths)} JPEGs of {PHONE_SIZE[0]}x{PHONE_SIZE[1]}; their 1024 px renditions "
+        f"(product_images' share, one thread): {len(paths) / seconds * 60:.0f} images/min"
+    )
+    makers = {"u2netp": U2netpCutouts, "grabcut": lambda: LocalCutouts(threads=2)}
+
+    def store(images, outcomes) -> int:
+        written = 0
+        for image, outcome in zip(images, outcomes, strict=True):
+            written += len(_png(apply_mask(image, outcome.mask, clear=True)))
+            written += len(_png(outcome.mask))
+        return written
+
+    for name in providers:
+        provider = makers[name]()
+        provider.cut_out([Image.open(io.BytesIO(renditions[0])).convert("RGB")])  # warm-up
+        started, cpu = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(1) as writer:
+            stored = []
+            for start in range(0, len(renditions), LOCAL_SLICE):
+                images = [
+                    Image.open(io.BytesIO(data)).convert("RGB")
+                    for data in renditions[start : start + LOCAL_SLICE]
+                ]
+                stored.append(writer.submit(store, images, provider.cut_out(images)))
+            png_bytes = sum(f.result() for f in stored)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(
+            f"  {name:8s} {len(paths) / wall * 60:6.0f} images/min, {cpu / len(paths) * 1e3:4.0f}"
+            f" CPU ms/image, PNGs {png_bytes / len(paths) / 1e3:.0f} kB/image "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--phones",
+        type=int,
+        default=0,
+        help="in-process providers on N 12 MP phone JPEGs instead of the Replicate stand-in",
+    )
+    parser.add_argument("--providers", nargs="+", default=["u2netp", "grabcut"],
+                        choices=["u2netp", "grabcut"])  # fmt: skip
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rpm", type=int, default=500, help="stand-in's creates per minute")
     parser.add_argument("--latency", type=float, nargs=2, default=(2.0, 10.0), metavar="S")
@@ -133,6 +211,9 @@ def main() -> None:
         help="run one design only (e.g. two-phase at a larger --time-scale)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.phones:
+        phones(args.phones, args.providers)
+        return
 
     from tests.standins.replicate_api import ReplicateStandIn
 

@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -135,9 +136,15 @@ class OnnxCutouts(OnnxProvider):
         *,
         batch_size: int = 4,
         intra_op_num_threads: int = 1,
+        workers: int = 1,
     ) -> None:
         """``batch_size`` images per run (a fixed batch dimension in the model wins);
-        ``intra_op_num_threads`` bounds onnxruntime's threads (the pipeline shares cores)."""
+        ``intra_op_num_threads`` bounds onnxruntime's threads per run (the pipeline shares
+        cores); ``workers`` batches run at once, each on its own thread (one session is
+        safe to run from several threads), with their resizing and post-processing."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, not {workers}")
+        self.workers = int(workers)
         pre = preprocessing or SaliencyPreprocessing()
         _, model_output = self._open(
             model_path,
@@ -159,7 +166,7 @@ class OnnxCutouts(OnnxProvider):
         return (
             f"OnnxCutouts(model_path={str(self.model_path)!r}, model_id={self.model_id!r}, "
             f"size={width}x{height}, batch_size={self.batch_size}, "
-            f"intra_op_num_threads={self.intra_op_num_threads})"
+            f"intra_op_num_threads={self.intra_op_num_threads}, workers={self.workers})"
         )
 
     # -- public --------------------------------------------------------------------------
@@ -167,9 +174,17 @@ class OnnxCutouts(OnnxProvider):
     def cut_out(self, images: Sequence[Image.Image]) -> list[CutoutOutcome]:
         """One outcome per image, in order; failures are in the outcome, never raised."""
         outcomes: list[CutoutOutcome | None] = [None] * len(images)
-        for start in range(0, len(images), self.batch_size):
-            chunk = range(start, min(start + self.batch_size, len(images)))
-            self._run_chunk(images, chunk, outcomes)
+        chunks = [
+            range(start, min(start + self.batch_size, len(images)))
+            for start in range(0, len(images), self.batch_size)
+        ]
+        if self.workers > 1 and len(chunks) > 1:
+            # Each chunk writes only its own slots of ``outcomes``.
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-cutout") as pool:
+                list(pool.map(lambda chunk: self._run_chunk(images, chunk, outcomes), chunks))
+        else:
+            for chunk in chunks:
+                self._run_chunk(images, chunk, outcomes)
         done = [o or CutoutOutcome(None, "client_error: no outcome") for o in outcomes]
         with self._lock:
             self._counts["images"] += len(done)
@@ -195,6 +210,7 @@ class OnnxCutouts(OnnxProvider):
             **latency_percentiles(latencies),
             "batch_size": self.batch_size,
             "intra_op_num_threads": self.intra_op_num_threads,
+            "workers": self.workers,
         }
 
     # -- one chunk -----------------------------------------------------------------------
@@ -234,13 +250,18 @@ class OnnxCutouts(OnnxProvider):
         for i, values in zip(arrays, maps.values, strict=True):
             started = time.monotonic()
             try:
-                mask = _to_mask(values, images[i].size)
+                mask = self._mask(values, images[i])
             except ValueError as exc:
                 seconds = spent[i] + share + time.monotonic() - started
                 outcomes[i] = self._failed(i, "bad_output", exc, seconds)
                 continue
             seconds = spent[i] + share + time.monotonic() - started
             outcomes[i] = CutoutOutcome(mask, None, seconds, None)
+
+    def _mask(self, saliency: np.ndarray, image: Image.Image) -> Image.Image:
+        """The "L" mask of ``image`` from its saliency map (subclasses refine it);
+        ValueError for a map that cannot be one."""
+        return _to_mask(saliency, image.size)
 
     def _infer(self, arrays: list[np.ndarray]) -> _Maps:
         """Saliency maps (``count x h x w`` float64) for preprocessed images."""

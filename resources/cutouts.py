@@ -1,6 +1,8 @@
 """Cut-out resource: one field picks the background-removal provider.
 
-* ``local`` (default, offline): GrabCut seeded from the border (photogroup.cutout).
+* ``u2netp`` (default, offline): the U²-Net-p salient-object model through onnxruntime
+  (photogroup.u2netp), its file checked against the pinned SHA-256.
+* ``local`` (offline): GrabCut seeded from the border (photogroup.cutout).
 * ``replicate``: a Replicate model through the asynchronous predictions API (create all,
   then poll all); token from the environment variable named by ``replicate_token_env``.
 * ``bedrock``: Amazon Titan Image Generator v2 ``BACKGROUND_REMOVAL``.
@@ -23,7 +25,7 @@ from photogroup.providers import CutoutProvider
 from resources.run_settings import resolve
 from resources.s3 import S3Resource
 
-Provider = Literal["local", "replicate", "bedrock", "onnx"]
+Provider = Literal["u2netp", "local", "replicate", "bedrock", "onnx"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class CutoutSettings:
     bedrock_region: str | None
     bedrock_endpoint_url: str | None
     onnx_model: str
+    u2netp_model: str
 
 
 class CutoutResource(dg.ConfigurableResource):
@@ -44,19 +47,21 @@ class CutoutResource(dg.ConfigurableResource):
 
     #: field -> (variable read when the field is unset, type, default when both are unset)
     ENVIRONMENT: ClassVar[dict[str, tuple[str, Any, Any]]] = {
-        "provider": ("CUTOUT_PROVIDER", Provider, "local"),
+        "provider": ("CUTOUT_PROVIDER", Provider, "u2netp"),
         "requests_per_minute": ("CUTOUT_REQUESTS_PER_MINUTE", float, 500.0),
         "replicate_version": ("REPLICATE_MODEL_VERSION", str, ""),
         "replicate_base_url": ("REPLICATE_BASE_URL", str, "https://api.replicate.com"),
         "bedrock_region": ("AWS_REGION", str, None),
         "bedrock_endpoint_url": ("BEDROCK_ENDPOINT_URL", str, None),
         "onnx_model": ("CUTOUT_ONNX_MODEL", str, ""),
+        "u2netp_model": ("CUTOUT_U2NETP_MODEL", str, ""),
     }
 
     provider: str | None = Field(
         default=None,
-        description="'local' (offline), 'replicate', 'bedrock' or 'onnx'. "
-        "Unset: $CUTOUT_PROVIDER when the run starts, else 'local'.",
+        description="'u2netp' (offline model), 'local' (offline GrabCut), 'replicate', "
+        "'bedrock' or 'onnx' (your model). Unset: $CUTOUT_PROVIDER when the run starts, "
+        "else 'u2netp'.",
     )
     requests_per_minute: float | None = Field(
         default=None,
@@ -120,7 +125,14 @@ class CutoutResource(dg.ConfigurableResource):
         default=".local/models", description="onnx: where s3:// models are cached by ETag."
     )
     onnx_input_size: int = Field(default=0, description="onnx: side; 0 reads the model's.")
-    threads: int = Field(default=0, description="local/onnx: CPU threads (0: all cores).")
+    u2netp_model: str | None = Field(
+        default=None,
+        description="u2netp: the model file, a local path or s3://bucket/key (cached in "
+        "onnx_cache_dir). Unset: $CUTOUT_U2NETP_MODEL when the run starts, else "
+        ".local/models/u2netp.onnx in the repository, where the set-up puts it. Its "
+        "SHA-256 is checked either way.",
+    )
+    threads: int = Field(default=0, description="local/onnx/u2netp: CPU threads (0: all cores).")
     s3: dg.ResourceDependency[S3Resource]
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -130,6 +142,11 @@ class CutoutResource(dg.ConfigurableResource):
         """The settings in effect, reading the environment for those left unset."""
         return CutoutSettings(**resolve(self, self.ENVIRONMENT))
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the provider computes in this process (no remote quota, no polling)."""
+        return self.settings().provider in ("u2netp", "local", "onnx")
+
     def get_provider(self, tenant: str) -> CutoutProvider:
         """A provider for one run of ``tenant``'s batch (its limiter knows the tenant)."""
         settings = self.settings()
@@ -137,6 +154,8 @@ class CutoutResource(dg.ConfigurableResource):
             from photogroup.cutout_providers import LocalCutouts
 
             return LocalCutouts(threads=self.threads or None)
+        if settings.provider == "u2netp":
+            return self._u2netp(settings.u2netp_model)
         if settings.provider == "onnx":
             return self._onnx(settings.onnx_model)
         limiter = self._limiter(tenant, settings)
@@ -186,6 +205,18 @@ class CutoutResource(dg.ConfigurableResource):
             key=f"limits/{settings.provider}.json",
             tenant=tenant,
         )
+
+    def _u2netp(self, model: str) -> CutoutProvider:
+        from photogroup.u2netp import DEFAULT_MODEL_PATH, U2netpCutouts
+        from resources.model_files import resolve_model_file
+
+        path: Path = Path(model) if model else DEFAULT_MODEL_PATH
+        if model.startswith("s3://"):
+            path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        # A local path is checked by U2netpCutouts: missing or not the pinned file, the
+        # error names the SHA-256 expected and the command that fetches it.
+        # One single-threaded model run per core at a time (see U2netpCutouts).
+        return U2netpCutouts(path, workers=self.threads or os.cpu_count() or 1)
 
     def _onnx(self, model: str) -> CutoutProvider:
         from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing

@@ -1,4 +1,4 @@
-"""product_cutouts on a real local S3: the offline provider's masks and memo, and two runs
+"""product_cutouts on a real local S3: the default provider's (u2netp) masks and memo, and two runs
 of different shops sharing one Replicate quota through the S3 token bucket."""
 
 import io
@@ -17,6 +17,7 @@ from bench.cutout_composites import composites
 from orchestration.definitions import defs
 from photogroup.cutout import mask_iou
 from photogroup.ratelimit import most_in_window
+from photogroup.u2netp import MODEL_SHA256
 from resources.shared_ratelimit import SharedTokenBucket
 from tests.helpers import jpeg, materialise, metadata, read_table, upload
 from tests.standins.replicate_api import VERSION, ReplicateStandIn
@@ -32,7 +33,7 @@ def plain_composites(count: int) -> dict[str, tuple[Image.Image, Image.Image]]:
     return {f"{name}.jpg": (image, mask) for name, _, image, mask in chosen}
 
 
-def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
+def test_default_u2netp_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
     cases = plain_composites(6)
     upload(s3_client, s3_env["UPLOADS_BUCKET"], "shop", "c1",
            {name: jpeg(image, 95) for name, (image, _) in cases.items()})  # fmt: skip
@@ -50,7 +51,9 @@ def test_local_cutouts_masks_memo_and_covers_scope(s3_env, s3_client):
             assert mask_iou(mask, truth) > 0.8, row.file
             assert row.foreground_fraction == pytest.approx(np.asarray(mask).mean() / 255, abs=1e-3)
         meta = metadata(first, "product_cutouts")
-        assert (meta["memo_misses"], meta["failed"], meta["provider"]) == (6, 0, "local")
+        assert (meta["memo_misses"], meta["failed"], meta["provider"]) == (6, 0, "u2netp")
+        assert meta["model_id"].startswith(f"u2netp-{MODEL_SHA256}-")
+        assert meta["provider_workers"] >= 1 and meta["provider_images"] == 6
         assert "data:image/jpeg;base64," in meta["cutouts_preview"]
 
         second = materialise(instance, "shop/c1", assets=("product_cutouts",))
