@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 #: Every variable the definitions, resources and executor read at run time.
 VARIABLES = (
     "CUTOUT_PROVIDER", "CUTOUT_REQUESTS_PER_MINUTE", "REPLICATE_MODEL_VERSION",
-    "REPLICATE_BASE_URL", "CUTOUT_ONNX_MODEL", "EMBEDDER_PROVIDER", "EMBEDDER_ONNX_MODEL",
-    "AWS_REGION", "BEDROCK_ENDPOINT_URL", "PIPELINE_PROFILE", "CELERY_VISIBILITY_TIMEOUT",
-    "S3_ENDPOINT_URL", "UPLOADS_BUCKET", "PIPELINE_BUCKET",
+    "REPLICATE_BASE_URL", "CUTOUT_ONNX_MODEL", "CUTOUT_U2NETP_MODEL", "EMBEDDER_PROVIDER",
+    "EMBEDDER_ONNX_MODEL", "AWS_REGION", "BEDROCK_ENDPOINT_URL", "PIPELINE_PROFILE",
+    "CELERY_VISIBILITY_TIMEOUT", "S3_ENDPOINT_URL", "UPLOADS_BUCKET", "PIPELINE_BUCKET",
 )  # fmt: skip
 
 # Runs in a fresh interpreter: os.environ's class records every read whose caller is a file
@@ -134,7 +134,7 @@ def test_a_malformed_quota_fails_the_run_naming_the_variable(monkeypatch):
 def test_configured_values_win_then_variables_then_defaults(monkeypatch):
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert CutoutResource(s3=None).settings().provider == "local"
+    assert CutoutResource(s3=None).settings().provider == "u2netp"
     assert CutoutResource(s3=None).settings().requests_per_minute == 500.0
     monkeypatch.setenv("CUTOUT_PROVIDER", "bedrock")
     monkeypatch.setenv("CUTOUT_REQUESTS_PER_MINUTE", " 120 ")
