@@ -11,7 +11,7 @@ Two labelled sets, each provider on every image:
   Mean and worst IoU per backdrop, side by side, then per shadow / no shadow; and the
   images/min of each provider on the whole set in this run (``cut_out`` on all of them, as
   the asset calls it: u2netp on 2 workers, GrabCut on 2 threads), with the load average.
-  ``--seed 1`` is the set u2netp's settings were chosen on; the README reports seed 0.
+  ``--seed 1 --per-cell 3`` is the set u2netp's settings were chosen on; the README reports seed 0.
 * **composites** (``bench.cutout_composites``): matplotlib's gift-box photo with its real
   alpha pasted on plain, gradient and textured backdrops (42 images), plus a trivial
   baseline, ``border-distance``: RGB distance from the border band's median colour over a
