@@ -73,7 +73,7 @@ class OnnxProvider:
         self.batch_size = self.fixed_batch or int(batch_size)
         self.intra_op_num_threads = int(threads)
         # Model ids follow the weights, not the path.
-        self.model_sha256 = _sha256_file(path)
+        self.model_sha256 = sha256_file(path)
         return model_input, model_output
 
     def _run_model(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
@@ -147,7 +147,8 @@ def _input_dtype(model_input: Any, path: Path) -> type:
     return dtype
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB pieces (models are megabytes)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

