@@ -11,8 +11,9 @@ WORK_VERSION = "4"  # how the working copy is made (normalisation, size): featur
 FEATURES_VERSION = "4"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "3"  # 2: sub-quadratic candidates, verification, centre check;
-# 3: same-photo alignment + block comparison, product links by surface verification
+CLUSTERS_VERSION = "4"  # 2: sub-quadratic candidates, verification, centre check;
+# 3: same-photo alignment + block comparison, product links by surface verification;
+# 4: "one patch differs" copies, ORB-descriptor candidates, hue turn over matched surfaces
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);

@@ -37,6 +37,9 @@ class Case:
 HOLDOUT = ("holdout", 404, ())
 HOLDOUT2 = ("holdout2", 505, ())
 HOLDOUT3 = ("holdout3", 606, ())
+HOLDOUT4 = ("holdout4", 707, ())
+#: The sets no choice was made on, in the order they were made.
+REPORTED = ("evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4")
 
 
 def load_sets() -> dict[str, list[Case]]:
@@ -63,6 +66,9 @@ def load_sets() -> dict[str, list[Case]]:
         # Made before the same-photo rule learnt "one patch differs" and candidates from
         # shared ORB descriptors were added (both chosen on calibration): a sixth seed.
         "holdout3": cases(product_set.build(*HOLDOUT3).items, True),
+        # Made before the product level compared hues over the whole matched surface
+        # (chosen on calibration): a seventh seed.
+        "holdout4": cases(product_set.build(*HOLDOUT4).items, True),
     }
 
 

@@ -59,7 +59,7 @@ class ProductRules:
         )
         if not geometry:
             return "no_shared_surface"
-        if m.colour_difference > self.max_colour_difference:
+        if m.colour_difference > self.max_colour_difference or m.hue_turn > self.max_hue_turn:
             return "colour_differs"
         if m.density < self.min_density:
             return "artwork_differs"
@@ -137,9 +137,7 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
     if ka is None or kb is None or ka.surface_xy is None or kb.surface_xy is None:
         verdict = "same_surface" if cosine >= rules.cos_product else "no_shared_surface"
         return {**base, "rule": "embedding", "verdict": verdict, "strength": cosine}
-    m = match_surfaces(ka.surface_xy, ka.surface_descriptors, ka.surface_lab,
-                       kb.surface_xy, kb.surface_descriptors, kb.surface_lab,
-                       max(ka.diagonal, kb.diagonal))  # fmt: skip
+    m = match_surfaces(ka, kb)
     verdict = rules.verdict(m)
     aligned = known[(a, b)] if (a, b) in known else match_photos(ka, kb)
     if verdict == "same_surface" and aligned is not None and rules.near_angle(aligned):

@@ -333,7 +333,7 @@ def _homography(xy_a, desc_a, xy_b, desc_b, diagonal: float) -> Alignment | None
     return Alignment(homography, int(mask.sum()), len(good), second, residual)
 
 
-def _to_thumb(k: Keypoints, thumb: np.ndarray) -> np.ndarray:
+def thumb_transform(k: Keypoints, thumb: np.ndarray) -> np.ndarray:
     """Working-copy pixels -> pixels of a thumbnail of the content box."""
     x0, y0, x1, y1 = k.box
     sx, sy = thumb.shape[1] / max(x1 - x0, 1), thumb.shape[0] / max(y1 - y0, 1)
@@ -350,14 +350,15 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
 
     homography = found.homography
     overlap = _overlap(a.size, b.size, homography)
-    grey_h = _to_thumb(a, a.thumb) @ homography @ np.linalg.inv(_to_thumb(b, b.thumb))
+    grey_h = thumb_transform(a, a.thumb) @ homography @ np.linalg.inv(thumb_transform(b, b.thumb))
     size = (a.thumb.shape[1], a.thumb.shape[0])
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
-        colour_h = _to_thumb(a, a.colour) @ homography @ np.linalg.inv(_to_thumb(b, b.colour))
+        to_b = np.linalg.inv(thumb_transform(b, b.colour))
+        colour_h = thumb_transform(a, a.colour) @ homography @ to_b
         csize = (a.colour.shape[1], a.colour.shape[0])
         wb = cv2.warpPerspective(b.colour, colour_h, csize, flags=cv2.INTER_LINEAR)
         valid = cv2.warpPerspective(np.full(b.colour.shape[:2], 255, np.uint8), colour_h,

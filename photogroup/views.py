@@ -10,9 +10,12 @@ or all of the artwork. So, for a candidate pair of photos:
    camera around the product (a box turned 60 degrees, a bottle turned on its axis), where
    one homography or affine map holds only for a single plane. Inliers are weighed against
    the keypoints available, and must cover more than a logo-sized patch.
-2. **Colour** at the matched locations: the median CIELAB a*b* difference of the inlier
-   pairs. A colour variant matches the layout and differs here; lighting of another face
-   changes lightness more than chroma.
+2. **Colour** of the matched surface: the median CIELAB a*b* difference of the inlier
+   pairs, and the hue turn over the whole matched region once a homography fitted to the
+   inliers lays one photo's colour thumbnail onto the other's. Keypoints sit on print
+   (text, illustrations), which a colour variant often keeps; the pack's ground colour is
+   what it changes, so the region, not the keypoints, shows it. Lighting of another face
+   changes lightness more than hue.
 3. **Artwork**: of the keypoints inside the matched region, the share that matched. A
    design variant leaves its changed artwork (flavour name, illustration) unmatched inside
    an otherwise matched region.
@@ -28,6 +31,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from photogroup.verify import Keypoints, colour_edit_fit, thumb_transform
+
 #: Long side of the content box SIFT runs on (it doubles it internally); bounds feature cost.
 SURFACE_SIDE = 224
 #: SIFT keypoints kept per image (the strongest).
@@ -35,6 +40,9 @@ N_SURFACE = 300
 _LOWE_RATIO = 0.8
 #: Epipolar inlier distance as a fraction of the working copy's diagonal.
 _EPIPOLAR_FRACTION = 0.004
+#: Reprojection threshold of the homography laying one colour thumbnail onto the other
+#: (fraction of the diagonal): loose, the region's colour is compared at 32 px.
+_HUE_ALIGN_FRACTION = 0.01
 #: Side of the box filter averaging colour around a keypoint (working-copy pixels).
 _COLOUR_WINDOW = 5
 
@@ -48,6 +56,7 @@ class SurfaceMatch:
     matched_area: float  # hull of the inliers over hull of all keypoints, smaller of the two
     density: float  # share of keypoints inside the matched hull that matched, smaller of two
     colour_difference: float  # median CIELAB a*b* distance at the inliers (0..~180)
+    hue_turn: float = 0.0  # degrees saturated hues turn over the matched region (0..180)
 
     @property
     def inlier_share(self) -> float:
@@ -89,30 +98,25 @@ def surface_keypoints(
     return xy, np.clip(np.round(descriptors), 0, 255).astype(np.uint8), lab[rows, cols]
 
 
-def match_surfaces(
-    xy_a: np.ndarray,
-    desc_a: np.ndarray,
-    lab_a: np.ndarray,
-    xy_b: np.ndarray,
-    desc_b: np.ndarray,
-    lab_b: np.ndarray,
-    diagonal: float,
-) -> SurfaceMatch:
+def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     """Compare two photos' surface keypoints (see the module docstring)."""
     import cv2
 
+    xy_a, xy_b = _or_empty(a.surface_xy), _or_empty(b.surface_xy)
     keypoints = min(len(xy_a), len(xy_b))
     none = SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0)
     if keypoints < 8:
         return none
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(_root_sift(desc_a), _root_sift(desc_b), k=2)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(
+        _root_sift(a.surface_descriptors), _root_sift(b.surface_descriptors), k=2
+    )
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < _LOWE_RATIO * m[1].distance]
     if len(good) < 8:
         return none
     ia = np.array([m.queryIdx for m in good])
     ib = np.array([m.trainIdx for m in good])
     cv2.setRNGSeed(0)
-    threshold = max(1.0, _EPIPOLAR_FRACTION * diagonal)
+    threshold = max(1.0, _EPIPOLAR_FRACTION * max(a.diagonal, b.diagonal))
     try:
         _, mask = cv2.findFundamentalMat(
             xy_a[ia], xy_b[ib], cv2.USAC_MAGSAC, threshold, 0.999, 2000
@@ -125,11 +129,43 @@ def match_surfaces(
     ia, ib = ia[keep], ib[keep]
     area = min(_hull_share(xy_a, ia), _hull_share(xy_b, ib))
     density = min(_density(xy_a, ia), _density(xy_b, ib))
-    delta = lab_a[ia, 1:].astype(np.float32) - lab_b[ib, 1:].astype(np.float32)
+    delta = a.surface_lab[ia, 1:].astype(np.float32) - b.surface_lab[ib, 1:].astype(np.float32)
     colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
+    turn = _region_hue_turn(a, b, xy_a[ia], xy_b[ib])
     return SurfaceMatch(
-        int(keep.sum()), keypoints, round(area, 4), round(density, 4), round(colour, 2)
-    )
+        int(keep.sum()), keypoints, round(area, 4), round(density, 4), round(colour, 2),
+        round(turn, 1),
+    )  # fmt: skip
+
+
+def _region_hue_turn(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:
+    """Hue turn (see :func:`photogroup.verify.colour_edit_fit`) over the hull of the inliers,
+    with b's a*b* thumbnail laid onto a's by a homography fitted to them (MAGSAC++, loose:
+    a box's second face only needs to land near its colour at 32 px)."""
+    import cv2
+
+    if a.colour is None or b.colour is None or not a.colour.size or not b.colour.size:
+        return 0.0
+    found, _ = cv2.findHomography(pb, pa, cv2.USAC_MAGSAC, _HUE_ALIGN_FRACTION * a.diagonal)
+    if found is None:
+        return 0.0
+    to_a, to_b = thumb_transform(a, a.colour), thumb_transform(b, b.colour)
+    size = (a.colour.shape[1], a.colour.shape[0])
+    h = to_a @ found @ np.linalg.inv(to_b)
+    laid = cv2.warpPerspective(b.colour, h, size, flags=cv2.INTER_LINEAR)
+    region = np.zeros(a.colour.shape[:2], np.uint8)
+    hull = cv2.perspectiveTransform(pa[None].astype(np.float64), to_a)[0]
+    cv2.fillConvexPoly(region, cv2.convexHull(np.round(hull).astype(np.int32)), 1)
+    full = np.full(b.colour.shape[:2], 255, np.uint8)
+    covered = cv2.warpPerspective(full, h, size, flags=cv2.INTER_NEAREST) == 255
+    inside = covered & (region > 0)
+    if inside.sum() < 8:
+        return 0.0
+    return colour_edit_fit(a.colour[inside], laid[inside])[1]
+
+
+def _or_empty(xy: np.ndarray | None) -> np.ndarray:
+    return np.zeros((0, 2), np.float32) if xy is None else xy
 
 
 def _root_sift(desc: np.ndarray) -> np.ndarray:

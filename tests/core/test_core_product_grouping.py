@@ -14,9 +14,10 @@ from PIL import Image
 from bench import render_products as rp
 from bench import shop_edits
 from photogroup import LocalEmbedder, compute_features, decode_image
-from photogroup.cluster import Grouping, group_with_evidence
+from photogroup.cluster import Grouping, GroupingParams, group_with_evidence
 from photogroup.samples import load_stereo_pair
 from photogroup.verify import Keypoints
+from photogroup.views import match_surfaces
 
 SIZE = (640, 480)
 
@@ -164,3 +165,32 @@ def test_a_stereo_pair_shares_a_product_but_not_a_strict_group():
     assert placed["left"][0] != placed["right"][0]
     assert placed["left"][1] == placed["right"][1]
     assert [link["rule"] for link in grouping.product_links] == ["same_surface"]
+
+
+def _keypoints(img: Image.Image) -> Keypoints:
+    found = Keypoints.from_base64(compute_features(decode_image(upload(img)).image).keypoints)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("shape", ["box", "cylinder"])
+def test_a_colour_variant_turns_hues_over_the_matched_surface(shape):
+    """The variant keeps its print (text, illustration), where the keypoints sit, and
+    changes the ground colour around it: the hue turn over the matched region shows it
+    where the colour at the keypoints may not, and lighting another face does not."""
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    base = rp.make_product(7001, shape, sources)
+    variant = rp.make_variant(base, "colour", np.random.default_rng(3), sources)
+
+    def shot(product: rp.Product, angle: float) -> Keypoints:
+        view = (rp.View(azimuth_deg=angle, elevation_deg=15) if shape == "box"
+                else rp.View(spin_deg=angle, elevation_deg=12))  # fmt: skip
+        return _keypoints(rp.render(product, view, "grey_sweep", size=SIZE).image)
+
+    front, turned, other = shot(base, 0), shot(base, 25), shot(variant, 20)
+    same, differs = match_surfaces(front, turned), match_surfaces(front, other)
+    assert same.inliers >= 30 and differs.inliers >= 30  # both share a surface
+    assert same.hue_turn < 10 < 40 < differs.hue_turn
+    rules = GroupingParams().product_rules()
+    assert rules.verdict(differs) == "colour_differs"
+    assert rules.verdict(same) != "colour_differs"
