@@ -73,7 +73,7 @@ class GroupingParams:
     min_density: float = 0.2  # share of keypoints inside the matched hull that matched
     cos_product: float = 0.80  # without keypoints: embedding cosine for one product
     near_agreement: float = 0.6  # shots this alike once aligned are compared print by print:
-    max_hue_turn_product: float = 40.0  # ... hues turned more: a colour variant
+    max_hue_turn_product: float = 20.0  # ... hues turned more: a colour variant
     min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
 
     def as_dict(self) -> dict:
