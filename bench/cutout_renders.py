@@ -22,11 +22,11 @@ import numpy as np
 from PIL import Image
 
 try:  # imported as bench.cutout_renders
+    from bench import photos
     from bench import render_products as rp
 except ImportError:  # run from a bench script, bench/ on sys.path
+    import photos  # type: ignore[no-redef]
     import render_products as rp  # type: ignore[no-redef]
-
-from photogroup import photos
 
 #: Canvas of every render (width, height): a 1024 px rendition's shape at a cost the bench
 #: can afford (a render is ~0.3 s here).

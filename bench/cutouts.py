@@ -138,11 +138,11 @@ def phones(count: int, providers: list[str]) -> None:
     import os
     from concurrent.futures import ThreadPoolExecutor
 
+    import photos
     from features_speed import phone_jpegs
     from throughput import PHONE_SIZE
 
     from assets.product_cutouts import LOCAL_SLICE, _png
-    from photogroup import photos
     from photogroup.cutout import apply_mask
     from photogroup.cutout_providers import LocalCutouts
     from photogroup.renditions import RenditionSpec, render

@@ -28,12 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import photos  # bench/photos.py: this file runs only as a script
 import PIL
 from grouping_before import BASELINE_COMMIT, baseline_tree
 from imagededup_env import run_worker
 from PIL import Image
 
-from photogroup import LocalEmbedder, compute_features, decode_image, photos
+from photogroup import LocalEmbedder, compute_features, decode_image
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

@@ -1,6 +1,6 @@
 """Two disjoint labelled near-duplicate sets, calibration and evaluation, from real photos.
 
-Each photo gives its original plus 11 edited copies (``photogroup.transforms``, families
+Each photo gives its original plus 11 edited copies (``bench/transforms.py``, families
 taken round-robin over the set so each family appears about equally often). Labels:
 
 * ``photo`` (strict level): the photo an item was made from;
@@ -36,7 +36,11 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from photogroup import photos, transforms
+try:  # imported as bench.labelled_set
+    from bench import photos, transforms
+except ImportError:  # run as a script, bench/ on sys.path
+    import photos  # type: ignore[no-redef]
+    import transforms  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -61,7 +65,7 @@ class Item:
     path: Path
     photo: str  # strict label
     product: str  # product label
-    family: str  # "original" or a key of photogroup.transforms.FAMILIES
+    family: str  # "original" or a key of transforms.FAMILIES
     kind: str  # "photo", "texture" (look-alike negative) or "viewpoint" (same product)
 
     def read(self) -> bytes:

@@ -5,7 +5,7 @@ Each set has about 12 base products (half boxes, half cylinders) from
 base (another SKU: colour, flavour or artwork changed, kinds spread evenly over the set),
 each from 2-3 views close to some of the base's views (the hard negatives); and for about
 2/3 of all rendered views 1-2 near-duplicate copies, families taken round-robin over
-:data:`shop_edits.FAMILIES` and :data:`photogroup.transforms.FAMILIES`. Labels:
+:data:`shop_edits.FAMILIES` and :data:`transforms.FAMILIES`. Labels:
 
 * ``photo`` (strict): one rendered view; its edited copies share it;
 * ``product``: all views of one product (a variant is another product);
@@ -42,22 +42,21 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from photogroup import photos, transforms
-
 try:  # imported as bench.product_set
-    from bench import labelled_set, shop_edits
+    from bench import labelled_set, photos, shop_edits, transforms
     from bench import render_products as rp
 except ImportError:  # run as a script, bench/ on sys.path
     import labelled_set  # type: ignore[no-redef]
+    import photos  # type: ignore[no-redef]
     import render_products as rp  # type: ignore[no-redef]
     import shop_edits  # type: ignore[no-redef]
+    import transforms  # type: ignore[no-redef]
 
-HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
+CACHE = labelled_set.CACHE  # bench/.cache: one folder for every generated set
 JPEG_QUALITY = 92
 BASE_PRODUCTS = 12
 MIN_PER_FAMILY = 6
-#: Edit families in round-robin order: the shop edits first, then photogroup.transforms.
+#: Edit families in round-robin order: the shop edits first, then transforms.py's.
 EDIT_FAMILIES: dict[str, transforms.Transform] = {**shop_edits.FAMILIES, **transforms.FAMILIES}
 
 

@@ -8,7 +8,7 @@ on a studio background and returns the image and the exact coverage mask. :func:
 makes another SKU of the same product line (colour, flavour or artwork changed), the hard
 negatives of product grouping. Everything is a pure function of its seeds.
 
-Imports only stdlib, numpy, Pillow, OpenCV and :mod:`photogroup.photos`, so it loads both as
+Imports only stdlib, numpy, Pillow, OpenCV and ``photos`` (beside it), so it loads both as
 ``bench.render_products`` and as ``render_products`` from a bench script.
 """
 
@@ -25,7 +25,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from photogroup import photos
+try:  # imported as bench.render_products
+    from bench import photos
+except ImportError:  # run from a bench script, bench/ on sys.path
+    import photos  # type: ignore[no-redef]
 
 RGB = tuple[int, int, int]
 BACKGROUNDS = ("white", "grey_sweep", "paper", "blurred_photo")

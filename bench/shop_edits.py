@@ -1,4 +1,4 @@
-"""Near-duplicate edits that shop staff make, beyond :mod:`photogroup.transforms`.
+"""Near-duplicate edits that shop staff make, beyond ``transforms.py``.
 
 Same signature as there: ``fn(img, rng) -> img`` (RGB in, RGB out, parameters drawn from
 ``rng``). A photo shown inside a phone app or a desktop browser and screenshotted, a price or
@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from photogroup import transforms
+try:  # imported as bench.shop_edits
+    from bench import transforms
+except ImportError:  # run from a bench script, bench/ on sys.path
+    import transforms  # type: ignore[no-redef]
 
 Transform = transforms.Transform
 
@@ -319,7 +322,7 @@ _SHOP: dict[str, Transform] = {
 
 
 def shop_pair(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Two different families, from the four above and ``photogroup.transforms.SINGLE``, one
+    """Two different families, from the four above and ``transforms.SINGLE``, one
     after the other."""
     pool = {**_SHOP, **transforms.SINGLE}
     first, second = rng.choice(list(pool), size=2, replace=False)

@@ -182,11 +182,10 @@ def main() -> None:
         child([a for a in args.select.split(",") if a] or None)
         return
 
+    import photos
     from features_speed import phone_jpegs
     from scale import put_all
     from throwaway import throwaway_s3
-
-    from photogroup import photos
 
     # scikit-image's photos only: the others need the bench extra.
     sources = [n for n in (*photos.COLOUR, *photos.GREY) if n.startswith("skimage:")]

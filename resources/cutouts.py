@@ -16,43 +16,35 @@ across tenants, so parallel runs together stay under the account's quota.
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-import dagster as dg
 from pydantic import Field, SecretStr
 
 from photogroup.providers import CutoutProvider
-from resources.run_settings import resolve
-from resources.s3 import S3Resource
+from resources.provider_resource import ProviderResource, ProviderSettings
 
 Provider = Literal["u2netp", "local", "replicate", "bedrock", "onnx"]
 
 
 @dataclass(frozen=True)
-class CutoutSettings:
+class CutoutSettings(ProviderSettings):
     """The settings a run uses: configured, else from the environment, else defaults."""
 
     provider: Provider
     requests_per_minute: float
     replicate_version: str
     replicate_base_url: str
-    bedrock_region: str | None
-    bedrock_endpoint_url: str | None
-    onnx_model: str
     u2netp_model: str
 
 
-class CutoutResource(dg.ConfigurableResource):
+class CutoutResource(ProviderResource):
     """Turns product photos into foreground masks."""
 
-    #: field -> (variable read when the field is unset, type, default when both are unset)
-    ENVIRONMENT: ClassVar[dict[str, tuple[str, Any, Any]]] = {
+    ENVIRONMENT = ProviderResource.ENVIRONMENT | {
         "provider": ("CUTOUT_PROVIDER", Provider, "u2netp"),
         "requests_per_minute": ("CUTOUT_REQUESTS_PER_MINUTE", float, 500.0),
         "replicate_version": ("REPLICATE_MODEL_VERSION", str, ""),
         "replicate_base_url": ("REPLICATE_BASE_URL", str, "https://api.replicate.com"),
-        "bedrock_region": ("AWS_REGION", str, None),
-        "bedrock_endpoint_url": ("BEDROCK_ENDPOINT_URL", str, None),
         "onnx_model": ("CUTOUT_ONNX_MODEL", str, ""),
         "u2netp_model": ("CUTOUT_U2NETP_MODEL", str, ""),
     }
@@ -102,27 +94,10 @@ class CutoutResource(dg.ConfigurableResource):
         default=300.0,
         description="replicate: seconds a prediction may run before it is cancelled.",
     )
-    bedrock_region: str | None = Field(
-        default=None,
-        description="bedrock: AWS region. Unset: $AWS_REGION when the run starts, else "
-        "boto3's default.",
-    )
-    bedrock_endpoint_url: str | None = Field(
-        default=None,
-        description="bedrock: endpoint override (VPC endpoint, a stand-in). Unset: "
-        "$BEDROCK_ENDPOINT_URL when the run starts, else the region's.",
-    )
-    bedrock_max_concurrency: int = Field(default=4, description="bedrock: requests in flight.")
-    bedrock_max_attempts: int = Field(
-        default=6, description="bedrock: tries per image (retryable errors only)."
-    )
     onnx_model: str | None = Field(
         default=None,
         description="onnx: local path or s3://bucket/key. Unset: $CUTOUT_ONNX_MODEL when the "
         "run starts.",
-    )
-    onnx_cache_dir: str = Field(
-        default=".local/models", description="onnx: where s3:// models are cached by ETag."
     )
     onnx_input_size: int = Field(default=0, description="onnx: side; 0 reads the model's.")
     u2netp_model: str | None = Field(
@@ -133,14 +108,10 @@ class CutoutResource(dg.ConfigurableResource):
         "SHA-256 is checked either way.",
     )
     threads: int = Field(default=0, description="local/onnx/u2netp: CPU threads (0: all cores).")
-    s3: dg.ResourceDependency[S3Resource]
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.settings()  # a malformed variable fails the step that needs us, before work
 
     def settings(self) -> CutoutSettings:
         """The settings in effect, reading the environment for those left unset."""
-        return CutoutSettings(**resolve(self, self.ENVIRONMENT))
+        return CutoutSettings(**self._resolved())
 
     @property
     def in_process(self) -> bool:
@@ -180,12 +151,10 @@ class CutoutResource(dg.ConfigurableResource):
             )
         from resources.bedrock_cutouts import BedrockCutouts
 
-        return BedrockCutouts.from_settings(
-            region=settings.bedrock_region,
-            endpoint_url=settings.bedrock_endpoint_url,
+        return self._bedrock(
+            BedrockCutouts,
+            settings,
             requests_per_minute=settings.requests_per_minute,
-            max_concurrency=self.bedrock_max_concurrency,
-            max_attempts=self.bedrock_max_attempts,
             limiter=limiter,
         )
 
@@ -208,11 +177,10 @@ class CutoutResource(dg.ConfigurableResource):
 
     def _u2netp(self, model: str) -> CutoutProvider:
         from photogroup.u2netp import DEFAULT_MODEL_PATH, U2netpCutouts
-        from resources.model_files import resolve_model_file
 
         path: Path = Path(model) if model else DEFAULT_MODEL_PATH
         if model.startswith("s3://"):
-            path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
+            path = self._model_file(model)
         # A local path is checked by U2netpCutouts: missing or not the pinned file, the
         # error names the SHA-256 expected and the command that fetches it.
         # One single-threaded model run per core at a time (see U2netpCutouts).
@@ -220,12 +188,8 @@ class CutoutResource(dg.ConfigurableResource):
 
     def _onnx(self, model: str) -> CutoutProvider:
         from photogroup.onnx_cutouts import OnnxCutouts, SaliencyPreprocessing
-        from resources.model_files import resolve_model_file
 
-        if not model:
-            raise ValueError("provider 'onnx' needs $CUTOUT_ONNX_MODEL (or onnx_model): a local "
-                             "path or s3://bucket/key")  # fmt: skip
-        path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        path = self._model_file(model)
         size = (self.onnx_input_size, self.onnx_input_size) if self.onnx_input_size else None
         return OnnxCutouts(
             path, SaliencyPreprocessing(size=size), intra_op_num_threads=self.threads or 1

@@ -7,38 +7,29 @@
 """
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
-import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from photogroup.embed import Embedder, LocalEmbedder
-from resources.run_settings import resolve
-from resources.s3 import S3Resource
+from resources.provider_resource import ProviderResource, ProviderSettings
 
 Provider = Literal["local", "cnn", "onnx", "bedrock"]
 
 
 @dataclass(frozen=True)
-class EmbedderSettings:
+class EmbedderSettings(ProviderSettings):
     """The settings a run uses: configured, else from the environment, else defaults."""
 
     provider: Provider
-    onnx_model: str
-    bedrock_region: str | None
-    bedrock_endpoint_url: str | None
 
 
-class EmbedderResource(dg.ConfigurableResource):
+class EmbedderResource(ProviderResource):
     """Turns working images into unit vectors."""
 
-    #: field -> (variable read when the field is unset, type, default when both are unset)
-    ENVIRONMENT: ClassVar[dict[str, tuple[str, Any, Any]]] = {
+    ENVIRONMENT = ProviderResource.ENVIRONMENT | {
         "provider": ("EMBEDDER_PROVIDER", Provider, "local"),
         "onnx_model": ("EMBEDDER_ONNX_MODEL", str, ""),
-        "bedrock_region": ("AWS_REGION", str, None),
-        "bedrock_endpoint_url": ("BEDROCK_ENDPOINT_URL", str, None),
     }
 
     provider: str | None = Field(
@@ -66,9 +57,6 @@ class EmbedderResource(dg.ConfigurableResource):
         description="onnx: local path or s3://bucket/key. Unset: $EMBEDDER_ONNX_MODEL when "
         "the run starts.",
     )
-    onnx_cache_dir: str = Field(
-        default=".local/models", description="onnx: where s3:// models are cached by ETag."
-    )
     onnx_input_size: list[int] | None = Field(
         default=None, description="onnx: [width, height]; None reads it from the model."
     )
@@ -86,16 +74,6 @@ class EmbedderResource(dg.ConfigurableResource):
     onnx_std: list[float] = Field(default=[0.229, 0.224, 0.225], description="onnx: std.")
     onnx_trim_border: bool = Field(default=False, description="onnx: crop uniform padding.")
     onnx_output_name: str | None = Field(default=None, description="onnx: output tensor.")
-    bedrock_region: str | None = Field(
-        default=None,
-        description="bedrock: AWS region. Unset: $AWS_REGION when the run starts, else "
-        "boto3's default.",
-    )
-    bedrock_endpoint_url: str | None = Field(
-        default=None,
-        description="bedrock: endpoint override (VPC endpoint, a stand-in). Unset: "
-        "$BEDROCK_ENDPOINT_URL when the run starts, else the region's.",
-    )
     bedrock_output_length: int = Field(
         default=1024, description="bedrock: 256, 384 or 1024 dimensions."
     )
@@ -104,19 +82,13 @@ class EmbedderResource(dg.ConfigurableResource):
         description="bedrock: the account's InvokeModel quota per minute; the token bucket "
         "runs at 90 % of it (per run: divide by the runs that embed at once).",
     )
-    bedrock_max_concurrency: int = Field(default=4, description="bedrock: requests in flight.")
-    bedrock_max_attempts: int = Field(default=6, description="bedrock: tries per image.")
     bedrock_timeout_seconds: float = Field(default=30.0, description="bedrock: read timeout.")
-    s3: dg.ResourceDependency[S3Resource]
 
     _embedder: Embedder | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self.settings()  # a malformed variable fails the step that needs us, before work
-
     def settings(self) -> EmbedderSettings:
         """The settings in effect, reading the environment for those left unset."""
-        return EmbedderSettings(**resolve(self, self.ENVIRONMENT))
+        return EmbedderSettings(**self._resolved())
 
     def get_embedder(self) -> Embedder:
         """The configured provider, built once per resource instance."""
@@ -139,25 +111,19 @@ class EmbedderResource(dg.ConfigurableResource):
         if settings.provider == "bedrock":
             from resources.bedrock_embedder import BedrockEmbedder
 
-            return BedrockEmbedder.from_settings(
-                region=settings.bedrock_region,
-                endpoint_url=settings.bedrock_endpoint_url,
+            return self._bedrock(
+                BedrockEmbedder,
+                settings,
                 output_length=self.bedrock_output_length,
                 requests_per_minute=self.bedrock_requests_per_minute,
-                max_concurrency=self.bedrock_max_concurrency,
-                max_attempts=self.bedrock_max_attempts,
                 timeout_seconds=self.bedrock_timeout_seconds,
             )
         return LocalEmbedder()
 
     def _onnx(self, model: str) -> Embedder:
         from photogroup.onnx_embedder import OnnxEmbedder, Preprocessing
-        from resources.model_files import resolve_model_file
 
-        if not model:
-            raise ValueError("provider 'onnx' needs $EMBEDDER_ONNX_MODEL (or onnx_model): a "
-                             "local path or s3://bucket/key")  # fmt: skip
-        path = resolve_model_file(model, self.s3.get_client(), Path(self.onnx_cache_dir))
+        path = self._model_file(model)
         preprocessing = Preprocessing(
             size=tuple(self.onnx_input_size) if self.onnx_input_size else None,
             resize=self.onnx_resize,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.transforms import FAMILIES
 from photogroup import LocalEmbedder, compute_features, decode_image, group_images
 from photogroup.samples import load_photo
-from photogroup.transforms import FAMILIES
 from photogroup.verify import Keypoints
 
 PHOTOS = ("astronaut", "chelsea")

@@ -8,11 +8,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from bench import shop_edits
-from photogroup import GroupingParams, LocalEmbedder, compute_features, decode_image, photos
+from bench import photos, shop_edits
+from bench.transforms import small_rotation
+from photogroup import GroupingParams, LocalEmbedder, compute_features, decode_image
 from photogroup.cluster import group_with_evidence
 from photogroup.descriptor_votes import descriptor_pairs
-from photogroup.transforms import small_rotation
 from photogroup.verify import Keypoints
 from tests.helpers import jpeg
 

@@ -1,4 +1,4 @@
-"""photogroup.transforms: each family does what its name says, deterministically."""
+"""bench/transforms.py: each family does what its name says, deterministically."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from photogroup import transforms as T
+from bench import transforms as T
 
 W, H = 160, 120
 
