@@ -57,6 +57,7 @@ STRICT_GRID: dict[str, Sequence[Any]] = {
     "min_inlier_ratio": (0.5, 0.7),
     "min_rest_agreement": (0.95, 0.97, 0.99),
     "max_copy_residual": (0.0005, 0.001),
+    "min_second_plane": (0, 8),
 }
 PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "min_surface_inliers": (12, 20, 30),

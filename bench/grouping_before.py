@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: The last commit before the grouping of issue 17 (same as features_speed's baseline).
 BASELINE_COMMIT = "2d25512"
-SETS = ("evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4")
+SETS = ("evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5")
 
 
 @contextlib.contextmanager

@@ -52,7 +52,10 @@ class GroupingParams:
     min_agreement: float = 0.9  # share of textured blocks that look the same once aligned
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
-    max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's
+    max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's ...
+    # ... unless there are at most this many: a homography needs 4 matches, and among the
+    # few outliers of a small image's ORB matches chance alone finds one that fits 6
+    min_second_plane: int = 8
     max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
     max_hue_turn: float = 60.0  # degrees: an edit turns saturated hues less, a colour variant more
     # ... or one patch differs (a sticker, a price tag) and everything else matches exactly:
@@ -94,7 +97,7 @@ class GroupingParams:
             m.blocks >= self.min_blocks
             and m.overlap >= self.min_overlap
             and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
-            and m.second_plane <= self.max_second_plane * max(m.inliers, 1)
+            and m.second_plane <= max(self.max_second_plane * m.inliers, self.min_second_plane)
             and m.colour_residual <= self.max_colour_residual
             and m.hue_turn <= self.max_hue_turn
         )
