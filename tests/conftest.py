@@ -21,12 +21,57 @@ class RedactedEnv(dict):
         return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+#: Started first under pytest-xdist (``./dev test`` runs ``-n 4 --dist loadgroup``): the
+#: longest tests, which would otherwise be the tail of the run, slowest first.
+RUN_FIRST = (
+    "tests/test_daemon_e2e.py",
+    "tests/test_local_stack.py",
+    "tests/test_distributed.py",
+    "tests/test_product_cutouts.py",
+    "tests/test_cli.py",
+    "tests/test_upload_sensor.py",
+    "tests/test_memo.py",
+    "tests/test_faults.py",
+    "tests/test_catalog.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that reaches the session SeaweedFS is an integration test, marked or not, so
-    the fast tier (``-m "not integration"``) never starts it."""
+    the fast tier (``-m "not integration"``) never starts it.
+
+    For pytest-xdist's ``loadgroup``: tests that share a module-scoped fixture run on one
+    worker in file order (the fixture is built once; test_distributed's and
+    test_local_stack's last tests stop what the module started), and so do the tests of
+    a project session fixture other than the SeaweedFS (the review app's stack and
+    browser); every other test goes to whichever worker is free. The slowest files come
+    first (see RUN_FIRST), each keeping its tests' order."""
+    xdist = config.pluginmanager.hasplugin("xdist")  # absent with -p no:xdist
     for item in items:
         if "seaweed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+        group = xdist and _shared_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    rank = {path: i for i, path in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    tests_dir = Path(__file__).resolve().parent
+    group = None
+    for name in info.names_closure:
+        for fixturedef in info.name2fixturedefs.get(name, ()):
+            ours = Path(fixturedef.func.__code__.co_filename).resolve().is_relative_to(tests_dir)
+            if fixturedef.scope == "session" and ours and name != "seaweed":
+                return "session-fixtures"  # the review app's stack and browser
+            if fixturedef.scope in ("package", "module", "class"):
+                group = item.nodeid.split("::")[0]
+    return group
 
 
 @pytest.fixture(scope="session")
