@@ -21,7 +21,7 @@ class RedactedEnv(dict):
         return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
 
 
-#: Started first under pytest-xdist (``./dev test`` runs ``-n 4 --dist loadgroup``): the
+#: Started first under pytest-xdist (``./dev test`` runs ``-n 4 --dist loadscope``): the
 #: longest tests, which would otherwise be the tail of the run, slowest first.
 RUN_FIRST = (
     "tests/test_daemon_e2e.py",
@@ -34,44 +34,49 @@ RUN_FIRST = (
     "tests/test_faults.py",
     "tests/test_catalog.py",
 )
+#: Files whose tests share nothing but the session SeaweedFS: under pytest-xdist each of
+#: their tests goes to whichever worker is free. Every other file runs on one worker, in
+#: file order, so a module-scoped fixture is built once (test_distributed's and
+#: test_local_stack's last tests stop what their module started).
+SPREAD = (
+    "tests/test_cli.py",
+    "tests/test_memo.py",
+    "tests/test_pipeline.py",
+    "tests/test_upload_sensor.py",
+    "tests/test_faults.py",
+    "tests/test_product_cutouts.py",
+    "tests/test_grouping_edits.py",
+)
+#: Files that share a session fixture of their own (the review app's stack and browser).
+SHARED = {"tests/test_review_app.py": "review", "tests/test_review_browser.py": "review"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group markers
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that reaches the session SeaweedFS is an integration test, marked or not, so
-    the fast tier (``-m "not integration"``) never starts it.
-
-    For pytest-xdist's ``loadgroup``: tests that share a module-scoped fixture run on one
-    worker in file order (the fixture is built once; test_distributed's and
-    test_local_stack's last tests stop what the module started), and so do the tests of
-    a project session fixture other than the SeaweedFS (the review app's stack and
-    browser); every other test goes to whichever worker is free. The slowest files come
-    first (see RUN_FIRST), each keeping its tests' order."""
-    xdist = config.pluginmanager.hasplugin("xdist")  # absent with -p no:xdist
+    the fast tier (``-m "not integration"``) never starts it. The slowest files come first
+    (RUN_FIRST), each keeping its tests' order."""
     for item in items:
         if "seaweed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
-        group = xdist and _shared_fixture_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
     rank = {path: i for i, path in enumerate(RUN_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
-def _shared_fixture_group(item: pytest.Item) -> str | None:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with our units of work: a file (SHARED: files together),
+    or a single test of a SPREAD file. (xdist's loadgroup markers would say the same per
+    test, but xdist 3.8 cannot apply them under pytest 9.2, whose node ids are computed.)"""
+    if config.getoption("dist") != "loadscope":
         return None
-    tests_dir = Path(__file__).resolve().parent
-    group = None
-    for name in info.names_closure:
-        for fixturedef in info.name2fixturedefs.get(name, ()):
-            ours = Path(fixturedef.func.__code__.co_filename).resolve().is_relative_to(tests_dir)
-            if fixturedef.scope == "session" and ours and name != "seaweed":
-                return "session-fixtures"  # the review app's stack and browser
-            if fixturedef.scope in ("package", "module", "class"):
-                group = item.nodeid.split("::")[0]
-    return group
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return nodeid if path in SPREAD else SHARED.get(path, path)
+
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")
