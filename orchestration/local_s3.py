@@ -94,7 +94,10 @@ class LocalS3:
         elif recorded:
             s3_port = recorded.s3_port
         else:
-            s3_port = DEFAULT_S3_PORT if _free(DEFAULT_S3_PORT) else _free_port()
+            # The first start's choice (LOCAL_S3_PORT, else 8333; any free port if taken),
+            # recorded: later starts come back at it.
+            preferred = int(os.environ.get("LOCAL_S3_PORT") or DEFAULT_S3_PORT)
+            s3_port = preferred if _free(preferred) else _free_port()
         if not _free(s3_port):
             raise PortTaken(
                 f"port {s3_port} of the local S3 ({self.state_file}) is in use by another "

@@ -21,12 +21,62 @@ class RedactedEnv(dict):
         return repr({k: "***" if "SECRET" in k else v for k, v in self.items()})
 
 
+#: Started first under pytest-xdist (``./dev test`` runs ``-n 4 --dist loadscope``): the
+#: longest tests, which would otherwise be the tail of the run, slowest first.
+RUN_FIRST = (
+    "tests/test_daemon_e2e.py",
+    "tests/test_local_stack.py",
+    "tests/test_distributed.py",
+    "tests/test_product_cutouts.py",
+    "tests/test_cli.py",
+    "tests/test_upload_sensor.py",
+    "tests/test_memo.py",
+    "tests/test_faults.py",
+    "tests/test_catalog.py",
+)
+#: Files whose tests share nothing but the session SeaweedFS: under pytest-xdist each of
+#: their tests goes to whichever worker is free. Every other file runs on one worker, in
+#: file order, so a module-scoped fixture is built once (test_distributed's and
+#: test_local_stack's last tests stop what their module started).
+SPREAD = (
+    "tests/test_cli.py",
+    "tests/test_memo.py",
+    "tests/test_pipeline.py",
+    "tests/test_upload_sensor.py",
+    "tests/test_faults.py",
+    "tests/test_product_cutouts.py",
+    "tests/test_grouping_edits.py",
+)
+#: Files that share a session fixture of their own (the review app's stack and browser).
+SHARED = {"tests/test_review_app.py": "review", "tests/test_review_browser.py": "review"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that reaches the session SeaweedFS is an integration test, marked or not, so
-    the fast tier (``-m "not integration"``) never starts it."""
+    the fast tier (``-m "not integration"``) never starts it. The slowest files come first
+    (RUN_FIRST), each keeping its tests' order."""
     for item in items:
         if "seaweed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+    rank = {path: i for i, path in enumerate(RUN_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with our units of work: a file (SHARED: files together),
+    or a single test of a SPREAD file. (xdist's loadgroup markers would say the same per
+    test, but xdist 3.8 cannot apply them under pytest 9.2, whose node ids are computed.)"""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return nodeid if path in SPREAD else SHARED.get(path, path)
+
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -85,15 +85,18 @@ def test_model_id_is_percent_encoded_in_the_path(standin):
 
 
 def test_requests_per_minute_is_respected(standin):
-    # 600/min = one request per 100 ms, burst 1, with four threads competing for tokens.
-    embedder = make_embedder(standin, requests_per_minute=600, burst=1, max_concurrency=4)
+    # 300/min = one request per 200 ms, burst 1, with four threads competing for tokens.
+    # (At 600/min the stand-in once saw 7 arrivals in a 0.5 s window on a busy machine,
+    # four pytest-xdist workers on two cores: more than 100 ms of jitter between a token
+    # and its request's arrival. Same bound, twice the slack.)
+    embedder = make_embedder(standin, requests_per_minute=300, burst=1, max_concurrency=4)
     embedder.embed([picture(seed) for seed in range(12)])
     arrivals = standin.arrivals()
     assert len(arrivals) == 12
-    # At most burst + rate x window in any window (arrival jitter under 100 ms is absorbed).
-    assert most_in_window(arrivals, 1.0) <= 1 + 10
-    assert most_in_window(arrivals, 0.5) <= 1 + 5
-    assert arrivals[-1] - arrivals[0] >= 11 * 0.1 - 0.05
+    # At most burst + rate x window in any window (arrival jitter under 200 ms is absorbed).
+    assert most_in_window(arrivals, 2.0) <= 1 + 10
+    assert most_in_window(arrivals, 1.0) <= 1 + 5
+    assert arrivals[-1] - arrivals[0] >= 11 * 0.2 - 0.1
     stats = embedder.stats()
     assert stats["limiter_requests"] == 12
     assert stats["limiter_waits"] >= 10

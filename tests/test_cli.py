@@ -8,6 +8,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
+from orchestration.local_s3 import _free_port
 from tests.helpers import photo_batch
 
 pytestmark = pytest.mark.integration
@@ -112,6 +113,7 @@ def test_unknown_command_exits_non_zero(subprocess_env):
 def test_embedded_s3_lifecycle_and_credentials(tmp_path, subprocess_env):
     env = {k: v for k, v in subprocess_env.items() if k != "S3_ENDPOINT_URL"}
     env["LOCAL_S3_DIR"] = str(tmp_path / "s3")
+    env["LOCAL_S3_PORT"] = str(_free_port())  # not 8333: other tests may start one at once
     assert cli("s3", "status", env=env, check=False).returncode == 3
     try:
         first = cli("s3", "start", env=env).stdout

@@ -52,7 +52,11 @@ def dagster_dev(subprocess_env, tmp_path):
     try:
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGTERM to `dagster dev` alone, as a service manager stops it: it then stops the
+        # webserver and daemon through their shutdown pipes, and they their code servers.
+        # (The whole group at once raced: the webserver restarted its code server killed
+        # under it, which then lived on until its 45 s heartbeat timeout.)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -62,7 +66,8 @@ def dagster_dev(subprocess_env, tmp_path):
         deadline = time.monotonic() + 30
         while group_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not group_members(proc.pid), "dagster dev left processes behind"
+        left = {pid: _cmdline(pid) for pid in group_members(proc.pid)}
+        assert not left, f"dagster dev left processes behind: {left}"
 
 
 def wait_for(predicate, what: str, deadline: float):
@@ -87,7 +92,9 @@ def materialised(instance: dg.DagsterInstance, partition: str) -> set[str]:
 
 
 @pytest.mark.timeout(900)
-def test_sensor_and_backfill_under_dagster_dev(s3_env, s3_client, subprocess_env, dagster_dev):
+def test_sensor_and_backfill_under_dagster_dev(
+    s3_env, s3_client, subprocess_env, dagster_dev, tmp_path
+):
     deadline = time.monotonic() + DEADLINE_SECONDS
     uploads = s3_env["UPLOADS_BUCKET"]
     upload(s3_client, uploads, "live", "b1", photo_batch({"chelsea": ["flipped"]}))
@@ -100,32 +107,43 @@ def test_sensor_and_backfill_under_dagster_dev(s3_env, s3_client, subprocess_env
 
     url = f"http://127.0.0.1:{dagster_dev}/server_info"
     wait_for(lambda: _answers(url), "the webserver", deadline)
-    with dg.DagsterInstance.get() as instance:
-        finished = dg.RunsFilter(
-            tags={"dagster/partition": "live/b1"},
-            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
-        )
-        (run,) = wait_for(lambda: instance.get_runs(finished), "the sensor's run", deadline)
-        assert run.status == dg.DagsterRunStatus.SUCCESS
-        assert materialised(instance, "live/b1") == set(ASSETS)
-        assert run.tags["tenant"] == "live" and run.tags["dagster/sensor_name"] == "upload_sensor"
-
-        proc = subprocess.run(
+    # The backfill is launched at once, beside the sensor's run (the daemon picks it up on
+    # its next backfill iteration, every 30 s): waiting for the sensor's run first only
+    # added that run's minute to the test. Its output goes to files: nothing reads a pipe
+    # meanwhile.
+    out_path, err_path = tmp_path / "backfill.out", tmp_path / "backfill.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        backfill = subprocess.Popen(
             [sys.executable, "-m", "orchestration", "backfill", "--tenant", "old-a",
              "--tenant", "old-b", "--wait", "--timeout", str(deadline - time.monotonic())],
-            cwd=REPO, env=subprocess_env, capture_output=True, text=True,
+            cwd=REPO, env=subprocess_env, stdout=out, stderr=err,
         )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert sorted(summary["partitions"]) == sorted(history)
-        assert set(summary["backfills"].values()) == {"COMPLETED_SUCCESS"}
-        for partition in history:
-            assert materialised(instance, partition) == set(ASSETS), partition
-        # The sensor adopted the backfilled partitions instead of running them again.
-        assert (
-            len(instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": "upload_sensor"})))
-            == 1
-        )
+    try:
+        with dg.DagsterInstance.get() as instance:
+            finished = dg.RunsFilter(
+                tags={"dagster/partition": "live/b1"},
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            )
+            (run,) = wait_for(lambda: instance.get_runs(finished), "the sensor's run", deadline)
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            assert materialised(instance, "live/b1") == set(ASSETS)
+            assert run.tags["tenant"] == "live"
+            assert run.tags["dagster/sensor_name"] == "upload_sensor"
+
+            backfill.wait(timeout=max(1, deadline - time.monotonic()))
+            assert backfill.returncode == 0, err_path.read_text()[-3000:]
+            summary = json.loads(out_path.read_text().strip().splitlines()[-1])
+            assert sorted(summary["partitions"]) == sorted(history)
+            assert set(summary["backfills"].values()) == {"COMPLETED_SUCCESS"}
+            for partition in history:
+                assert materialised(instance, partition) == set(ASSETS), partition
+            # The sensor adopted the backfilled partitions instead of running them again.
+            sensor_runs = dg.RunsFilter(tags={"dagster/sensor_name": "upload_sensor"})
+            assert len(instance.get_runs(sensor_runs)) == 1
+    finally:
+        if backfill.poll() is None:
+            backfill.kill()
+            backfill.wait(10)
 
 
 def _answers(url: str) -> bool:
@@ -134,3 +152,10 @@ def _answers(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"

@@ -73,6 +73,8 @@ class Up:
             },
             "DAGSTER_HOME": str(root / "home"),
             "LOCAL_S3_DIR": str(root / "s3"),
+            # Not 8333: other tests may start an S3 at the same moment (pytest-xdist).
+            "LOCAL_S3_PORT": str(_free_port()),
             "UPLOADS_BUCKET": "stack-uploads",
             "PIPELINE_BUCKET": "stack-pipeline",
         }
