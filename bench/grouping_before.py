@@ -21,7 +21,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: The last commit before the grouping of issue 17 (same as features_speed's baseline).
 BASELINE_COMMIT = "2d25512"
-SETS = ("evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5")
 
 
 @contextlib.contextmanager
@@ -46,7 +45,7 @@ def figures() -> dict[str, dict]:
 def _worker() -> None:
     import hashlib
 
-    from grouping_sets import evaluate, load_sets
+    from grouping_sets import REPORTED, evaluate, load_sets
 
     import photogroup
     from photogroup import GroupingParams, LocalEmbedder, compute_features, decode_image
@@ -56,7 +55,7 @@ def _worker() -> None:
         raise SystemExit(f"not the baseline's photogroup: {photogroup.__file__}")
     sets = load_sets()
     results = {}
-    for name in SETS:
+    for name in REPORTED:
         cases = sets[name]
         works = [decode_image(c.path.read_bytes()).image for c in cases]
         features = [compute_features(w) for w in works]

@@ -96,7 +96,7 @@ class LocalS3:
         else:
             # The first start's choice (LOCAL_S3_PORT, else 8333; any free port if taken),
             # recorded: later starts come back at it.
-            preferred = int(os.environ.get("LOCAL_S3_PORT") or DEFAULT_S3_PORT)
+            preferred = first_port(os.environ.get("LOCAL_S3_PORT"))
             s3_port = preferred if _free(preferred) else _free_port()
         if not _free(s3_port):
             raise PortTaken(
@@ -267,6 +267,15 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def first_port(value: str | None) -> int:
+    """The port ``LOCAL_S3_PORT`` asks for on the first start (unset or empty: 8333)."""
+    if not value:
+        return DEFAULT_S3_PORT
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"LOCAL_S3_PORT={value!r} is not a TCP port (1-65535)")
+    return int(value)
 
 
 def _free(port: int) -> bool:

@@ -195,3 +195,18 @@ def test_the_executor_profile_is_launchpad_config_read_at_run_launch(monkeypatch
         monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "an hour")
         with pytest.raises(SettingError, match=r"\$CELERY_VISIBILITY_TIMEOUT='an hour'"):
             _executor({}, instance)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000", "-1", "83 33"])
+def test_a_malformed_local_s3_port_names_the_variable(value):
+    from orchestration.local_s3 import first_port
+
+    with pytest.raises(ValueError, match="LOCAL_S3_PORT"):
+        first_port(value)
+
+
+def test_local_s3_port_defaults_to_8333_and_takes_a_valid_port():
+    from orchestration.local_s3 import DEFAULT_S3_PORT, first_port
+
+    assert first_port(None) == first_port("") == DEFAULT_S3_PORT == 8333
+    assert first_port("18333") == 18333
