@@ -1086,20 +1086,25 @@ def render(
 
 def view_sequence(rng: np.random.Generator, n: int, shape: str) -> list[View]:
     """``n`` views of one product, consecutive ones 15-90 degrees apart (azimuth for boxes;
-    spin and/or azimuth for cylinders), elevation 5-30 degrees, framing changed a little."""
+    spin and/or azimuth for cylinders), elevation 5-30 degrees, framing changed a little.
+    Every two views are at least 15 degrees apart round the product: six steps can come
+    back to the first view, and a re-shoot from a few degrees away is not another angle."""
     azimuth = float(rng.uniform(-35, 35))
     spin = 0.0
     direction = 1 if rng.random() < 0.5 else -1
+    turns: list[float] = []  # how far each view has turned the product to the camera
     views = []
     for i in range(n):
         if i:
-            step = float(rng.uniform(15, 90)) * direction
-            if shape == "box":
-                azimuth += step
-            else:
-                share = rng.choice([0.0, 1.0, float(rng.uniform(0.2, 0.8))])
-                azimuth += step * share
-                spin -= step * (1 - share)
+            for _ in range(100):
+                step = float(rng.uniform(15, 90)) * direction
+                share = (
+                    1.0 if shape == "box" else rng.choice([0.0, 1.0, float(rng.uniform(0.2, 0.8))])
+                )
+                if all(_apart(turns[-1] + step, t) >= 15 for t in turns):
+                    break
+            azimuth += step * share
+            spin -= step * (1 - share)
         views.append(
             View(
                 azimuth_deg=azimuth,
@@ -1110,4 +1115,11 @@ def view_sequence(rng: np.random.Generator, n: int, shape: str) -> list[View]:
                 offset=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.03, 0.03))),
             )
         )
+        turns.append(azimuth - spin)
     return views
+
+
+def _apart(a: float, b: float) -> float:
+    """Degrees between two turns round the product (0..180)."""
+    d = abs(a - b) % 360
+    return min(d, 360 - d)
