@@ -78,6 +78,7 @@ class GroupingParams:
     near_agreement: float = 0.6  # shots this alike once aligned are compared print by print:
     max_hue_turn_product: float = 20.0  # ... hues turned more: a colour variant
     min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
+    max_palette_mismatch: float = 1.0  # share of colours near the matches the other lacks
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -130,6 +131,7 @@ class GroupingParams:
             near_agreement=self.near_agreement,
             max_hue_turn=self.max_hue_turn_product,
             min_fine_agreement=self.min_fine_agreement,
+            max_palette_mismatch=self.max_palette_mismatch,
         )
 
 

@@ -38,6 +38,7 @@ class ProductRules:
     near_agreement: float
     max_hue_turn: float
     min_fine_agreement: float
+    max_palette_mismatch: float = 1.0
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""
@@ -61,7 +62,7 @@ class ProductRules:
             return "no_shared_surface"
         if m.colour_difference > self.max_colour_difference or m.hue_turn > self.max_hue_turn:
             return "colour_differs"
-        if m.density < self.min_density:
+        if m.density < self.min_density or m.palette_mismatch > self.max_palette_mismatch:
             return "artwork_differs"
         return "same_surface"
 

@@ -60,6 +60,12 @@ _BLOCK_NCC = 0.5
 _FINE_NCC = 0.8
 #: Long side of the a*b* colour thumbnail of the content box.
 COLOUR_THUMB = 32
+#: Long side of the chromaticity thumbnail of the content box (product level: a flavour band
+#: or another illustration must still be a few pixels wide; on calibration 96 px told
+#: flavour variants from other angles better than 64 or 48).
+CHROMA_THUMB = 96
+#: Mean RGB below which a pixel's chromaticity is noise (stored as 0, 0: no colour).
+_CHROMA_DARK = 40
 #: Content box: gradient (grey levels per pixel of a 128 px copy) that counts as detail, and
 #: the margin added around the detail (fraction of the image's side).
 _DETAIL_SIDE = 128
@@ -67,7 +73,7 @@ _DETAIL_GRADIENT = 10.0
 _CONTENT_MARGIN = 0.05
 #: Chroma (a*b* distance from grey) above which a colour's hue is well defined.
 _SATURATED = 15.0
-_FORMAT = 3  # serialisation format of Keypoints.to_bytes
+_FORMAT = 4  # serialisation format of Keypoints.to_bytes (4: chroma thumbnail)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Keypoints:
     surface_xy: np.ndarray | None = None  # s x 2 float32
     surface_descriptors: np.ndarray | None = None  # s x 128 uint8 (SIFT)
     surface_lab: np.ndarray | None = None  # s x 3 uint8, CIELAB (OpenCV's 8-bit scaling)
+    chroma: np.ndarray | None = None  # h x w x 2 uint8 r, g chromaticity x 255, CHROMA_THUMB
 
     @property
     def diagonal(self) -> float:
@@ -101,8 +108,9 @@ class Keypoints:
         s_xy = _or_empty(self.surface_xy, 2, np.float32)
         s_desc = _or_empty(self.surface_descriptors, 128, np.uint8)
         s_lab = _or_empty(self.surface_lab, 3, np.uint8)
+        chroma = self.chroma if self.chroma is not None else np.zeros((0, 0, 2), np.uint8)
         header = [_FORMAT, len(self.xy), len(self.mirror_xy), *self.size, *thumb.shape,
-                  len(s_xy), *colour.shape[:2], *self.box]  # fmt: skip
+                  len(s_xy), *colour.shape[:2], *self.box, *chroma.shape[:2]]  # fmt: skip
         parts = [
             np.array(header, dtype="<u2").tobytes(),
             self.xy.astype("<f2").tobytes(),
@@ -114,6 +122,7 @@ class Keypoints:
             s_xy.astype("<f2").tobytes(),
             s_desc.astype(np.uint8).tobytes(),
             s_lab.astype(np.uint8).tobytes(),
+            chroma.astype(np.uint8).tobytes(),
         ]
         return zlib.compress(b"".join(parts), 1)  # level 1: most of the gain, a fifth the time
 
@@ -128,12 +137,13 @@ class Keypoints:
     @classmethod
     def from_bytes(cls, data: bytes) -> Keypoints:
         data = zlib.decompress(data)
-        fmt, k, mk, width, height, th, tw, s, ch, cw, *box = (
-            int(v) for v in np.frombuffer(data[:28], dtype="<u2")
-        )
+        fmt = int(np.frombuffer(data[:2], dtype="<u2")[0])
         if fmt != _FORMAT:
             raise ValueError(f"keypoints format {fmt}, expected {_FORMAT}: recompute features")
-        reader = _Reader(data, 28)
+        k, mk, width, height, th, tw, s, ch, cw, *box, rh, rw = (
+            int(v) for v in np.frombuffer(data[2:32], dtype="<u2")
+        )
+        reader = _Reader(data, 32)
         return cls(
             xy=reader.take(k, 2, "<f2"),
             descriptors=reader.take(k, 32, np.uint8),
@@ -146,6 +156,7 @@ class Keypoints:
             surface_descriptors=reader.take(s, 128, np.uint8),
             surface_lab=reader.take(s, 3, np.uint8),
             box=tuple(box),  # type: ignore[arg-type]
+            chroma=reader.take(rh, rw * 2, np.uint8).reshape(rh, rw, 2),
         )
 
 
@@ -185,7 +196,20 @@ def orb_keypoints(img: Image.Image, n: int = N_KEYPOINTS) -> Keypoints:
     lab = content.resize(_fit(content.size, COLOUR_THUMB), Image.Resampling.BOX)
     ab = cv2.cvtColor(np.asarray(lab), cv2.COLOR_RGB2LAB)[..., 1:]
     thumb = np.asarray(grey.crop(box).resize(_fit(content.size, THUMB), Image.Resampling.BOX))
-    return Keypoints(*out, size=img.size, thumb=thumb, colour=np.ascontiguousarray(ab), box=box)
+    return Keypoints(*out, size=img.size, thumb=thumb, colour=np.ascontiguousarray(ab), box=box,
+                     chroma=chromaticity(content))  # fmt: skip
+
+
+def chromaticity(content: Image.Image) -> np.ndarray:
+    """r, g chromaticity (x 255) of an RGB image at ``CHROMA_THUMB`` px: shading scales R, G
+    and B alike, so another face of a pack in its own light keeps its chromaticity where
+    its a*b* would shrink. Dark pixels, whose ratios are noise, are 0, 0."""
+    small = content.resize(_fit(content.size, CHROMA_THUMB), Image.Resampling.BOX)
+    rgb = np.asarray(small, dtype=np.float32) + 1.0
+    total = rgb.sum(axis=2, keepdims=True)
+    out = np.round(rgb[..., :2] / total * 255).astype(np.uint8)
+    out[total[..., 0] < 3 * _CHROMA_DARK] = 0
+    return np.ascontiguousarray(out)
 
 
 def content_box(img: Image.Image) -> tuple[int, int, int, int]:

@@ -18,7 +18,12 @@ or all of the artwork. So, for a candidate pair of photos:
    changes lightness more than hue.
 3. **Artwork**: of the keypoints inside the matched region, the share that matched. A
    design variant leaves its changed artwork (flavour name, illustration) unmatched inside
-   an otherwise matched region.
+   an otherwise matched region. And the palette around the matches: the share of each
+   photo's colours near its inliers (chromaticity at 96 px) that the other photo has nowhere
+   near its own. Another angle shows the same inks in other proportions; a flavour variant
+   prints a band or fruit in a colour the other pack does not have. Comparing palettes, not
+   aligned pixels, tolerates what a homography cannot lay right (a second face, a label
+   turning round a bottle).
 
 Keypoints are computed once per image with its other features (:func:`surface_keypoints`);
 the checks run on candidate pairs only.
@@ -45,6 +50,13 @@ _EPIPOLAR_FRACTION = 0.004
 _HUE_ALIGN_FRACTION = 0.01
 #: Side of the box filter averaging colour around a keypoint (working-copy pixels).
 _COLOUR_WINDOW = 5
+#: Palette comparison: discs around the inliers with this radius, relative to the square
+#: root of their hull's area; chromaticity bins of this width (x 255); a colour counts as
+#: present above this share of the pixels, and is matched by one within this distance.
+_PALETTE_DISC = 0.2
+_PALETTE_BIN = 3
+_PALETTE_FLOOR = 0.002
+_PALETTE_RADIUS = 15
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class SurfaceMatch:
     density: float  # share of keypoints inside the matched hull that matched, smaller of two
     colour_difference: float  # median CIELAB a*b* distance at the inliers (0..~180)
     hue_turn: float = 0.0  # degrees saturated hues turn over the matched region (0..180)
+    palette_mismatch: float = 0.0  # share of colours near the inliers the other lacks (0..1)
 
     @property
     def inlier_share(self) -> float:
@@ -132,10 +145,53 @@ def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     delta = a.surface_lab[ia, 1:].astype(np.float32) - b.surface_lab[ib, 1:].astype(np.float32)
     colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
     turn = _region_hue_turn(a, b, xy_a[ia], xy_b[ib])
+    palette = palette_mismatch(a, b, xy_a[ia], xy_b[ib])
     return SurfaceMatch(
         int(keep.sum()), keypoints, round(area, 4), round(density, 4), round(colour, 2),
-        round(turn, 1),
+        round(turn, 1), round(palette, 4),
     )  # fmt: skip
+
+
+def palette_mismatch(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:
+    """The larger of the two photos' share of colours around their inliers (``pa`` in a,
+    ``pb`` in b, working-copy pixels) that the other photo's surroundings lack."""
+    import cv2
+
+    if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
+        return 0.0
+    ha, hb = _palette(a, pa), _palette(b, pb)
+    if ha is None or hb is None:
+        return 0.0
+    size = 2 * int(_PALETTE_RADIUS / _PALETTE_BIN) + 1
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+    def lacking(h: np.ndarray, other: np.ndarray) -> float:
+        near = cv2.dilate((other > _PALETTE_FLOOR).astype(np.uint8), disc)
+        return float(h[near == 0].sum())
+
+    return max(lacking(ha, hb), lacking(hb, ha))
+
+
+def _palette(k: Keypoints, points: np.ndarray) -> np.ndarray | None:
+    """Normalised chromaticity histogram of ``k.chroma`` in discs around ``points``."""
+    import cv2
+
+    assert k.chroma is not None
+    to_thumb = thumb_transform(k, k.chroma)
+    p = cv2.perspectiveTransform(points[None].astype(np.float64), to_thumb)[0]
+    area = _hull_area(p)
+    radius = max(1, round(_PALETTE_DISC * np.sqrt(area)))
+    mask = np.zeros(k.chroma.shape[:2], np.uint8)
+    for x, y in np.round(p).astype(int):
+        cv2.circle(mask, (int(x), int(y)), radius, 1, -1)
+    rg = k.chroma[mask > 0].astype(np.int32)
+    rg = rg[(rg[:, 0] > 0) | (rg[:, 1] > 0)]  # dark pixels carry no colour
+    if len(rg) == 0:
+        return None
+    bins = -(-256 // _PALETTE_BIN)
+    idx = np.minimum(rg // _PALETTE_BIN, bins - 1)
+    hist = np.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).astype(np.float64)
+    return (hist / hist.sum()).reshape(bins, bins)
 
 
 def _region_hue_turn(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:
