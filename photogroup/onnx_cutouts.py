@@ -137,6 +137,7 @@ class OnnxCutouts(OnnxProvider):
         batch_size: int = 4,
         intra_op_num_threads: int = 1,
         workers: int = 1,
+        free_image_dims: bool = False,
     ) -> None:
         """``batch_size`` images per run (a fixed batch dimension in the model wins);
         ``intra_op_num_threads`` bounds onnxruntime's threads per run (the pipeline shares
@@ -152,6 +153,7 @@ class OnnxCutouts(OnnxProvider):
             lambda shape, path: _resolve_size(shape, pre.size, path),
             batch_size,
             intra_op_num_threads,
+            free_image_dims,
         )
         self.model_id = f"onnx-cutout-{self.model_sha256[:12]}-{self.preprocessing.digest()}"
 

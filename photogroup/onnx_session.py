@@ -40,10 +40,13 @@ class OnnxProvider:
         resolve_size: Callable[[Sequence[Any], Path], tuple[int, int]],
         batch_size: int,
         threads: int,
+        free_image_dims: bool = False,
     ) -> tuple[Any, Any]:
         """Open the model with ``preprocessing``'s input and output (the first if unnamed),
         keep the preprocessing with the names and size (``resolve_size(input shape, path)``)
-        it resolved, and return the input and output (onnxruntime NodeArgs)."""
+        it resolved, and return the input and output (onnxruntime NodeArgs).
+        ``free_image_dims``: open a model exported at one fixed image size at the size the
+        preprocessing asks for (see :func:`_free_image_dims`)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if threads < 1:
@@ -53,7 +56,7 @@ class OnnxProvider:
             raise FileNotFoundError(f"ONNX model file not found: {path}")
         if not path.is_file():
             raise OnnxModelError(f"ONNX model path is not a file: {path}")
-        self._session = _load_session(path, threads)
+        self._session = _load_session(path, threads, free_image_dims)
         model_input = _pick(self._session.get_inputs(), preprocessing.input_name, "input", path)
         model_output = _pick(self._session.get_outputs(), preprocessing.output_name, "output", path)
         self._dtype = _input_dtype(model_input, path)
@@ -108,7 +111,30 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _load_session(path: Path, threads: int) -> Any:
+def _free_image_dims(path: Path) -> bytes:
+    """The model with the height and width of its first input and of its outputs made
+    symbolic. A fully convolutional network traced at one size (U²-Net resizes its side
+    outputs to the shape of a tensor, not to constants) then runs at any multiple of its
+    stride; the file itself is not changed, so its SHA-256 still identifies the weights."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(
+            f"running a model at another input size needs the onnx package: {INSTALL_HINT}"
+        ) from exc
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # DecodeError and friends from protobuf
+        raise OnnxModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    for value in (model.graph.input[0], *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del model.graph.value_info[:]  # inferred intermediate shapes would pin the old size
+    return model.SerializeToString()
+
+
+def _load_session(path: Path, threads: int, free_image_dims: bool = False) -> Any:
     ort = _import_onnxruntime()
     options = ort.SessionOptions()
     # Bounded threads: the pipeline runs several steps at once on small machines.
@@ -120,10 +146,9 @@ def _load_session(path: Path, threads: int) -> Any:
     # No pre-planned memory pattern: for U2-Net-p it held ~190 MB more per session at its
     # peak (544 -> 350 MB for one session, measured), and two sessions run at once.
     options.enable_mem_pattern = False
+    model = _free_image_dims(path) if free_image_dims else str(path)
     try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # InvalidProtobuf, Fail, ... from the C++ layer
         raise OnnxModelError(f"{path} is not a loadable ONNX model: {exc}") from exc
 

@@ -20,6 +20,8 @@ from photogroup.providers import CutoutProvider
 from photogroup.u2netp import (
     DEFAULT_MODEL_PATH,
     MODEL_SHA256,
+    MODEL_SIDE,
+    TRAINED_SIDE,
     WHEEL_MEMBER,
     ModelFileError,
     Refinement,
@@ -159,3 +161,24 @@ def test_a_bare_backdrop_gives_an_empty_mask(provider):
     sweep = np.linspace(150, 230, 240)[:, None, None] + rng.normal(0, 2, (240, 320, 3))
     (outcome,) = provider.cut_out([Image.fromarray(np.clip(sweep, 0, 255).astype(np.uint8))])
     assert (np.asarray(outcome.mask) >= 128).mean() < 0.01
+
+
+def test_the_model_runs_at_its_fed_side_and_agrees_with_the_trained_size(box_on_white):
+    """The pinned graph's input is fixed at 320 x 320; the provider frees its height and
+    width in memory (the file keeps its SHA-256) and feeds MODEL_SIDE."""
+    image, truth, _ = box_on_white
+    fed, trained = U2netpCutouts(workers=1), U2netpCutouts(workers=1, side=TRAINED_SIDE)
+    assert fed.side == MODEL_SIDE != TRAINED_SIDE
+    assert fed.preprocessing.size == (MODEL_SIDE, MODEL_SIDE)
+    assert fed.model_id != trained.model_id  # another input size, other memo keys
+    assert fed.model_id.startswith(f"u2netp-{MODEL_SHA256}-")
+    (small,), (large,) = fed.cut_out([image]), trained.cut_out([image])
+    assert small.ok and large.ok
+    assert mask_iou(np.asarray(small.mask), truth) > 0.97
+    assert mask_iou(np.asarray(small.mask), np.asarray(large.mask)) > 0.97
+
+
+@pytest.mark.parametrize("side", [0, 100, 32])
+def test_a_side_the_network_cannot_halve_five_times_is_refused(side):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        U2netpCutouts(side=side)
