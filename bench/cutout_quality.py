@@ -50,7 +50,7 @@ except ImportError:  # run as a script, bench/ on sys.path
 from photogroup import cutout
 from photogroup.cutout_providers import LocalCutouts
 from photogroup.providers import CutoutProvider
-from photogroup.u2netp import Refinement, U2netpCutouts
+from photogroup.u2netp import TRAINED_SIDE, Refinement, U2netpCutouts
 
 #: RGB distance from the border colour above which the baseline calls a pixel product.
 BASELINE_THRESHOLD = 40
@@ -196,6 +196,8 @@ def main() -> None:
     u2netp = U2netpCutouts()
     providers: dict[str, CutoutProvider] = {
         "u2netp": u2netp,
+        # The graph's own input size (the default feeds MODEL_SIDE): what the smaller costs.
+        "u2netp@320": U2netpCutouts(side=TRAINED_SIDE),
         "grabcut": LocalCutouts(threads=2),
         # What restoring holes costs on products that have none.
         "u2netp holes filled": U2netpCutouts(refinement=Refinement(hole_min_fraction=0)),
@@ -217,6 +219,7 @@ def main() -> None:
     )
     methods: dict[str, Masker] = {
         "u2netp": provider_masker(u2netp),
+        "u2netp@320": provider_masker(providers["u2netp@320"]),
         "u2netp holes filled": provider_masker(providers["u2netp holes filled"]),
         "grabcut": cutout.foreground_mask,
         f"border-distance (>{best})": lambda im: border_distance_mask(im, best),

@@ -1,7 +1,7 @@
 """Cut-out rates: in-process providers on 12 MP phone JPEGs (``--phones``), or Replicate's
 two phases (create all, then poll) against one at a time (the default).
 
-    .venv/bin/python bench/cutouts.py --phones 120 [--providers u2netp grabcut]
+    .venv/bin/python bench/cutouts.py --phones 120 [--providers u2netp u2netp@320 grabcut]
 
 ``--phones N``: N fresh 12 MP phone JPEGs (4032x3024, from scikit-image's photos, the
 files ``bench/throughput.py`` uploads, cached in ``bench/.cache``) become their 1024 px
@@ -146,7 +146,7 @@ def phones(count: int, providers: list[str]) -> None:
     from photogroup.cutout import apply_mask
     from photogroup.cutout_providers import LocalCutouts
     from photogroup.renditions import RenditionSpec, render
-    from photogroup.u2netp import U2netpCutouts
+    from photogroup.u2netp import TRAINED_SIDE, U2netpCutouts
 
     sources = [n for n in (*photos.COLOUR, *photos.GREY) if n.startswith("skimage:")]
     paths = phone_jpegs(count, sizes=(PHONE_SIZE,), name="throughput", sources=sources)
@@ -158,7 +158,11 @@ def phones(count: int, providers: list[str]) -> None:
         f"{len(paths)} JPEGs of {PHONE_SIZE[0]}x{PHONE_SIZE[1]}; their 1024 px renditions "
         f"(product_images' share, one thread): {len(paths) / seconds * 60:.0f} images/min"
     )
-    makers = {"u2netp": U2netpCutouts, "grabcut": lambda: LocalCutouts(threads=2)}
+    makers = {
+        "u2netp": U2netpCutouts,
+        "u2netp@320": lambda: U2netpCutouts(side=TRAINED_SIDE),  # the graph's own size
+        "grabcut": lambda: LocalCutouts(threads=2),
+    }
 
     def store(images, outcomes) -> int:
         written = 0
@@ -182,7 +186,7 @@ def phones(count: int, providers: list[str]) -> None:
             png_bytes = sum(f.result() for f in stored)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         print(
-            f"  {name:8s} {len(paths) / wall * 60:6.0f} images/min, {cpu / len(paths) * 1e3:4.0f}"
+            f"  {name:10s} {len(paths) / wall * 60:6.0f} images/min, {cpu / len(paths) * 1e3:4.0f}"
             f" CPU ms/image, PNGs {png_bytes / len(paths) / 1e3:.0f} kB/image "
             f"(load average {os.getloadavg()[0]:.1f})"
         )
@@ -197,7 +201,7 @@ def main() -> None:
         help="in-process providers on N 12 MP phone JPEGs instead of the Replicate stand-in",
     )
     parser.add_argument("--providers", nargs="+", default=["u2netp", "grabcut"],
-                        choices=["u2netp", "grabcut"])  # fmt: skip
+                        choices=["u2netp", "u2netp@320", "grabcut"])  # fmt: skip
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--rpm", type=int, default=500, help="stand-in's creates per minute")
     parser.add_argument("--latency", type=float, nargs=2, default=(2.0, 10.0), metavar="S")

@@ -65,7 +65,7 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "max_colour_difference": (10.0, 25.0),
     "near_agreement": (0.6, 0.75),
     "max_hue_turn_product": (20.0, 40.0),
-    "max_palette_mismatch": (0.01, 0.02, 0.04, 1.0),
+    "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),
 }
 MAX_VARIANT_MERGES = 0.02
 IMAGEDEDUP_THRESHOLDS = tuple(range(33))

@@ -70,7 +70,7 @@ class GroupingParams:
     cos_product_candidate: float = 0.0  # ... if at least this close
     pairs_per_groups: int = 3  # photo pairs verified per pair of strict groups
     min_surface_inliers: int = 30  # SIFT matches under one fundamental matrix
-    min_inlier_share: float = 0.2  # ... over the smaller image's keypoints
+    min_inlier_share: float = 0.1  # ... over the smaller image's keypoints
     min_matched_area: float = 0.1  # hull of the matches over hull of all keypoints
     max_colour_difference: float = 10.0  # median a*b* distance at the matches
     min_density: float = 0.2  # share of keypoints inside the matched hull that matched
@@ -78,7 +78,7 @@ class GroupingParams:
     near_agreement: float = 0.6  # shots this alike once aligned are compared print by print:
     max_hue_turn_product: float = 20.0  # ... hues turned more: a colour variant
     min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
-    max_palette_mismatch: float = 1.0  # share of colours near the matches the other lacks
+    max_palette_mismatch: float = 0.045  # share of colours near the matches the other lacks
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

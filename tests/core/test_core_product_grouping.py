@@ -194,3 +194,27 @@ def test_a_colour_variant_turns_hues_over_the_matched_surface(shape):
     rules = GroupingParams().product_rules()
     assert rules.verdict(differs) == "colour_differs"
     assert rules.verdict(same) != "colour_differs"
+
+
+@pytest.mark.parametrize(("seed", "shape"), [(7001, "box"), (7003, "box"), (7004, "cylinder")])
+def test_a_flavour_variant_has_colours_the_other_pack_lacks(seed, shape):
+    """A flavour variant keeps the pack's ground colour (no hue turn) and most of its print
+    but prints its flavour band and fruit in another colour; another angle of the same pack
+    shows the same inks in other proportions. The palettes around the matches tell them apart
+    where the hue turn cannot."""
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    base = rp.make_product(seed, shape, sources)
+    variant = rp.make_variant(base, "flavour", np.random.default_rng(3), sources)
+
+    def shot(product: rp.Product, angle: float) -> Keypoints:
+        view = (rp.View(azimuth_deg=angle, elevation_deg=15) if shape == "box"
+                else rp.View(spin_deg=angle, elevation_deg=12))  # fmt: skip
+        return _keypoints(rp.render(product, view, "grey_sweep", size=SIZE).image)
+
+    front = shot(base, 0)
+    same, differs = match_surfaces(front, shot(base, 25)), match_surfaces(front, shot(variant, 20))
+    assert same.inliers >= 30 and differs.inliers >= 30  # both share a surface
+    assert same.palette_mismatch < 0.01 and differs.palette_mismatch > 0.1
+    rules = GroupingParams().product_rules()
+    assert rules.verdict(same) == "same_surface"
+    assert rules.verdict(differs) == "artwork_differs"
