@@ -78,15 +78,21 @@ def test_two_processes_give_the_results_of_one_and_memoise_every_image(
         monkeypatch.setenv("PIPELINE_BUCKET", two_bucket)
         two = _materialise(instance, "shop/b1", {"processes": 2, "chunk_size": 1})
     assert one.success and two.success
+    used = {}
     for stage in STAGES:
         meta = metadata(two, stage)
         assert (meta["processes"], meta["chunk_size"]) == (2, 1)
-        assert meta["compute_processes"] == 2, stage  # ten one-image chunks, two workers
+        used[stage] = meta["compute_processes"]
+        # Chunks ran in worker processes, not here (their peak memory is known).
         assert meta["peak_rss_mb"] > 0 and meta["worker_peak_rss_mb"] > 0
         assert metadata(one, stage)["compute_processes"] == 1
         assert _rows(read_table(s3_client, two_bucket, stage, "shop/b1")) == _rows(
             read_table(s3_client, one_bucket, stage, "shop/b1")
         ), stage
+    # Ten one-image chunks on two workers: both compute, though on a loaded machine the
+    # worker that started first can take all of a quick stage's chunks (raw_images did,
+    # once, in CI with four test workers beside it).
+    assert set(used.values()) <= {1, 2} and 2 in used.values(), used
     assert metadata(two, "image_embeddings")["embedder_calls"] == len(files)  # one per chunk
     for namespace in ("features", "embeddings", "work"):
         listing = s3_client.list_objects_v2(Bucket=two_bucket, Prefix=f"memo/{namespace}/")
