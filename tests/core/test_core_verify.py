@@ -14,7 +14,14 @@ from photogroup.decode import decode_image
 from photogroup.embed import LocalEmbedder
 from photogroup.features import compute_features, local_features
 from photogroup.samples import load_photo
-from photogroup.verify import THUMB, Keypoints, match_photos, orb_keypoints
+from photogroup.verify import (
+    CHROMA_THUMB,
+    THUMB,
+    Keypoints,
+    chromaticity,
+    match_photos,
+    orb_keypoints,
+)
 
 #: Aligned edited copies agree on nearly every textured block, different photos on few;
 #: where between the two a pair links is GroupingParams.min_agreement, calibrated in bench/.
@@ -78,6 +85,7 @@ def test_keypoints_round_trip_through_bytes_and_base64(photos):
     assert back.thumb.tobytes() == kp.thumb.tobytes() and max(back.thumb.shape) == THUMB
     assert back.surface_descriptors.tobytes() == kp.surface_descriptors.tobytes()
     assert back.surface_lab.tobytes() == kp.surface_lab.tobytes()
+    assert back.chroma.tobytes() == kp.chroma.tobytes() and max(back.chroma.shape) == CHROMA_THUMB
     assert len(back.surface_xy) > 50
     features = compute_features(photos["coffee"])
     assert Keypoints.from_base64(features.keypoints).descriptors.shape[1] == 32
@@ -145,3 +153,16 @@ def test_a_half_size_copy_from_a_user_trial_joins_its_photo():
     # What the rule said before: a second plane over a tenth of the first's inliers.
     assert match.inliers * params.max_second_plane < match.second_plane <= params.min_second_plane
     assert params.copy_test(match) == "agreement"
+
+
+def test_chromaticity_ignores_shading_and_marks_dark_pixels():
+    """Another face of a pack in its own light keeps its chromaticity; dark pixels, whose
+    ratios are noise, carry none (0, 0)."""
+    lit = Image.new("RGB", (120, 60), (200, 100, 40))
+    lit.paste((100, 50, 20), (60, 0, 120, 60))  # the same ink in shade
+    lit.paste((10, 5, 2), (100, 0, 120, 60))  # nearly black
+    rg = chromaticity(lit)
+    assert max(rg.shape[:2]) == CHROMA_THUMB
+    bright, shaded, dark = rg[10, 10], rg[10, 60], rg[10, -2]
+    assert np.abs(bright.astype(int) - shaded.astype(int)).max() <= 1
+    assert tuple(dark) == (0, 0) and bright[0] > bright[1] > 0
