@@ -38,7 +38,7 @@ class ProductRules:
     near_agreement: float
     max_hue_turn: float
     min_fine_agreement: float
-    max_palette_mismatch: float = 1.0
+    max_palette_mismatch: float
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""

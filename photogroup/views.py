@@ -22,9 +22,8 @@ or all of the artwork. So, for a candidate pair of photos:
    photo's colours near its inliers (chromaticity at 96 px) where the other photo's colours
    near its inliers are a fifth as dense or less. Another angle shows the same inks in
    other proportions; a flavour variant prints a band or fruit in a colour the other pack
-   does not have. Comparing palettes, not
-   aligned pixels, tolerates what a homography cannot lay right (a second face, a label
-   turning round a bottle).
+   does not have. Comparing palettes, not aligned pixels, tolerates what a homography
+   cannot lay right (a second face, a label turning round a bottle).
 
 Keypoints are computed once per image with its other features (:func:`surface_keypoints`);
 the checks run on candidate pairs only.
