@@ -166,3 +166,22 @@ def test_chromaticity_ignores_shading_and_marks_dark_pixels():
     bright, shaded, dark = rg[10, 10], rg[10, 60], rg[10, -2]
     assert np.abs(bright.astype(int) - shaded.astype(int)).max() <= 1
     assert tuple(dark) == (0, 0) and bright[0] > bright[1] > 0
+
+
+def test_ratio_matches_are_opencvs_brute_force_matches(photos):
+    """The faiss search behind verification finds exactly the matches OpenCV's brute-force
+    Hamming matcher finds (the ratio test on the two nearest descriptors)."""
+    import cv2
+
+    from photogroup.verify import _LOWE_RATIO, _ratio_matches
+
+    a = orb_keypoints(photos["astronaut"]).descriptors
+    b = orb_keypoints(ImageOps.mirror(photos["astronaut"]).rotate(8)).descriptors
+    noise = np.random.default_rng(0).integers(0, 256, (300, 32), dtype=np.uint8)
+    for query, train in ((b, a), (noise, a), (a, np.vstack([a[:50], a[:50]]))):
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+        good = [p[0] for p in pairs if p[0].distance < _LOWE_RATIO * p[1].distance]
+        q, t = _ratio_matches(query, train)
+        expected = [(m.queryIdx, m.trainIdx) for m in good]
+        assert expected == list(zip(q.tolist(), t.tolist(), strict=True))
+    assert len(_ratio_matches(a, a)[0]) == len(a)  # every descriptor is its own match
