@@ -12,18 +12,23 @@ LABEL_WIDTH = 190
 
 
 def contact_sheet(
-    rows: Sequence[tuple[str, Sequence[Image.Image]]], per_row: int = 8
+    rows: Sequence[tuple[str, Sequence[Image.Image]]],
+    per_row: int = 8,
+    sizes: Sequence[int] | None = None,
 ) -> Image.Image:
     """Lay out ``(label, images)`` rows; a row shows at most ``per_row`` thumbnails and
-    says how many more the group has. Returns an RGB image (white background)."""
+    says how many more the group has: ``sizes`` (one per row) when the rows carry only
+    the images drawn, else the length of each row's images. Returns an RGB image (white
+    background)."""
     height = PAD + max(1, len(rows)) * (THUMB + PAD)
     width = LABEL_WIDTH + per_row * (THUMB + PAD) + PAD
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     for index, (label, images) in enumerate(rows):
         top = PAD + index * (THUMB + PAD)
-        extra = f"\n+{len(images) - per_row} more" if len(images) > per_row else ""
-        draw.text((PAD, top + 4), f"{label}\n{len(images)} images{extra}", fill=(40, 40, 40))
+        size = sizes[index] if sizes is not None else len(images)
+        extra = f"\n+{size - per_row} more" if size > per_row else ""
+        draw.text((PAD, top + 4), f"{label}\n{size} images{extra}", fill=(40, 40, 40))
         for column, image in enumerate(images[:per_row]):
             thumb = image.convert("RGB")
             thumb.thumbnail((THUMB, THUMB))

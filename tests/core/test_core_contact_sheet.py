@@ -28,3 +28,12 @@ def test_rows_are_capped_at_per_row_thumbnails():
 def test_empty_input_gives_a_blank_white_sheet():
     sheet = contact_sheet([])
     assert sheet.height > 0 and sheet.getcolors() == [(sheet.width * sheet.height, (255,) * 3)]
+
+
+def test_a_row_given_its_groups_size_draws_as_if_it_held_every_image():
+    """The asset reads only the copies a row shows: with the group's size the sheet is the
+    one every image would give, "+N more" included."""
+    every = contact_sheet([("g", [solid("green")] * 20)], per_row=3)
+    drawn = contact_sheet([("g", [solid("green")] * 3)], per_row=3, sizes=[20])
+    assert drawn.tobytes() == every.tobytes()
+    assert drawn.tobytes() != contact_sheet([("g", [solid("green")] * 3)], per_row=3).tobytes()
