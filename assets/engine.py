@@ -286,7 +286,7 @@ def _repair(stages, wanted, outcome: StagesOutcome, run, sources, memo, uploads,
 
 
 def _working_copies(shas, sources, memo, uploads, reads: Reads) -> dict[str, bytes]:
-    """PNG bytes of each working copy; copies gone from the memo are rebuilt from uploads.
+    """Encoded bytes of each working copy; copies gone from the memo are rebuilt from uploads.
 
     Not decoded here: the chunk's worker decodes them, and reports those that do not open.
     """

@@ -15,7 +15,13 @@ import os
 import resource
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -64,18 +70,18 @@ def imap_chunks(
 ) -> Iterator[tuple[K, R]]:
     """``(key, func(payload))`` for each ``(key, payload)`` of ``chunks``, as they finish.
 
-    ``processes <= 1`` runs each chunk here, in order, as it is drawn. Otherwise ``func``
-    (picklable) runs in that many spawned workers with one more chunk queued, so the next
-    chunk is ready when a worker frees up; ``chunks`` is drawn only to keep that many in
-    flight, which bounds memory to ``processes + 1`` payloads. Keys never leave this process.
+    ``processes <= 1`` runs each chunk here, in order, drawing the next one meanwhile.
+    Otherwise ``func`` (picklable) runs in that many spawned workers with one more chunk
+    queued, so the next chunk is ready when a worker frees up; ``chunks`` is drawn only to
+    keep that many in flight, which bounds memory to ``processes + 1`` payloads (two when
+    computed here). Keys never leave this process.
     ``total``, the number of chunks if known, caps the workers: a worker costs a Python
     start-up (about a second), more than a lone chunk gains from it.
     """
     if total is not None:
         processes = min(processes, total)
     if processes <= 1:
-        for key, payload in chunks:
-            yield key, func(payload)
+        yield from _prefetched(func, chunks)
         return
     source = iter(chunks)
     pending: dict[Future, K] = {}
@@ -100,6 +106,23 @@ def imap_chunks(
             # A failed chunk or an abandoned generator: queued chunks need not run.
             for future in pending:
                 future.cancel()
+
+
+_END = object()
+
+
+def _prefetched(func: Callable[[P], R], chunks: Iterable[tuple[K, P]]) -> Iterator[tuple[K, R]]:
+    """Each chunk computed here, in order, while the next one is drawn (its bytes fetched)
+    on a thread: fetching a chunk and computing the one before overlap, as they do with
+    worker processes. At most two payloads are held; the source is only ever advanced by
+    one thread at a time (a generator cannot be drawn from concurrently)."""
+    source = iter(chunks)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as drawer:
+        upcoming = drawer.submit(next, source, _END)
+        while (item := upcoming.result()) is not _END:
+            upcoming = drawer.submit(next, source, _END)
+            key, payload = item
+            yield key, func(payload)
 
 
 def peak_rss_mb() -> float:
@@ -148,7 +171,7 @@ class ChunkOutcome:
 
 
 def compute_chunk(compute: Compute, blobs: dict[str, bytes]) -> ChunkOutcome:
-    """Decode the working copies (PNG bytes by key) and run ``compute`` on those that open.
+    """Decode the working copies (encoded bytes by key) and run ``compute`` on those that open.
 
     Decoding happens here, in the worker, so that only compressed bytes cross processes.
     """

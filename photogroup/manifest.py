@@ -35,14 +35,14 @@ class Inspection:
     frames: int | None
     status: str  # ACCEPTED or REJECTED
     reason: str | None  # "<code>: <detail>" for rejections
-    work_png: bytes | None  # the normalised working copy of an accepted image
+    work_bytes: bytes | None  # the normalised working copy of an accepted image
     #: Renditions of an accepted image when asked for, or why they could not be made.
     renditions: list[Rendition] | None = field(default=None, repr=False)
     rendition_error: str | None = None
 
     def row(self) -> dict:
         """The fields that go into the manifest (and its memo entry)."""
-        products = ("work_png", "renditions", "rendition_error")
+        products = ("work_bytes", "renditions", "rendition_error")
         return {k: v for k, v in self.__dict__.items() if k not in products}
 
 

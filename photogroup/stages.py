@@ -12,12 +12,14 @@ Module-level and Dagster-free, so that a chunk can be computed in a spawned work
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from photogroup.chunks import Compute, Failed, Worker, this_worker
+from photogroup.chunks import Compute, Failed, Worker, this_worker, worker_threads
 from photogroup.decode import open_work_image
 
 __all__ = ["Compute", "Failed", "Source", "Stage", "StagesOutcome", "compute_payload",
@@ -28,7 +30,7 @@ class Source(StrEnum):
     """What a stage reads, decoded once per image for all the stages that read it."""
 
     UPLOAD = "upload"  # the uploaded bytes, on the uploads bucket
-    WORKING_COPY = "working_copy"  # raw_images' normalised 512 px PNG (memo/work/)
+    WORKING_COPY = "working_copy"  # raw_images' normalised 512 px lossless copy (memo/work/)
     RENDITION = "rendition"  # a web rendition stored by product_images
 
 
@@ -73,13 +75,19 @@ def compute_stages(
     """
     (source,) = {stage.source for stage in stages}  # one decode: one source per call
     decode = DECODERS[source]
-    outcome = StagesOutcome()
-    images = {}
-    for key, blob in blobs.items():
+
+    def attempt(blob: bytes) -> Any:
         try:
-            images[key] = decode(blob)
+            return decode(blob)
         except Exception as exc:  # any unreadable copy is the caller's to rebuild
-            outcome.unreadable[key] = f"{type(exc).__name__}: {exc}"
+            return Failed(f"{type(exc).__name__}: {exc}")
+
+    outcome = StagesOutcome()
+    # Pillow releases the GIL while it decodes: a worker's share of the cores, or all.
+    with ThreadPoolExecutor(max_workers=worker_threads() or os.cpu_count() or 1) as pool:
+        decoded = dict(zip(blobs, pool.map(attempt, blobs.values()), strict=True))
+    images = {k: img for k, img in decoded.items() if not isinstance(img, Failed)}
+    outcome.unreadable = {k: f.reason for k, f in decoded.items() if isinstance(f, Failed)}
     outcome.decoded = len(blobs)
     for stage in stages:
         keys = [k for k in wanted.get(stage.name, ()) if k in images]

@@ -1,6 +1,7 @@
 """Image stages in chunks on worker processes: same results, per-image memo entries."""
 
 import os
+import threading
 import time
 from functools import partial
 
@@ -44,6 +45,33 @@ def test_one_process_runs_chunks_here_in_order():
     chunks = [("a", [1, 2]), ("b", [3])]
     out = [(k, n, w.pid) for k, (n, w) in imap_chunks(partial(with_worker, sum), chunks)]
     assert out == [("a", 3, os.getpid()), ("b", 3, os.getpid())]
+
+
+def test_one_process_fetches_the_next_chunk_while_it_computes_one():
+    """Drawing a chunk (its S3 fetch) overlaps computing the one before: the second chunk
+    is drawn while the first computes, never a third before the first is done, and an
+    error drawing a chunk reaches the caller after the chunks before it."""
+    second_drawn = threading.Event()
+    drawn = []
+
+    def chunks():
+        for i in range(3):
+            drawn.append(i)
+            if i == 1:
+                second_drawn.set()
+            yield i, i
+        raise RuntimeError("listing failed")
+
+    def compute(i: int) -> tuple[int, list[int]]:
+        if i == 0:  # only returns once the next chunk was drawn meanwhile
+            assert second_drawn.wait(timeout=10)
+        return i, list(drawn)
+
+    out = imap_chunks(compute, chunks())
+    assert next(out) == (0, (0, [0, 1]))  # chunk 2 not drawn yet: two payloads held at most
+    assert [k for k, _ in (next(out), next(out))] == [1, 2]
+    with pytest.raises(RuntimeError, match="listing failed"):
+        next(out)
 
 
 def _materialise(instance, key: str, config: dict) -> dg.ExecuteInProcessResult:

@@ -87,7 +87,7 @@ def test_each_upload_is_fetched_and_decoded_once_and_each_working_copy_read_once
         assert (renditions["encoded"], renditions["memo_misses"]) == (6 * len(files), len(files))
         # Features and embeddings together: one read and one decode of each working copy.
         assert GETS["working copy"] == len(files)
-        assert DECODES["PNG"] == len(files)
+        assert DECODES["WEBP"] == len(files)
         for stage in ("image_features", "image_embeddings"):
             meta = metadata(result, stage)
             assert (meta["work_images_loaded"], meta["images_decoded"]) == (len(files),) * 2

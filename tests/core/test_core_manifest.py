@@ -32,17 +32,17 @@ def test_accepted_upload(coffee_jpeg):
     assert result.sha256 == hashlib.sha256(coffee_jpeg).hexdigest()
     assert result.content_type == "image/jpeg"
     assert (result.width, result.height, result.frames) == (600, 400, 1)
-    work = open_work_image(result.work_png)
+    work = open_work_image(result.work_bytes)
     assert work.mode == "RGB"
     assert work.size == (512, 341)
-    # The stored working copy is exactly what decode_image produced (PNG is lossless).
+    # The stored working copy is exactly what decode_image produced (the copy is lossless).
     expected = decode_image(coffee_jpeg).image
     assert np.array_equal(np.asarray(work), np.asarray(expected))
 
 
 def test_row_leaves_out_the_working_copy(coffee_jpeg):
     row = inspect_upload(coffee_jpeg).row()
-    assert "work_png" not in row
+    assert "work_bytes" not in row
     assert set(row) == {
         "sha256",
         "content_type",
@@ -73,7 +73,7 @@ def test_rejected_upload(data, code, content_type):
     assert result.reason.startswith(code + ":") or result.reason == code
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert result.content_type == content_type
-    assert result.work_png is None
+    assert result.work_bytes is None
     assert (result.width, result.height, result.frames) == (None, None, None)
 
 
@@ -100,5 +100,5 @@ def test_never_raises_on_a_truncated_upload(fmt, fraction):
     result = inspect_upload(data[: int(len(data) * fraction)])
     assert result.status == "rejected"
     assert result.reason
-    assert result.work_png is None
+    assert result.work_bytes is None
     assert result.content_type == f"image/{fmt.lower()}"

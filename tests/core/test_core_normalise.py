@@ -1,6 +1,6 @@
 """Odd encodings of a photo group with the photo itself, through the pipeline's real path.
 
-bytes -> inspect_upload (sniff, validate, normalise, PNG working copy) -> open_work_image ->
+bytes -> inspect_upload (sniff, validate, normalise, lossless working copy) -> open_work_image ->
 compute_features + LocalEmbedder -> group_images, exactly what the assets chain does.
 Each variant's working copy is also compared with the original's pixels, because the
 grouping is deliberately blind to flips and quarter turns (a wrong EXIF rotation would
@@ -90,7 +90,7 @@ VARIANTS: dict[str, Callable[[Image.Image], bytes]] = {
 def inspect(data: bytes) -> tuple[Inspection, Image.Image]:
     result = inspect_upload(data)
     assert result.status == ACCEPTED, result.reason
-    return result, open_work_image(result.work_png)
+    return result, open_work_image(result.work_bytes)
 
 
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
