@@ -8,9 +8,10 @@ files ``bench/throughput.py`` uploads, cached in ``bench/.cache``) become their 
 JPEG renditions (``photogroup.renditions.render``, what ``product_images`` stores; timed
 apart) and each provider then does ``product_cutouts``' work on them, in memory: decode the
 rendition, ``cut_out`` 16 at a time, and encode the RGBA cut-out and the mask as PNG on a
-writer thread meanwhile (the asset's ``_png``, ``apply_mask(clear=True)``); only the S3
-reads and writes are left out. Printed: images/min (wall), CPU ms per image and the load
-average (the machine is shared: compare rates measured in the same run).
+writer thread meanwhile (``photogroup.cutout.encode_png`` of ``apply_mask(clear=True)``, as
+the asset does); only the S3 reads and writes are left out. Printed: images/min (wall), CPU
+ms per image and the load average (the machine is shared: compare rates measured in the
+same run).
 
 Replicate:
 
@@ -142,8 +143,8 @@ def phones(count: int, providers: list[str]) -> None:
     from features_speed import phone_jpegs
     from throughput import PHONE_SIZE
 
-    from assets.product_cutouts import LOCAL_SLICE, _png
-    from photogroup.cutout import apply_mask
+    from assets.product_cutouts import LOCAL_SLICE
+    from photogroup.cutout import apply_mask, encode_png
     from photogroup.cutout_providers import LocalCutouts
     from photogroup.renditions import RenditionSpec, render
     from photogroup.u2netp import TRAINED_SIDE, U2netpCutouts
@@ -167,8 +168,8 @@ def phones(count: int, providers: list[str]) -> None:
     def store(images, outcomes) -> int:
         written = 0
         for image, outcome in zip(images, outcomes, strict=True):
-            written += len(_png(apply_mask(image, outcome.mask, clear=True)))
-            written += len(_png(outcome.mask))
+            written += len(encode_png(apply_mask(image, outcome.mask, clear=True)))
+            written += len(encode_png(outcome.mask))
         return written
 
     for name in providers:

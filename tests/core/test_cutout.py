@@ -6,6 +6,7 @@ a margin for OpenCV/Pillow version drift.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image
 from photogroup.cutout import (
     apply_mask,
     checkerboard_preview,
+    encode_png,
     foreground_fraction,
     foreground_mask,
     mask_iou,
@@ -191,3 +193,18 @@ def test_cutout_imports_without_dagster_boto3_or_skimage():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "RGB", "LA", "P"])
+def test_encode_png_is_a_lossless_png_in_pillows_channel_order(mode):
+    """Cut-outs and masks are written through OpenCV, which orders channels BGR(A)."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    pixels[:10, :, :3] = (250, 10, 20)  # a red band: swapped channels would turn it blue
+    image = Image.fromarray(pixels, "RGBA").convert(mode)
+    data = encode_png(image)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    written = {"LA": "RGBA", "P": "RGB"}.get(mode, mode)  # other modes are converted
+    back = Image.open(io.BytesIO(data))
+    assert (back.mode, back.size) == (written, image.size)
+    assert np.array_equal(np.asarray(back), np.asarray(image.convert(written)))
