@@ -48,6 +48,7 @@ except ImportError:  # run as a script, bench/ on sys.path
     from cutout_renders import Case, rendered_cases  # type: ignore[no-redef]
     from render_products import BACKGROUNDS  # type: ignore[no-redef]
 from photogroup import cutout
+from photogroup.chunks import one_blas_thread
 from photogroup.cutout_providers import LocalCutouts
 from photogroup.providers import CutoutProvider
 from photogroup.u2netp import TRAINED_SIDE, Refinement, U2netpCutouts
@@ -193,6 +194,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="IoU of every image")
     args = parser.parse_args()
 
+    one_blas_thread()  # as every pipeline process does (orchestration/definitions.py)
     u2netp = U2netpCutouts()
     providers: dict[str, CutoutProvider] = {
         "u2netp": u2netp,

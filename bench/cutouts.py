@@ -144,11 +144,13 @@ def phones(count: int, providers: list[str]) -> None:
     from throughput import PHONE_SIZE
 
     from assets.product_cutouts import LOCAL_SLICE
+    from photogroup.chunks import one_blas_thread
     from photogroup.cutout import apply_mask, encode_png
     from photogroup.cutout_providers import LocalCutouts
     from photogroup.renditions import RenditionSpec, render
     from photogroup.u2netp import TRAINED_SIDE, U2netpCutouts
 
+    one_blas_thread()  # as every pipeline process does (orchestration/definitions.py)
     sources = [n for n in (*photos.COLOUR, *photos.GREY) if n.startswith("skimage:")]
     paths = phone_jpegs(count, sizes=(PHONE_SIZE,), name="throughput", sources=sources)
     spec = RenditionSpec(sizes=(1024,), formats=("jpeg",))

@@ -12,6 +12,7 @@ import dagster as dg
 from assets import ALL_ASSETS
 from orchestration import profiles
 from orchestration.jobs import image_pipeline_job
+from photogroup.chunks import one_blas_thread
 from resources.catalog_store import CatalogStore
 from resources.cutouts import CutoutResource
 from resources.edit_log import EditLog
@@ -21,6 +22,10 @@ from resources.parquet_io_manager import ParquetS3IOManager
 from resources.s3 import S3Resource
 from resources.uploads import UploadsBucket
 from sensors.upload_sensor import upload_sensor
+
+# Every process that loads the code location (the code server, each run and step worker):
+# the pipeline parallelises over images itself.
+one_blas_thread()
 
 
 def env_s3(resource_class: type[S3Resource] = S3Resource) -> S3Resource:

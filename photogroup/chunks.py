@@ -54,6 +54,20 @@ _sharing = 0
 def _start_worker(processes: int) -> None:
     global _sharing
     _sharing = processes
+    one_blas_thread()
+
+
+def one_blas_thread() -> None:
+    """NumPy's and SciPy's BLAS (OpenBLAS) compute on the calling thread only, for the whole
+    process. The pipeline runs images in parallel on its own threads and worker processes;
+    BLAS threads started beside them for small products (a Lab surface fit, a 6 x 6 solve)
+    spin between calls and take the cores from that work: U²-Net-p cut-outs of phone photos
+    on 2 cores took 205 CPU ms an image with them, 144 without (bench/cutouts.py), while
+    clustering 100k images went from 5.6 to 6.1 s (bench/clustering.py). Called where a
+    process starts its work: the code location, worker processes, the benchmarks."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def worker_threads() -> int | None:

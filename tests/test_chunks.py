@@ -149,3 +149,22 @@ def test_a_large_enough_batch_uses_every_core_by_default(s3_env, s3_client, monk
         meta = metadata(large, stage)
         assert meta["processes"] == cores, stage
         assert meta["compute_processes"] == (cores if cores > 1 else 1), stage
+
+
+def _blas_threads(_: object) -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_blas_runs_on_one_thread_in_the_code_location_and_its_workers():
+    """The pipeline parallelises over images; BLAS threads beside it would only spin
+    (photogroup.chunks.one_blas_thread)."""
+    import orchestration.definitions  # noqa: F401  (what every Dagster process loads)
+
+    assert _blas_threads(None) == {1}
+    chunks = [(i, i) for i in range(2)]
+    assert [threads for _, threads in imap_chunks(_blas_threads, chunks, processes=2)] == [
+        {1},
+        {1},
+    ]
