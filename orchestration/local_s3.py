@@ -60,6 +60,14 @@ class PortTaken(RuntimeError):
     """The recorded S3 port is in use by a process that is not our server."""
 
 
+class PortRaced(RuntimeError):
+    """weed exited at start because a port was taken between choosing and binding it."""
+
+
+#: Starts tried with new internal ports when one was taken meanwhile.
+_START_ATTEMPTS = 3
+
+
 class LocalS3:
     def __init__(self, data_dir: Path = DEFAULT_DIR, s3_port: int | None = None) -> None:
         self.dir = Path(data_dir)
@@ -106,8 +114,22 @@ class LocalS3:
         # Internal ports are nobody else's business: kept while free, else chosen again.
         ports = dict(recorded.ports) if recorded else {}
         if sorted(ports) != sorted(_PORT_NAMES) or not all(_free(p) for p in ports.values()):
-            chosen = _free_ports(len(_PORT_NAMES), exclude={s3_port})
-            ports = dict(zip(_PORT_NAMES, chosen, strict=True))
+            ports = _internal_ports(s3_port)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            state, process = self._launch(ports, s3_port, access_key, secret_key)
+            try:
+                return self._wait(state, process, timeout)
+            except PortRaced:
+                # A port free when chosen was bound by someone else before weed bound it
+                # (free ports come from the range the kernel gives outgoing connections).
+                if attempt == _START_ATTEMPTS:
+                    raise
+                ports = _internal_ports(s3_port)
+        raise AssertionError("unreachable")
+
+    def _launch(
+        self, ports: dict[str, int], s3_port: int, access_key: str, secret_key: str
+    ) -> tuple[LocalS3State, subprocess.Popen]:
         log_file = self.dir / "weed.log"
         # One master: no peers to wait for, so a 1 s election timeout instead of 10 s (after
         # a crash, the default left the gateway unanswered for ~20 s; now ~3 s, measured).
@@ -144,7 +166,7 @@ class LocalS3:
             ports=ports,
         )
         self._record(state)
-        return self._wait(state, process, timeout)
+        return state, process
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server started from this folder; False if none was running. The state
@@ -203,8 +225,10 @@ class LocalS3:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 self._record(replace(state, pid=0))
-                raise RuntimeError(
-                    f"SeaweedFS exited at start; see {state.log_file}:\n{_tail(state.log_file)}"
+                tail = _tail(state.log_file)
+                raced = "address already in use" in tail
+                raise (PortRaced if raced else RuntimeError)(
+                    f"SeaweedFS exited at start; see {state.log_file}:\n{tail}"
                 )
             if _answers(state.endpoint_url):
                 return state
@@ -292,6 +316,10 @@ def _free(port: int) -> bool:
 
 def _free_port() -> int:
     return _free_ports(1)[0]
+
+
+def _internal_ports(s3_port: int) -> dict[str, int]:
+    return dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES), exclude={s3_port}), strict=True))
 
 
 def _free_ports(count: int, exclude: set[int] = frozenset()) -> list[int]:

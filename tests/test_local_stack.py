@@ -216,6 +216,36 @@ def test_recorded_port_taken_by_another_process_is_a_clear_error(tmp_path):
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
 
 
+def test_an_internal_port_taken_before_weed_binds_it_is_chosen_again(tmp_path, monkeypatch):
+    """Free ports come from the kernel's ephemeral range: another process may bind one
+    between our choice and weed's. The start tries again with other ports."""
+    import socket
+
+    import orchestration.local_s3 as local_s3
+
+    chosen = local_s3._internal_ports
+    calls = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+
+        def racing(s3_port: int) -> dict[str, int]:
+            ports = chosen(s3_port)
+            if not calls:  # the first choice: the filer's port is taken meanwhile
+                ports["filer"] = busy.getsockname()[1]
+            calls.append(ports)
+            return ports
+
+        monkeypatch.setattr(local_s3, "_internal_ports", racing)
+        server = LocalS3(tmp_path, s3_port=_free_port())
+        try:
+            state = server.start()
+            assert len(calls) == 2 and state.ports == calls[1]
+            assert "address already in use" in Path(state.log_file).read_text()
+        finally:
+            server.stop(timeout=1)  # a throwaway server: no graceful 16 s stop
+
+
 @pytest.mark.timeout(300)
 def test_dg_launch_materialises_a_batch(s3_env, s3_client, subprocess_env, tmp_path):
     """Dagster's `dg` CLI serves the same definitions (pyproject's [tool.dg])."""
