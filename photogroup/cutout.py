@@ -149,7 +149,7 @@ def checkerboard_preview(cutout: Image.Image, size: int = 160) -> Image.Image:
     rgba = cutout.convert("RGBA")
     scale = size / max(rgba.size)
     dims = (max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale)))
-    rgba = rgba.resize(dims, Image.Resampling.LANCZOS)
+    rgba = rgba.resize(dims, Image.Resampling.LANCZOS, reducing_gap=2.0)
     square = max(4, size // 20)
     y, x = np.indices((dims[1], dims[0]))
     board = np.where((x // square + y // square) % 2 == 0, 204, 153).astype(np.uint8)

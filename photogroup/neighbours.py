@@ -37,6 +37,8 @@ _LAYOUT = ((0, 22), (22, 21), (43, 21))
 _CHUNKS = len(_LAYOUT)
 #: Largest radius searched exactly: two bit flips a chunk.
 MAX_HASH_RADIUS = _CHUNKS * 3 - 1
+#: Tables with fewer hashes than a chunk's values over this find buckets by binary search.
+_SPARSE_FACTOR = 64
 #: Bucket entries examined at once by a hash search (bounds its memory, ~100 MB).
 _MAX_CANDIDATES = 4_000_000
 
@@ -73,19 +75,26 @@ class MultiIndexHashTable:
     """64-bit hashes bucketed by each of their three chunks: exact Hamming range search.
 
     Building sorts each chunk's keys once; a search then touches only the buckets of each
-    query chunk and, for larger radii, those of its one- and two-bit neighbours.
+    query chunk and, for larger radii, those of its one- and two-bit neighbours. A large
+    table finds a bucket through a start offset for every possible chunk value (2**21-22
+    of them); a small one by binary search in its sorted keys, since filling those offsets
+    costs ~60 ms a chunk whatever the table's size (most of a 120-image batch's lookup).
     """
 
     def __init__(self, hashes: np.ndarray) -> None:
         self.hashes = np.ascontiguousarray(hashes, dtype=np.uint64).reshape(-1)
         index_type = np.int32 if len(self.hashes) < 2**31 else np.int64  # halves the memory
-        self._buckets: list[tuple[np.ndarray, np.ndarray]] = []
+        # (order, a start per chunk value, or the keys in order for a binary search)
+        self._buckets: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
         for chunk, (_, bits) in enumerate(_LAYOUT):
             keys = _chunk(self.hashes, chunk)
             order = np.argsort(keys, kind="stable").astype(index_type)
+            if len(keys) < (1 << bits) // _SPARSE_FACTOR:
+                self._buckets.append((order, None, keys[order]))
+                continue
             starts = np.zeros((1 << bits) + 1, dtype=index_type)
             np.cumsum(np.bincount(keys, minlength=1 << bits), out=starts[1:])
-            self._buckets.append((order, starts))
+            self._buckets.append((order, starts, None))
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -102,11 +111,15 @@ class MultiIndexHashTable:
             return _empty_pairs(np.int64)
         nflip = radius // _CHUNKS
         rows, cols, dist = [], [], []
-        for chunk, (order, starts) in enumerate(self._buckets):
+        for chunk, (order, starts, keys) in enumerate(self._buckets):
             probes = _chunk(queries, chunk).astype(np.int64)[:, None] ^ _flips(
                 _LAYOUT[chunk][1], nflip
             )
-            lo, hi = starts[probes].astype(np.int64), starts[probes + 1].astype(np.int64)
+            if starts is not None:
+                lo, hi = starts[probes].astype(np.int64), starts[probes + 1].astype(np.int64)
+            else:
+                lo = np.searchsorted(keys, probes, side="left").astype(np.int64)
+                hi = np.searchsorted(keys, probes, side="right").astype(np.int64)
             reach = np.cumsum((hi - lo).sum(axis=1))  # bucket entries up to each query
             cuts = np.searchsorted(reach, np.arange(max_candidates, reach[-1], max_candidates))
             for q0, q1 in itertools.pairwise([0, *cuts.tolist(), len(queries)]):

@@ -32,8 +32,15 @@ def near_duplicate_hashes(n: int, seed: int = 0) -> np.ndarray:
     return d4
 
 
+@pytest.mark.parametrize("buckets", ["binary search", "start offsets"])
 @pytest.mark.parametrize("radius", [0, 3, 4, 7, 8])
-def test_hash_pairs_equal_brute_force(radius):
+def test_hash_pairs_equal_brute_force(radius, buckets, monkeypatch):
+    """Both ways of finding a bucket (a small table's binary search, a large one's offsets
+    for every chunk value) find exactly the pairs brute force finds."""
+    import photogroup.neighbours
+
+    if buckets == "start offsets":  # as a table of 2**15 hashes or more would
+        monkeypatch.setattr(photogroup.neighbours, "_SPARSE_FACTOR", 2**30)
     d4 = near_duplicate_hashes(240)
     a, b, d = hash_pairs(d4[:, 0], d4, radius)
     found = {(int(i), int(j)): int(k) for i, j, k in zip(a, b, d, strict=True)}
