@@ -22,12 +22,10 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from PIL import Image
-
-from photogroup.decode import open_work_image
 
 K = TypeVar("K")
 P = TypeVar("P")
@@ -172,32 +170,3 @@ def with_worker(func: Callable[[P], R], payload: P) -> tuple[R, Worker]:
     """``func(payload)`` and the process that ran it, as the worker itself reports it
     (RUSAGE_CHILDREN would also count the subprocesses Dagster starts to capture logs)."""
     return func(payload), this_worker()
-
-
-@dataclass
-class ChunkOutcome:
-    """One chunk computed: an entry or Failed per key, the keys whose working copy did not
-    decode (for the caller to rebuild), and the process that computed it."""
-
-    results: dict[str, Any] = field(default_factory=dict)
-    unreadable: dict[str, str] = field(default_factory=dict)
-    worker: Worker | None = None
-
-
-def compute_chunk(compute: Compute, blobs: dict[str, bytes]) -> ChunkOutcome:
-    """Decode the working copies (encoded bytes by key) and run ``compute`` on those that open.
-
-    Decoding happens here, in the worker, so that only compressed bytes cross processes.
-    """
-    outcome = ChunkOutcome()
-    images = {}
-    for key, blob in blobs.items():
-        try:
-            images[key] = open_work_image(blob)
-        except Exception as exc:  # any unreadable copy is the caller's to rebuild
-            outcome.unreadable[key] = f"{type(exc).__name__}: {exc}"
-    if images:
-        computed = compute(list(images.values()))
-        outcome.results = dict(zip(images, computed, strict=True))
-    outcome.worker = this_worker()
-    return outcome
