@@ -31,6 +31,12 @@ STOP_SECONDS = 25.0
 WATCH_SECONDS = 1.0
 
 
+def say(message: str) -> None:
+    """Printed at once: under a supervisor or ``> file`` stdout is block-buffered, and a
+    restart notice must show up when it happens, not when the buffer fills."""
+    print(message, flush=True)  # noqa: T201 - the stack's own console output
+
+
 @dataclass
 class Child:
     """A process the stack started, in a process group of its own."""
@@ -58,7 +64,7 @@ class Stack:
 
     s3: LocalS3 | None = None  # the embedded S3 to keep alive (None: an external endpoint)
     owns_s3: bool = False  # started by this stack: stopped with it
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = say
     children: list[Child] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
 

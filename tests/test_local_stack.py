@@ -91,7 +91,12 @@ class Up:
         self.started: set[int] = set()
 
     def output(self) -> str:
-        return (self.root / "up.log").read_text(errors="replace")[-4000:]
+        """Everything the stack printed (a failed sensor tick's traceback can be long)."""
+        return (self.root / "up.log").read_text(errors="replace")
+
+    def tail(self) -> str:
+        """The end of the output, for assertion messages."""
+        return self.output()[-4000:]
 
     def record(self) -> set[int]:
         """Everything started so far (the S3 has its own session: not a descendant)."""
@@ -121,7 +126,7 @@ def up(tmp_path_factory):
         wait_for(lambda: (stack.s3.status() and _answers(stack.port))
                  or stack.process.poll() is not None,
                  "the S3 and the Dagster webserver", 180)  # fmt: skip
-        assert stack.process.poll() is None, stack.output()
+        assert stack.process.poll() is None, stack.tail()
         yield stack
     finally:
         stack.close()
@@ -159,7 +164,7 @@ def test_killed_s3_comes_back_at_its_endpoint_and_the_sensor_runs_a_new_batch(up
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
         )
         (run,) = wait_for(lambda: inst.get_runs(finished), "the sensor's run", 480, every=3)
-        assert run.status == dg.DagsterRunStatus.SUCCESS, up.output()
+        assert run.status == dg.DagsterRunStatus.SUCCESS, up.tail()
         assert run.tags["dagster/sensor_name"] == "upload_sensor"
 
 
@@ -173,7 +178,7 @@ def test_sigterm_stops_every_process_it_started(up):
     deadline = time.monotonic() + 5  # the stack has already waited for its children
     while alive(started) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not alive(started), f"left behind: {alive(started)}\n{up.output()}"
+    assert not alive(started), f"left behind: {alive(started)}\n{up.tail()}"
     assert "did not stop in time" not in up.output()  # each stopped on its signal, not killed
     state = json.loads((up.root / "s3" / "state.json").read_text())
     assert state["pid"] == 0 and state["endpoint_url"]  # stopped, endpoint kept
