@@ -65,7 +65,10 @@ def cluster_table(features: pd.DataFrame, entry: dict) -> pd.DataFrame:
     table["is_group_centre"] &= ~table.duplicated("sha256")
     table["group_size"] = table.groupby("group_id").key.transform("count")
     table["product_size"] = table.groupby("product_id").key.transform("count")
-    table["evidence"] = table.sha256.map(evidence_by_image(entry)).fillna(EMPTY)
+    # A lookup with a default, not map+fillna: when no image has evidence, map gives a
+    # float NaN column that pandas 4 will not fill with a string.
+    evidence = evidence_by_image(entry)
+    table["evidence"] = [evidence.get(sha, EMPTY) for sha in table.sha256]
     return table[COLUMNS].sort_values(["product_id", "group_id", "file"], ignore_index=True)
 
 
