@@ -12,10 +12,10 @@ FEATURES_VERSION = "5"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint 
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field);
 # 5: chromaticity thumbnail of the content box (keypoints format 4)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "5"  # 2: sub-quadratic candidates, verification, centre check;
+CLUSTERS_VERSION = "6"  # 2: sub-quadratic candidates, verification, centre check;
 # 3: same-photo alignment + block comparison, product links by surface verification;
 # 4: "one patch differs" copies, ORB-descriptor candidates, hue turn over matched surfaces;
-# 5: palettes around the product-level matches
+# 5: palettes around the product-level matches; 6: changed print of near-angle shots
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);

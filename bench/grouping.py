@@ -66,6 +66,7 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "near_agreement": (0.6, 0.75),
     "max_hue_turn_product": (20.0, 40.0),
     "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),
+    "max_changed_area": (0.02, 1.0),  # 1.0: the changed-print check off
 }
 MAX_VARIANT_MERGES = 0.02
 IMAGEDEDUP_THRESHOLDS = tuple(range(33))
@@ -106,7 +107,8 @@ def ours(prepared: Prepared, params: GroupingParams) -> tuple[list[str], list[st
 def remember_verifications() -> None:
     """The grid groups the same images many times; a pair's verification depends on the
     two images only (and the hash hint), so each pair is verified once (results unchanged)."""
-    for module, name in ((cluster, "match_photos"), (product_links, "match_surfaces")):
+    for module, name in ((cluster, "match_photos"), (product_links, "match_surfaces"),
+                         (product_links, "print_change")):  # fmt: skip
         original = getattr(module, name)
         if getattr(original, "remembers", False):
             continue

@@ -40,9 +40,11 @@ HOLDOUT3 = ("holdout3", 606, ())
 HOLDOUT4 = ("holdout4", 707, ())
 HOLDOUT5 = ("holdout5", 808, ())
 HOLDOUT6 = ("holdout6", 909, ())
+HOLDOUT7 = ("holdout7", 1010, ())
 #: The sets no choice was made on, in the order they were made.
 REPORTED = (
     "evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6",
+    "holdout7",
 )  # fmt: skip
 
 
@@ -79,6 +81,9 @@ def load_sets() -> dict[str, list[Case]]:
         # Made before the product level compared the palettes around the matches (chosen
         # on calibration) and the view sequence stopped wrapping round: a ninth seed.
         "holdout6": cases(product_set.build(*HOLDOUT6).items, True),
+        # Made before the product level compared the print of shots from nearly the same
+        # angle (photogroup.changed_print; chosen on calibration): a tenth seed.
+        "holdout7": cases(product_set.build(*HOLDOUT7).items, True),
     }
 
 

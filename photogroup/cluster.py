@@ -81,6 +81,11 @@ class GroupingParams:
     max_hue_turn_product: float = 20.0  # ... hues turned more: a colour variant
     min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
     max_palette_mismatch: float = 0.045  # share of colours near the matches the other lacks
+    # Shots from nearly the same angle (photogroup.changed_print): one homography holds for
+    # at least this share of the keypoints, and a region this large (share of the compared
+    # area) changed colour: a variant.
+    near_aligned_share: float = 0.2
+    max_changed_area: float = 0.02
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -134,6 +139,8 @@ class GroupingParams:
             max_hue_turn=self.max_hue_turn_product,
             min_fine_agreement=self.min_fine_agreement,
             max_palette_mismatch=self.max_palette_mismatch,
+            near_aligned_share=self.near_aligned_share,
+            max_changed_area=self.max_changed_area,
         )
 
 

@@ -10,7 +10,7 @@ between images, each a dict with ``a`` and ``b`` (SHA-256s) and the numbers that
   or ``embedding``);
 * ``product_checks``: every verified candidate pair from different strict groups, with its
   ``verdict`` (``same_surface``, ``colour_differs``, ``artwork_differs``,
-  ``no_shared_surface``; ``refused`` when a merge was refused).
+  ``print_differs``, ``no_shared_surface``; ``refused`` when a merge was refused).
 
 The table stores, for each image, the links whose ``a`` is that image as one JSON object
 ``{"group_links": [...], "product_links": [...], "product_checks": [...]}``. Every file with
@@ -27,13 +27,11 @@ import numpy as np
 import pandas as pd
 
 from photogroup.edits import Groups
+from photogroup.product_links import VARIANT_VERDICTS
 
 KINDS = ("group_links", "product_links", "product_checks")
 GROUP_RULES = ("same_photo", "hash")
 PRODUCT_RULES = ("same_surface", "embedding")
-#: Verdicts of a pair showing one surface in another colour or artwork: a variant,
-#: which keeps its two groups in different products.
-VARIANT_VERDICTS = ("colour_differs", "artwork_differs")
 EMPTY = json.dumps({kind: [] for kind in KINDS}, sort_keys=True)
 
 

@@ -17,9 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from photogroup.changed_print import PrintChange, print_change
 from photogroup.neighbours import pair_cosines, similar_pairs
 from photogroup.verify import Keypoints, PhotoMatch, match_photos
 from photogroup.views import SurfaceMatch, match_surfaces
+
+#: Verdicts of a pair showing one surface in another colour or artwork, or one angle with
+#: its print changed: a variant, which keeps its two groups in different products.
+VARIANT_VERDICTS = ("colour_differs", "artwork_differs", "print_differs")
+
+
+#: Members of each group compared for a changed print before two groups are linked.
+PRINT_MEMBERS = 3
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class ProductRules:
     max_hue_turn: float
     min_fine_agreement: float
     max_palette_mismatch: float
+    near_aligned_share: float
+    max_changed_area: float
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""
@@ -51,8 +62,18 @@ class ProductRules:
             return "artwork_differs"
         return "same_surface"
 
+    def print_changed(self, c: PrintChange | None) -> bool:
+        """Nearly the same angle (one homography holds for many keypoints) and one region's
+        colours changed: another flavour, artwork or colour of the pack."""
+        return (
+            c is not None
+            and c.aligned_share >= self.near_aligned_share
+            and c.changed_area > self.max_changed_area
+        )
+
     def verdict(self, m: SurfaceMatch) -> str:
-        """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``."""
+        """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``
+        (``print_differs`` comes from :meth:`print_changed`)."""
         geometry = (
             m.inliers >= self.min_inliers
             and m.inlier_share >= self.min_inlier_share
@@ -95,12 +116,17 @@ def link_products(
     by_pair: dict[tuple[int, int], list[dict]] = {}
     for c in checked:
         by_pair.setdefault(_key(group_of[c["_a"]], group_of[c["_b"]]), []).append(c)
+    checked += _print_checks(group_of, keypoints, rules, ids, by_pair)
     positive, apart = [], set()
     for pair, results in by_pair.items():
         same = [r for r in results if r["verdict"] == "same_surface"]
-        if same:
+        if any(r["verdict"] == "print_differs" for r in results):
+            # The closest evidence there is: the same angle, and the print changed. Another
+            # pair of the two groups matching on what the two packs share does not undo it.
+            apart.add(pair)
+        elif same:
             positive.append((max(r["strength"] for r in same), pair, max(same, key=_strength)))
-        elif any(r["verdict"] in ("colour_differs", "artwork_differs") for r in results):
+        elif any(r["verdict"] in VARIANT_VERDICTS for r in results):
             apart.add(pair)
     product_of, links = _merge(groups, positive, apart)
     for c in checked:
@@ -147,8 +173,49 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
         # disagrees at close correlation (bench/grouping.py: still often not).
         verdict = rules.aligned_verdict(aligned)
         base["aligned"] = aligned.as_dict()
+    if verdict in ("same_surface", "no_shared_surface"):
+        # Whatever the surface keypoints said: shot from nearly the same angle with one
+        # region's print changed is a variant, and keeps the two apart.
+        change = print_change(ka, kb)
+        if change is not None:
+            base["print_change"] = change.as_dict()
+            if rules.print_changed(change):
+                verdict = "print_differs"
     return {**base, "rule": "same_surface", "verdict": verdict,
             "strength": round(m.inlier_share, 4), **m.as_dict()}  # fmt: skip
+
+
+def _print_checks(group_of, keypoints, rules: ProductRules, ids, by_pair) -> list[dict]:
+    """For each pair of groups about to be linked, their members compared for a changed
+    print (:func:`photogroup.changed_print.print_change`), the ``PRINT_MEMBERS`` with the
+    most keypoints of each: the candidate pairs are the closest embeddings, often edited
+    copies (a padded or rotated copy aligns fewer keypoints), while the shots from nearly
+    the same angle that tell a variant may be other members. The first changed print
+    found is added to the pair's results (and returned)."""
+    members: dict[int, list[int]] = {}
+    for i in np.argsort([-len(k.xy) if k is not None else 0 for k in keypoints], kind="stable"):
+        members.setdefault(int(group_of[i]), []).append(int(i))
+    added = []
+    for pair, results in by_pair.items():
+        if not any(r["verdict"] == "same_surface" for r in results):
+            continue
+        seen = {frozenset((r["_a"], r["_b"])) for r in results}
+        tried = (
+            (a, b)
+            for a in members[pair[0]][:PRINT_MEMBERS]
+            for b in members[pair[1]][:PRINT_MEMBERS]
+            if frozenset((a, b)) not in seen and keypoints[a] is not None
+            and keypoints[b] is not None
+        )  # fmt: skip
+        for a, b in tried:
+            change = print_change(keypoints[a], keypoints[b])
+            if change is not None and rules.print_changed(change):
+                check = {"a": ids[a], "b": ids[b], "_a": a, "_b": b, "rule": "print_change",
+                         "verdict": "print_differs", "print_change": change.as_dict()}  # fmt: skip
+                results.append(check)
+                added.append(check)
+                break
+    return added
 
 
 def _merge(groups: int, positive: list, apart: set) -> tuple[np.ndarray, list[dict]]:

@@ -314,6 +314,8 @@ class Alignment:
     #: diagonal: an edited copy moves as one plane to within keypoint jitter; the same pack
     #: shot from a few degrees away fits one plane only roughly (its other faces, its depth).
     residual: float = 0.0
+    #: The inliers' positions in a (working-copy pixels): the region the homography holds in.
+    inlier_xy: np.ndarray | None = None
 
 
 def align(a: Keypoints, b: Keypoints) -> Alignment | None:
@@ -325,7 +327,7 @@ def align(a: Keypoints, b: Keypoints) -> Alignment | None:
         found = _homography(a.xy, a.descriptors, xy, desc, a.diagonal)
         if found is not None and (best is None or found.inliers > best.inliers):
             h = found.homography @ pre if pre is not None else found.homography
-            best = Alignment(h, found.inliers, found.good, found.second, found.residual)
+            best = replace(found, homography=h)
     return best
 
 
@@ -353,7 +355,7 @@ def _homography(xy_a, desc_a, xy_b, desc_b, diagonal: float) -> Alignment | None
         h2, mask2 = cv2.findHomography(src[clear], dst[clear], cv2.USAC_MAGSAC, radius,
                                        maxIters=1000)  # fmt: skip
         second = int(mask2.sum()) if h2 is not None and mask2 is not None else 0
-    return Alignment(homography, int(mask.sum()), len(query), second, residual)
+    return Alignment(homography, int(mask.sum()), len(query), second, residual, dst[inlying])
 
 
 def _ratio_matches(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -218,3 +218,57 @@ def test_a_flavour_variant_has_colours_the_other_pack_lacks(seed, shape):
     rules = GroupingParams().product_rules()
     assert rules.verdict(same) == "same_surface"
     assert rules.verdict(differs) == "artwork_differs"
+
+
+@pytest.mark.parametrize(("seed", "shape"), [(7001, "box"), (7004, "cylinder")])
+def test_a_variant_from_nearly_the_same_angle_changed_its_print(seed, shape):
+    """From nearly the same angle one homography lays most of one pack onto the other; a
+    flavour or artwork variant then differs in one compact region. Another angle of the same
+    pack does not align that well, and a global colour edit of the same shot changes every
+    colour alike: neither is a changed print."""
+    from bench import transforms
+    from photogroup.changed_print import print_change
+
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    base = rp.make_product(seed, shape, sources)
+    rng = np.random.default_rng(5)
+    flavour = rp.make_variant(base, "flavour", rng, sources)
+    artwork = rp.make_variant(base, "artwork", rng, sources)
+
+    def view(angle: float, lift: float = 15) -> rp.View:
+        return (rp.View(azimuth_deg=angle, elevation_deg=lift) if shape == "box"
+                else rp.View(spin_deg=angle, elevation_deg=lift))  # fmt: skip
+
+    front_image = rp.render(base, view(0), "grey_sweep", size=SIZE).image
+    front = _keypoints(front_image)
+    rules = GroupingParams().product_rules()
+    for variant in (flavour, artwork):
+        near = _keypoints(rp.render(variant, view(4, 16), "grey_sweep", size=SIZE).image)
+        change = print_change(front, near)
+        assert change is not None and rules.print_changed(change), change
+    turned = print_change(
+        front, _keypoints(rp.render(base, view(30), "grey_sweep", size=SIZE).image)
+    )
+    assert not rules.print_changed(turned), turned
+    for edit in (transforms.saturation, transforms.tint):
+        copy = _keypoints(edit(front_image, np.random.default_rng(2)))
+        change = print_change(front, copy)
+        assert change is not None and change.aligned_share >= rules.near_aligned_share
+        assert not rules.print_changed(change), (edit.__name__, change)
+
+
+def test_a_changed_print_keeps_the_variant_apart_with_its_reason(twins):
+    """The artwork variant shares the flavour band and layout (its palette passes): the
+    changed illustration, seen from nearly the same angle, is what keeps it apart."""
+    from photogroup.product_links import VARIANT_VERDICTS
+
+    placed, grouping, names = twins
+    assert placed["flavour"][1] != placed["box"][1] and placed["artwork"][1] != placed["box"][1]
+    verdicts: dict[frozenset, set[str]] = {}
+    for c in grouping.product_checks:
+        pair = frozenset((names[c["a"]], names[c["b"]])) - {"box-sticker"} | {"box"}
+        verdicts.setdefault(pair, set()).add(c["verdict"])
+    assert verdicts[frozenset({"box", "flavour"})] & set(VARIANT_VERDICTS)
+    assert "print_differs" in verdicts[frozenset({"box", "artwork"})]
+    evidence = next(c for c in grouping.product_checks if c["verdict"] == "print_differs")
+    assert evidence["print_change"]["changed_area"] > 0.02

@@ -1,0 +1,147 @@
+"""Product level: two shots from nearly the same angle whose print differs in one region.
+
+A variant (another flavour, artwork or colour of a pack) is usually photographed the way
+its base was: same angle, same backdrop. From nearly the same angle one homography lays
+most of one photo's ORB keypoints onto the other's, and over the region those inliers
+span the two packs must then show the same colours everywhere, shading apart. Another
+angle of the same pack does not get here: its homography holds for a smaller share of
+the keypoints (one face, a strip of a turning label). So where one homography holds for
+many keypoints, a compact region whose chromaticity differs beyond what a pixel of
+misalignment explains is a change of print: a fruit, a flavour band, an illustration.
+
+Chromaticity (r, g), not grey or Lab: a face turned to or from the light changes
+brightness, not chromaticity; a global colour edit (saturation, white balance) is undone
+with a per-channel gain and offset first. The comparison is against the other photo's local range
+(the min and max over a 3 x 3 neighbourhood), so edges a pixel off do not count, and the
+changed pixels are opened with a 3 x 3 square so that thin slivers along edges and text
+do not either; what is left is measured as its largest connected region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from photogroup.verify import Keypoints, align, thumb_transform
+
+#: Chromaticity distance (x 255) beyond the other photo's local range that counts as a
+#: change. Shading and JPEG move chromaticity by a few units; a flavour's colour by tens.
+CHANGE_CHROMA = 12.0
+#: The inliers' hull grown about its centre by this factor is compared: a changed flavour
+#: band or illustration has no inliers of its own, so it often lies just outside their hull.
+HULL_GROWTH = 1.0
+_SQUARE = np.ones((3, 3), np.uint8)
+#: How far (thumbnail pixels, a square) a colour may have moved: the homography holds for
+#: the plane its inliers lie on, and strays a pixel or two at the far side of their hull.
+_REACH = np.ones((5, 5), np.uint8)
+#: Fewer pixels compared than this: no verdict (a sliver of overlap).
+_MIN_PIXELS = 32
+#: Bounds of the gain a global colour edit is allowed (saturation halved to tripled).
+_GAIN = (0.5, 3.0)
+#: One photo's colours spread less than this share of the other's: desaturated, not compared.
+_MIN_SPREAD = 0.4
+
+
+@dataclass(frozen=True)
+class PrintChange:
+    """How much of the print changed between two shots one homography aligns."""
+
+    aligned_share: float  # ORB inliers of the homography / the smaller keypoint count
+    changed_area: float  # largest changed region / compared area, the larger of both ways
+
+    def as_dict(self) -> dict:
+        return {"aligned_share": self.aligned_share, "changed_area": self.changed_area}
+
+
+def print_change(a: Keypoints, b: Keypoints) -> PrintChange | None:
+    """Compare ``a`` and ``b`` under their ORB homography; None without one."""
+    if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
+        return None
+    found = align(a, b)
+    if found is None or found.inlier_xy is None or len(found.inlier_xy) < 3:
+        return None
+    share = found.inliers / max(1, min(len(a.xy), len(b.xy)))
+    try:
+        back = np.linalg.inv(found.homography)
+    except np.linalg.LinAlgError:
+        return None
+    import cv2
+
+    in_b = cv2.perspectiveTransform(found.inlier_xy[None].astype(np.float64), back)[0]
+    changed = max(
+        _changed_area(a, b, found.homography, found.inlier_xy),
+        _changed_area(b, a, back, in_b),
+    )
+    return PrintChange(round(share, 4), round(changed, 4))
+
+
+def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray) -> float:
+    """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels)
+    grown by ``HULL_GROWTH``, whose chromaticity lies outside b's local range once b is
+    laid onto a; over the area compared."""
+    import cv2
+
+    assert a.chroma is not None and b.chroma is not None
+    to_a = thumb_transform(a, a.chroma)
+    h = to_a @ b_to_a @ np.linalg.inv(thumb_transform(b, b.chroma))
+    size = (a.chroma.shape[1], a.chroma.shape[0])
+    laid = cv2.warpPerspective(b.chroma, h, size, flags=cv2.INTER_LINEAR)
+    covered = cv2.warpPerspective(np.full(b.chroma.shape[:2], 255, np.uint8), h, size,
+                                  flags=cv2.INTER_NEAREST)  # fmt: skip
+    covered = cv2.erode(covered, _SQUARE) == 255  # the warped border is half blank
+    hull = np.zeros(a.chroma.shape[:2], np.uint8)
+    points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
+    centre = points.mean(axis=0)
+    points = centre + (points - centre) * HULL_GROWTH
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    # Dark pixels carry no colour (stored as 0, 0): compared where both photos have some,
+    # away from b's dark ones (interpolation mixes their 0, 0 into the neighbours). A dark
+    # print against a lit one is not told: at the darkness cut-off a shade darker is all
+    # it takes to cross it.
+    lit_b = (b.chroma.max(axis=2) > 0).astype(np.uint8) * 255
+    lit_b = cv2.erode(cv2.warpPerspective(lit_b, h, size, flags=cv2.INTER_NEAREST), _SQUARE)
+    lit_a = (a.chroma.max(axis=2) > 0).astype(np.uint8) * 255
+    valid = covered & (hull > 0) & (lit_a > 0) & (lit_b > 0)
+    core = valid & (cv2.erode(lit_a, _SQUARE) > 0)
+    if core.sum() < _MIN_PIXELS:
+        return 0.0
+    spreads = [
+        float(np.sqrt(x[core].astype(np.float32).var(axis=0).sum())) for x in (a.chroma, laid)
+    ]
+    if min(spreads) < _MIN_SPREAD * max(spreads) or max(spreads) < 2.0:
+        return 0.0  # a grey or nearly grey copy: no colours to compare
+    laid = _undo_colour_edit(a.chroma, laid, core)
+    mine = a.chroma.astype(np.int16)
+    high = np.dstack([cv2.dilate(laid[..., c], _REACH) for c in range(2)]).astype(np.int16)
+    low = np.dstack([cv2.erode(laid[..., c], _REACH) for c in range(2)]).astype(np.int16)
+    beyond = np.maximum(0, np.maximum(mine - high, low - mine))
+    distance = np.hypot(beyond[..., 0], beyond[..., 1])
+    changed = (distance > CHANGE_CHROMA) & valid
+    mask = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, _SQUARE)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+    return largest / int(valid.sum())
+
+
+def _undo_colour_edit(mine: np.ndarray, laid: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``laid`` with a global per-channel gain and offset fitted to ``mine`` over ``valid``
+    (least squares, refitted on the best-fitting 70 %): a saturation or white-balance edit
+    moves every chromaticity alike, a changed print only its own region's. A hue turn (a
+    colour variant) is no per-channel map and stays."""
+    out = laid.astype(np.float32)
+    for c in range(2):
+        x, y = out[..., c][valid], mine[..., c][valid].astype(np.float32)
+        keep = np.ones(len(x), bool)
+        gain, offset = 1.0, 0.0
+        for _ in range(2):
+            xs, ys = x[keep], y[keep]
+            spread = float(xs.var())
+            # An edit scales saturation by a bounded factor; a near-grey copy has too little
+            # spread to fit a gain on, and gets an offset only.
+            gain = float(np.clip(np.cov(xs, ys)[0, 1] / spread, *_GAIN)) if spread > 4 else 1.0
+            offset = float(ys.mean() - gain * xs.mean())
+            error = np.abs(gain * x + offset - y)
+            keep = error <= np.quantile(error, 0.7)
+        out[..., c] = gain * out[..., c] + offset
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
