@@ -11,10 +11,13 @@ misalignment explains is a change of print: a fruit, a flavour band, an illustra
 
 Chromaticity (r, g), not grey or Lab: a face turned to or from the light changes
 brightness, not chromaticity; a global colour edit (saturation, white balance) is undone
-with a per-channel gain and offset first. The comparison is against the other photo's local range
-(the min and max over a 3 x 3 neighbourhood), so edges a pixel off do not count, and the
-changed pixels are opened with a 3 x 3 square so that thin slivers along edges and text
-do not either; what is left is measured as its largest connected region.
+with a per-channel gain and offset first. Each pixel is compared with the range of the
+other photo's colours within two thumbnail pixels (a homography strays that much at the
+far side of its inliers' hull), the changed pixels are opened with a 3 x 3 square so
+that thin slivers along edges and text do not count, and what is left is measured as its
+largest connected region. Dark pixels have no chromaticity and are not compared: a dark
+print replaced by a lit one goes unseen (at the darkness cut-off a shade darker is all
+it takes to cross it, so it cannot be told from shading).
 """
 
 from __future__ import annotations
@@ -28,9 +31,6 @@ from photogroup.verify import Keypoints, align, thumb_transform
 #: Chromaticity distance (x 255) beyond the other photo's local range that counts as a
 #: change. Shading and JPEG move chromaticity by a few units; a flavour's colour by tens.
 CHANGE_CHROMA = 12.0
-#: The inliers' hull grown about its centre by this factor is compared: a changed flavour
-#: band or illustration has no inliers of its own, so it often lies just outside their hull.
-HULL_GROWTH = 1.0
 _SQUARE = np.ones((3, 3), np.uint8)
 #: How far (thumbnail pixels, a square) a colour may have moved: the homography holds for
 #: the plane its inliers lie on, and strays a pixel or two at the far side of their hull.
@@ -77,9 +77,9 @@ def print_change(a: Keypoints, b: Keypoints) -> PrintChange | None:
 
 
 def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray) -> float:
-    """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels)
-    grown by ``HULL_GROWTH``, whose chromaticity lies outside b's local range once b is
-    laid onto a; over the area compared."""
+    """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels),
+    whose chromaticity lies outside b's local range once b is laid onto a; over the area
+    compared."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
@@ -92,8 +92,6 @@ def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.nd
     covered = cv2.erode(covered, _SQUARE) == 255  # the warped border is half blank
     hull = np.zeros(a.chroma.shape[:2], np.uint8)
     points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
-    centre = points.mean(axis=0)
-    points = centre + (points - centre) * HULL_GROWTH
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     # Dark pixels carry no colour (stored as 0, 0): compared where both photos have some,
     # away from b's dark ones (interpolation mixes their 0, 0 into the neighbours). A dark
