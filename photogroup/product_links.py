@@ -197,8 +197,9 @@ def _print_checks(group_of, keypoints, rules: ProductRules, ids, by_pair) -> lis
         members.setdefault(int(group_of[i]), []).append(int(i))
     added = []
     for pair, results in by_pair.items():
-        if not any(r["verdict"] == "same_surface" for r in results):
-            continue
+        verdicts = {r["verdict"] for r in results}
+        if "same_surface" not in verdicts or "print_differs" in verdicts:
+            continue  # not about to be linked, or kept apart already
         seen = {frozenset((r["_a"], r["_b"])) for r in results}
         tried = (
             (a, b)
