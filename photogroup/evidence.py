@@ -150,6 +150,7 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
         if product_of[link["a"]] == product_of[link["b"]]:
             products[product_of[link["a"]]]["evidence"].append(_named(link, first))
     best: dict[str, tuple] = {}
+    reasons: dict[tuple[str, str], tuple] = {}  # (product, other) -> its strongest variant check
     for check in evidence["product_checks"]:
         a, b = check["a"], check["b"]
         if a not in first or b not in first or product_of[a] == product_of[b]:
@@ -158,7 +159,15 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
         for this, other in ((a, b), (b, a)):
             if product_of[this] not in best or rank > best[product_of[this]][0]:
                 best[product_of[this]] = (rank, this, other, check)
-    for product_id, (_, this, other, check) in best.items():
+            pair = (product_of[this], product_of[other])
+            if check["verdict"] in VARIANT_VERDICTS and (
+                pair not in reasons or rank > reasons[pair][0]
+            ):
+                reasons[pair] = (rank, this, other, check)
+    for product_id, chosen in best.items():
+        # The closest other product, and the check that kept the two apart if one did (a
+        # changed print on another pair of members can be what decided, with fewer inliers).
+        _, this, other, check = reasons.get((product_id, product_of[chosen[2]]), chosen)
         closest = {"product_id": product_of[other], "a": first[this], "b": first[other],
                    "verdict": check["verdict"], **_numbers(check)}  # fmt: skip
         if machine[this] == machine[other]:

@@ -102,6 +102,22 @@ def test_groups_and_products_carry_their_links_with_file_names():
     assert counts["variant_products_kept_apart"] == 1 and counts["product_checks"] == 3
 
 
+def test_the_closest_other_product_shows_the_check_that_kept_them_apart():
+    """A refused same-surface pair has more inliers than the changed print of two other
+    members that kept the products apart: the listing names the second as the reason."""
+    refused = {"a": S1, "b": S5, **SURFACE, "inliers": 60, "refused": "kept apart"}
+    changed = {"a": S4, "b": S5, "rule": "print_change", "verdict": "print_differs",
+               "print_change": {"aligned_share": 0.4, "changed_area": 0.15}}  # fmt: skip
+    evidence = {**EVIDENCE, "product_checks": [BACK, refused, changed]}
+    out, _ = listing(clusters(evidence))
+    products = {p["product_id"]: p for p in out["products"]}
+    for this, other in (("p1", "p3"), ("p3", "p1")):
+        closest = products[this]["closest_other"]
+        assert closest["product_id"] == other and closest["verdict"] == "print_differs"
+        assert closest["print_change"]["changed_area"] == 0.15
+    assert {products["p1"]["closest_other"][end] for end in "ab"} == {"mug-back.jpg", "cup-red.jpg"}
+
+
 def test_links_that_edits_broke_are_dropped():
     table = clusters()
     out, by_file = listing(table, edit("split", images=(S3,)), edit("move", image=S4, to=(S5,)))
