@@ -114,10 +114,12 @@ def remember_verifications() -> None:
             continue
         seen: dict[tuple, Any] = {}
 
-        def remembered(*args, _original=original, _seen=seen):
+        def remembered(*args, _original=original, _seen=seen, **derived):
+            # Keyword arguments (an alignment already found) follow from the images: not
+            # part of the key.
             key = tuple(id(a) if isinstance(a, Keypoints | np.ndarray) else a for a in args)
             if key not in _seen:
-                _seen[key] = (args, _original(*args))  # args kept alive: ids stay unique
+                _seen[key] = (args, _original(*args, **derived))  # ids stay unique
             return _seen[key][1]
 
         remembered.remembers = True  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from photogroup.verify import Keypoints, align, thumb_transform
+from photogroup.verify import Alignment, Keypoints, align, thumb_transform
 
 #: Chromaticity distance (x 255) beyond the other photo's local range that counts as a
 #: change. Shading and JPEG move chromaticity by a few units; a flavour's colour by tens.
@@ -54,11 +54,14 @@ class PrintChange:
         return {"aligned_share": self.aligned_share, "changed_area": self.changed_area}
 
 
-def print_change(a: Keypoints, b: Keypoints) -> PrintChange | None:
-    """Compare ``a`` and ``b`` under their ORB homography; None without one."""
+def print_change(
+    a: Keypoints, b: Keypoints, *, alignment: Alignment | None = None
+) -> PrintChange | None:
+    """Compare ``a`` and ``b`` under their ORB homography (``alignment``, when the caller
+    has found it already: :func:`photogroup.verify.align`); None without one."""
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return None
-    found = align(a, b)
+    found = alignment if alignment is not None else align(a, b)
     if found is None or found.inlier_xy is None or len(found.inlier_xy) < 3:
         return None
     share = found.inliers / max(1, min(len(a.xy), len(b.xy)))

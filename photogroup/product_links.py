@@ -19,7 +19,7 @@ import numpy as np
 
 from photogroup.changed_print import PrintChange, print_change
 from photogroup.neighbours import pair_cosines, similar_pairs
-from photogroup.verify import Keypoints, PhotoMatch, match_photos
+from photogroup.verify import Keypoints, PhotoMatch, align, match_photos
 from photogroup.views import SurfaceMatch, match_surfaces
 
 #: Verdicts of a pair showing one surface in another colour or artwork, or one angle with
@@ -166,17 +166,24 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
         return {**base, "rule": "embedding", "verdict": verdict, "strength": cosine}
     m = match_surfaces(ka, kb)
     verdict = rules.verdict(m)
-    aligned = known[(a, b)] if (a, b) in known else match_photos(ka, kb)
-    if verdict == "same_surface" and aligned is not None and rules.near_angle(aligned):
-        # Shot from nearly the same angle: the print can be compared block by block. That
-        # tells a colour variant by its hue turn; another design only where its print
-        # disagrees at close correlation (bench/grouping.py: still often not).
-        verdict = rules.aligned_verdict(aligned)
-        base["aligned"] = aligned.as_dict()
-    if verdict in ("same_surface", "no_shared_surface"):
+    # One ORB alignment of the pair serves both checks below (neither needs it when the
+    # surfaces already tell a variant).
+    found = align(ka, kb) if verdict in ("same_surface", "no_shared_surface") else None
+    if verdict == "same_surface":
+        if (a, b) in known:
+            aligned = known[(a, b)]
+        else:
+            aligned = match_photos(ka, kb, alignment=found) if found is not None else None
+        if aligned is not None and rules.near_angle(aligned):
+            # Shot from nearly the same angle: the print can be compared block by block.
+            # That tells a colour variant by its hue turn; another design only where its
+            # print disagrees at close correlation (bench/grouping.py: still often not).
+            verdict = rules.aligned_verdict(aligned)
+            base["aligned"] = aligned.as_dict()
+    if verdict in ("same_surface", "no_shared_surface") and found is not None:
         # Whatever the surface keypoints said: shot from nearly the same angle with one
         # region's print changed is a variant, and keeps the two apart.
-        change = print_change(ka, kb)
+        change = print_change(ka, kb, alignment=found)
         if change is not None:
             base["print_change"] = change.as_dict()
             if rules.print_changed(change):

@@ -268,16 +268,23 @@ class PhotoMatch:
         return dict(self.__dict__)
 
 
-def match_photos(a: Keypoints, b: Keypoints, orientation: int | None = None) -> PhotoMatch | None:
+def match_photos(
+    a: Keypoints,
+    b: Keypoints,
+    orientation: int | None = None,
+    *,
+    alignment: Alignment | None = None,
+) -> PhotoMatch | None:
     """Align ``b`` onto ``a`` and compare; None when no alignment could be found.
 
     ``orientation`` is the hash's alignment, tried when keypoints do not give one: the index
     (as in :func:`photogroup.features.dihedral_phash`) of the flip/quarter turn that takes
-    ``b`` to ``a``, or ``-1 - index`` for the one that takes ``a`` to ``b``.
+    ``b`` to ``a``, or ``-1 - index`` for the one that takes ``a`` to ``b``. ``alignment``:
+    :func:`align`'s result when the caller has it already.
     """
     if a.thumb is None or b.thumb is None or not a.thumb.size or not b.thumb.size:
         return None
-    by_keypoints = align(a, b)
+    by_keypoints = alignment if alignment is not None else align(a, b)
     candidates = [by_keypoints]
     if orientation is not None:  # also the hash's: exact for flips, turns and padding
         candidates.append(Alignment(_hash_alignment(a, b, orientation), 0, 0, 0))
