@@ -8,14 +8,16 @@ WORK_VERSION = "4"  # how the working copy is made (normalisation, size): featur
 # 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped;
 # 4: one decoder (photogroup.decode.decode_upload) for working copies and renditions: a copy
 # made beside renditions comes from a larger JPEG draft (same photo within resampling noise)
-FEATURES_VERSION = "5"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
+FEATURES_VERSION = "6"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field);
-# 5: chromaticity thumbnail of the content box (keypoints format 4)
+# 5: chromaticity thumbnail of the content box (keypoints format 4); 6: surface keypoints
+# also of the content box squeezed horizontally (affine simulation)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "6"  # 2: sub-quadratic candidates, verification, centre check;
+CLUSTERS_VERSION = "7"  # 2: sub-quadratic candidates, verification, centre check;
 # 3: same-photo alignment + block comparison, product links by surface verification;
 # 4: "one patch differs" copies, ORB-descriptor candidates, hue turn over matched surfaces;
-# 5: palettes around the product-level matches; 6: changed print of near-angle shots
+# 5: palettes around the product-level matches; 6: changed print of near-angle shots;
+# 7: surface matches count each location once (a point and its simulated copies)
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);
