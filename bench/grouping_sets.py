@@ -41,10 +41,11 @@ HOLDOUT4 = ("holdout4", 707, ())
 HOLDOUT5 = ("holdout5", 808, ())
 HOLDOUT6 = ("holdout6", 909, ())
 HOLDOUT7 = ("holdout7", 1010, ())
+HOLDOUT8 = ("holdout8", 1111, ())
 #: The sets no choice was made on, in the order they were made.
 REPORTED = (
     "evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6",
-    "holdout7",
+    "holdout7", "holdout8",
 )  # fmt: skip
 
 
@@ -84,6 +85,9 @@ def load_sets() -> dict[str, list[Case]]:
         # Made before the product level compared the print of shots from nearly the same
         # angle (photogroup.changed_print; chosen on calibration): a tenth seed.
         "holdout7": cases(product_set.build(*HOLDOUT7).items, True),
+        # Made before the surface keypoints simulated turned faces (squeezed copies of the
+        # content box; chosen on calibration): an eleventh seed.
+        "holdout8": cases(product_set.build(*HOLDOUT8).items, True),
     }
 
 
