@@ -3,7 +3,8 @@
 Pairs of one product line (originals and edited copies), split into pairs of different
 views of one product (a changed print there is a false cannot-link) and variant pairs (one
 there keeps a variant apart), counted as flagged at the default thresholds and a few
-others around them. For diagnosis: it chooses nothing.
+others around them, by the colour change, the dark-to-lit flip, and either (the rule).
+For diagnosis: it chooses nothing.
 
     .venv/bin/python bench/print_change_pairs.py calibration   # any set of grouping_sets
 """
@@ -35,17 +36,21 @@ def main() -> None:
         changes[kind].append(print_change(keypoints[a], keypoints[b]))
     rules = GroupingParams().product_rules()
     print(f"defaults: aligned share >= {rules.near_aligned_share}, changed area > "
-          f"{rules.max_changed_area}")  # fmt: skip
+          f"{rules.max_changed_area} or flipped area > {rules.max_flipped_area}")  # fmt: skip
+    measures = {
+        "changed": lambda c, area: c.changed_area > area,
+        "flipped": lambda c, area: c.flipped_area > area,
+        "either": lambda c, area: max(c.changed_area, c.flipped_area) > area,
+    }
     for share, area in itertools.product((0.15, rules.near_aligned_share, 0.25), (0.02, 0.05)):
-        counts = []
-        for kind, found in changes.items():
-            hits = sum(
-                1
-                for c in found
-                if c is not None and c.aligned_share >= share and c.changed_area > area
-            )
-            counts.append(f"{kind} {hits} of {len(found)}")  # fmt: skip
-        print(f"  share >= {share:.2f}, area > {area:.2f}: flagged " + ", ".join(counts))
+        for measure, hit in measures.items():
+            counts = []
+            for kind, found in changes.items():
+                near = [c for c in found if c is not None and c.aligned_share >= share]
+                hits = sum(1 for c in near if hit(c, area))
+                counts.append(f"{kind} {hits} of {len(found)}")
+            print(f"  share >= {share:.2f}, {measure} area > {area:.2f}: flagged "
+                  + ", ".join(counts))  # fmt: skip
 
 
 if __name__ == "__main__":

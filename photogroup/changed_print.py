@@ -15,9 +15,11 @@ with a per-channel gain and offset first. Each pixel is compared with the range 
 other photo's colours within two thumbnail pixels (a homography strays that much at the
 far side of its inliers' hull), the changed pixels are opened with a 3 x 3 square so
 that thin slivers along edges and text do not count, and what is left is measured as its
-largest connected region. Dark pixels have no chromaticity and are not compared: a dark
-print replaced by a lit one goes unseen (at the darkness cut-off a shade darker is all
-it takes to cross it, so it cannot be told from shading).
+largest connected region. Dark pixels have no chromaticity and are not compared there;
+a dark print replaced by a lit one (a black illustration by a coloured one) is measured
+apart, in grey: pixels dark in one photo where the other is clearly lit over a 3 x 3
+square, the largest such region (``flipped_area``). At the darkness cut-off a shade
+darker is all it takes to cross it, so "clearly lit" is half as bright again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ _MIN_PIXELS = 32
 _GAIN = (0.5, 3.0)
 #: One photo's colours spread less than this share of the other's: desaturated, not compared.
 _MIN_SPREAD = 0.4
+#: A dark print (grey below this: no chromaticity) against a lit one (grey at least this
+#: over a 3 x 3 square). Shading between shots from nearly the same angle moves a dark band
+#: across the cut-off by a shade, not by half again.
+_DARK_GREY = 40
+_LIT_GREY = 60
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,11 @@ class PrintChange:
 
     aligned_share: float  # ORB inliers of the homography / the smaller keypoint count
     changed_area: float  # largest changed region / compared area, the larger of both ways
+    flipped_area: float = 0.0  # largest region dark in one, lit in the other, likewise
 
     def as_dict(self) -> dict:
-        return {"aligned_share": self.aligned_share, "changed_area": self.changed_area}
+        return {"aligned_share": self.aligned_share, "changed_area": self.changed_area,
+                "flipped_area": self.flipped_area}  # fmt: skip
 
 
 def print_change(
@@ -72,17 +81,18 @@ def print_change(
     import cv2
 
     in_b = cv2.perspectiveTransform(found.inlier_xy[None].astype(np.float64), back)[0]
-    changed = max(
-        _changed_area(a, b, found.homography, found.inlier_xy),
-        _changed_area(b, a, back, in_b),
-    )
-    return PrintChange(round(share, 4), round(changed, 4))
+    one_way = _changed_area(a, b, found.homography, found.inlier_xy)
+    other_way = _changed_area(b, a, back, in_b)
+    changed, flipped = (max(x, y) for x, y in zip(one_way, other_way, strict=True))
+    return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4))
 
 
-def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray) -> float:
+def _changed_area(
+    a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray
+) -> tuple[float, float]:
     """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels),
-    whose chromaticity lies outside b's local range once b is laid onto a; over the area
-    compared."""
+    whose chromaticity lies outside b's local range once b is laid onto a; and the largest
+    region dark in one and lit in the other; each over the area compared."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
@@ -106,12 +116,13 @@ def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.nd
     valid = covered & (hull > 0) & (lit_a > 0) & (lit_b > 0)
     core = valid & (cv2.erode(lit_a, _SQUARE) > 0)
     if core.sum() < _MIN_PIXELS:
-        return 0.0
+        return 0.0, 0.0
     spreads = [
         float(np.sqrt(x[core].astype(np.float32).var(axis=0).sum())) for x in (a.chroma, laid)
     ]
     if min(spreads) < _MIN_SPREAD * max(spreads) or max(spreads) < 2.0:
-        return 0.0  # a grey or nearly grey copy: no colours to compare
+        return 0.0, 0.0  # a grey or nearly grey copy: no colours to compare
+    flips = _flips(a, b, h, size) & covered & (hull > 0)
     laid = _undo_colour_edit(a.chroma, laid, core)
     mine = a.chroma.astype(np.int16)
     high = np.dstack([cv2.dilate(laid[..., c], _REACH) for c in range(2)]).astype(np.int16)
@@ -119,10 +130,33 @@ def _changed_area(a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.nd
     beyond = np.maximum(0, np.maximum(mine - high, low - mine))
     distance = np.hypot(beyond[..., 0], beyond[..., 1])
     changed = (distance > CHANGE_CHROMA) & valid
-    mask = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, _SQUARE)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
-    return largest / int(valid.sum())
+    return _largest(changed) / int(valid.sum()), _largest(flips) / int((valid | flips).sum())
+
+
+def _largest(mask: np.ndarray) -> int:
+    """Pixels of the largest region of ``mask`` once opened with a 3 x 3 square (thin
+    slivers along edges and text do not count)."""
+    import cv2
+
+    opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _SQUARE)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
+
+
+def _flips(a: Keypoints, b: Keypoints, h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pixels of a's chroma thumbnail dark in one photo and clearly lit in the other; the
+    grey thumbnails brought to the chroma thumbnails' size, b's laid on a's with ``h``."""
+    import cv2
+
+    assert b.chroma is not None
+    if a.thumb is None or b.thumb is None or not a.thumb.size or not b.thumb.size:
+        return np.zeros(size[::-1], bool)
+    grey_a = cv2.resize(a.thumb, size, interpolation=cv2.INTER_AREA)
+    grey_b = cv2.resize(b.thumb, (b.chroma.shape[1], b.chroma.shape[0]),
+                        interpolation=cv2.INTER_AREA)  # fmt: skip
+    grey_b = cv2.warpPerspective(grey_b, h, size, flags=cv2.INTER_LINEAR)
+    lit_a, lit_b = (cv2.erode(g, _SQUARE) >= _LIT_GREY for g in (grey_a, grey_b))
+    return ((grey_a < _DARK_GREY) & lit_b) | ((grey_b < _DARK_GREY) & lit_a)
 
 
 def _undo_colour_edit(mine: np.ndarray, laid: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -86,6 +86,7 @@ class GroupingParams:
     # area) changed colour: a variant.
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
+    max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -141,6 +142,7 @@ class GroupingParams:
             max_palette_mismatch=self.max_palette_mismatch,
             near_aligned_share=self.near_aligned_share,
             max_changed_area=self.max_changed_area,
+            max_flipped_area=self.max_flipped_area,
         )
 
 

@@ -50,6 +50,7 @@ class ProductRules:
     max_palette_mismatch: float
     near_aligned_share: float
     max_changed_area: float
+    max_flipped_area: float
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""
@@ -64,11 +65,12 @@ class ProductRules:
 
     def print_changed(self, c: PrintChange | None) -> bool:
         """Nearly the same angle (one homography holds for many keypoints) and one region's
-        colours changed: another flavour, artwork or colour of the pack."""
+        colours changed, or a dark print became a lit one: another flavour, artwork or
+        colour of the pack."""
         return (
             c is not None
             and c.aligned_share >= self.near_aligned_share
-            and c.changed_area > self.max_changed_area
+            and (c.changed_area > self.max_changed_area or c.flipped_area > self.max_flipped_area)
         )
 
     def verdict(self, m: SurfaceMatch) -> str:

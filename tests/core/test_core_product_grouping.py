@@ -300,3 +300,30 @@ def test_a_point_and_its_simulated_copies_count_once():
     itself = match_surfaces(front, front)
     assert itself.inliers < len(front.surface_xy)
     assert 0.9 <= itself.inlier_share <= 1.0
+
+
+def test_a_dark_print_replaced_by_a_lit_one_is_a_changed_print():
+    """Dark pixels carry no chromaticity, so a black illustration replaced by a coloured one
+    is invisible to the colour comparison; in grey it is dark in one shot and clearly lit in
+    the other. The same dark print a shade lighter (exposure) is no change."""
+    from PIL import ImageDraw
+
+    from photogroup.changed_print import print_change
+
+    base = rp.make_product(7001, "box", ("skimage:astronaut", "skimage:chelsea"))
+    front = rp.render(base, rp.View(azimuth_deg=0, elevation_deg=15), "white", size=SIZE).image
+    near = rp.render(base, rp.View(azimuth_deg=3, elevation_deg=15), "white", size=SIZE).image
+
+    def printed(img: Image.Image, ink: tuple[int, int, int]) -> Keypoints:
+        img = img.copy()
+        ImageDraw.Draw(img).ellipse((290, 200, 350, 260), fill=ink)  # on the front face
+        return _keypoints(img)
+
+    dark = printed(front, (12, 12, 16))
+    rules = GroupingParams().product_rules()
+    lit = print_change(dark, printed(near, (235, 140, 40)))
+    shade = print_change(dark, printed(near, (34, 34, 40)))
+    assert lit is not None and shade is not None
+    assert lit.changed_area <= rules.max_changed_area  # the colours alone miss it
+    assert lit.flipped_area > rules.max_flipped_area and rules.print_changed(lit), lit
+    assert shade.flipped_area == 0.0 and not rules.print_changed(shade), shade
