@@ -67,6 +67,7 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "max_hue_turn_product": (20.0, 40.0),
     "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),
     "max_changed_area": (0.02, 1.0),  # 1.0: the changed-print check off
+    "max_flipped_area": (0.02, 1.0),  # 1.0: dark prints turned lit not counted
 }
 MAX_VARIANT_MERGES = 0.02
 IMAGEDEDUP_THRESHOLDS = tuple(range(33))
