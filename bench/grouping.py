@@ -67,7 +67,7 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "max_hue_turn_product": (20.0, 40.0),
     "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),
     "max_changed_area": (0.02, 1.0),  # 1.0: the changed-print check off
-    "max_flipped_area": (0.02, 1.0),  # 1.0: dark prints turned lit not counted
+    "cos_look": (0.80, 1.01),  # 1.01: no same_look links
 }
 MAX_VARIANT_MERGES = 0.02
 IMAGEDEDUP_THRESHOLDS = tuple(range(33))
@@ -135,8 +135,11 @@ def objective_strict(r: dict) -> float:
 
 
 def objective_product(r: dict) -> tuple:
+    """Product F1 within the variant budget; over it, the fewest variant pairs merged, then
+    (among equally few) the best product F1."""
     ok = r["variant_merges"] <= MAX_VARIANT_MERGES
-    return (ok, r["product"]["f1"] if ok else -r["variant_merges"], r["strict"]["f1"])
+    f1 = r["product"]["f1"]
+    return (ok, f1 if ok else -r["variant_merges"], f1, r["strict"]["f1"])
 
 
 # ---- calibration --------------------------------------------------------------------------

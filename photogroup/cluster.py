@@ -87,6 +87,10 @@ class GroupingParams:
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
     max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
+    # No shared surface, but the same look (photogroup.looks): embeddings this close ...
+    cos_look: float = 0.80
+    max_look_mismatch: float = 0.10  # ... and this share of coloured pixels at most lacking
+    look_margin: float = 0.10  # refused if a variant kept apart is within this much as alike
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -143,6 +147,9 @@ class GroupingParams:
             near_aligned_share=self.near_aligned_share,
             max_changed_area=self.max_changed_area,
             max_flipped_area=self.max_flipped_area,
+            cos_look=self.cos_look,
+            max_look_mismatch=self.max_look_mismatch,
+            look_margin=self.look_margin,
         )
 
 

@@ -31,7 +31,7 @@ from photogroup.product_links import VARIANT_VERDICTS
 
 KINDS = ("group_links", "product_links", "product_checks")
 GROUP_RULES = ("same_photo", "hash")
-PRODUCT_RULES = ("same_surface", "embedding")
+PRODUCT_RULES = ("same_surface", "same_look", "embedding")
 EMPTY = json.dumps({kind: [] for kind in KINDS}, sort_keys=True)
 
 

@@ -6,8 +6,16 @@ and agree in colour and artwork links its two groups; a pair whose surfaces corr
 whose colour or artwork differs is a variant, and keeps its two groups apart for good
 (a cannot-link). Links are then merged strongest first, and a merge that would join two
 groups kept apart is refused, so look-alikes cannot chain into one product through a third
-photo (single-link components would). Photos without surface keypoints fall back to the
-embedding: groups whose centroids have a cosine of at least ``cos_product``.
+photo (single-link components would).
+
+A pair with no shared surface whose embeddings are close and whose whole packs carry the
+same colours (:mod:`photogroup.looks`) is a ``same_look`` link: views too far apart to
+share a surface. It is weaker evidence, merged after every surface link, closest first,
+and refused where it is ambiguous: when a product kept apart from one side (a variant)
+looks nearly as much like the other side, the look cannot say which of the two it is.
+
+Photos without surface keypoints fall back to the embedding: groups whose centroids have a
+cosine of at least ``cos_product``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from photogroup.changed_print import PrintChange, print_change
+from photogroup.embed import l2_normalise
+from photogroup.looks import look_mismatch
 from photogroup.neighbours import pair_cosines, similar_pairs
 from photogroup.verify import Keypoints, PhotoMatch, align, match_photos
 from photogroup.views import SurfaceMatch, match_surfaces
@@ -25,6 +35,8 @@ from photogroup.views import SurfaceMatch, match_surfaces
 #: Verdicts of a pair showing one surface in another colour or artwork, or one angle with
 #: its print changed: a variant, which keeps its two groups in different products.
 VARIANT_VERDICTS = ("colour_differs", "artwork_differs", "print_differs")
+#: Verdict of a pair without a shared surface that looks alike (embedding and colours).
+SAME_LOOK = "same_look"
 
 
 #: Members of each group compared for a changed print before two groups are linked.
@@ -51,6 +63,9 @@ class ProductRules:
     near_aligned_share: float
     max_changed_area: float
     max_flipped_area: float
+    cos_look: float
+    max_look_mismatch: float
+    look_margin: float
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""
@@ -119,7 +134,7 @@ def link_products(
     for c in checked:
         by_pair.setdefault(_key(group_of[c["_a"]], group_of[c["_b"]]), []).append(c)
     checked += _print_checks(group_of, keypoints, rules, ids, by_pair)
-    positive, apart = [], set()
+    positive, looks, apart = [], [], set()
     for pair, results in by_pair.items():
         same = [r for r in results if r["verdict"] == "same_surface"]
         if any(r["verdict"] == "print_differs" for r in results):
@@ -130,7 +145,14 @@ def link_products(
             positive.append((max(r["strength"] for r in same), pair, max(same, key=_strength)))
         elif any(r["verdict"] in VARIANT_VERDICTS for r in results):
             apart.add(pair)
+        elif alike := [r for r in results if r["verdict"] == SAME_LOOK]:
+            best = max(alike, key=_cosine)
+            looks.append((best["cosine"], pair, best))
     product_of, links = _merge(groups, positive, apart)
+    if looks:
+        product_of, more = _merge_looks(product_of, looks, apart, _likeness(group_of, emb),
+                                        rules.look_margin)  # fmt: skip
+        links += more
     for c in checked:
         del c["_a"], c["_b"]
     return ProductGraph(product_of, links, checked)
@@ -138,6 +160,10 @@ def link_products(
 
 def _strength(r: dict) -> float:
     return r["strength"]
+
+
+def _cosine(r: dict) -> float:
+    return r["cosine"]
 
 
 def _key(x, y) -> tuple[int, int]:
@@ -190,6 +216,12 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
             base["print_change"] = change.as_dict()
             if rules.print_changed(change):
                 verdict = "print_differs"
+    if verdict == "no_shared_surface" and cosine >= rules.cos_look:
+        mismatch = look_mismatch(ka, kb)
+        if mismatch is not None:
+            base["look_mismatch"] = round(mismatch, 4)
+            if mismatch <= rules.max_look_mismatch:
+                verdict = SAME_LOOK
     return {**base, "rule": "same_surface", "verdict": verdict,
             "strength": round(m.inlier_share, 4), **m.as_dict()}  # fmt: skip
 
@@ -255,6 +287,66 @@ def _merge(groups: int, positive: list, apart: set) -> tuple[np.ndarray, list[di
         banned[rx] |= banned[ry]
         links.append(evidence)
     return np.array([root(g) for g in range(groups)], dtype=np.int64), links
+
+
+def _merge_looks(
+    product_of: np.ndarray, looks: list, apart: set, likeness, margin: float
+) -> tuple[np.ndarray, list[dict]]:
+    """Join the products of ``same_look`` pairs (cosine, (group, group), evidence), closest
+    first, unless two groups kept apart would end up in one product, or a product kept apart
+    from one side is within ``margin`` as like the other side (``likeness``: the closest
+    cosine between two lists of groups): the look cannot tell which of the two it is."""
+    parent = {int(g): int(r) for g, r in enumerate(product_of)}
+    members: dict[int, list[int]] = {}
+    for g, r in parent.items():
+        members.setdefault(r, []).append(g)
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    banned: dict[int, set[int]] = {}
+    for x, y in apart:
+        banned.setdefault(x, set()).add(y)
+        banned.setdefault(y, set()).add(x)
+
+    def kept_apart(r: int) -> set[int]:
+        return {root(z) for g in members[r] for z in banned.get(g, ())}
+
+    links = []
+    for cosine, (x, y), evidence in sorted(looks, key=lambda p: (-p[0], p[1])):
+        rx, ry = root(x), root(y)
+        if rx == ry:
+            continue
+        apart_x, apart_y = kept_apart(rx), kept_apart(ry)
+        if ry in apart_x or rx in apart_y:
+            evidence["refused"] = "would join products kept apart by a variant check"
+            continue
+        rivals = [(z, ry) for z in apart_x] + [(z, rx) for z in apart_y]
+        if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
+            evidence["refused"] = "a product kept apart from one looks as much like the other"
+            continue
+        parent[ry] = rx
+        members[rx] += members.pop(ry)
+        links.append(evidence)
+    return np.array([root(g) for g in range(len(product_of))], dtype=np.int64), links
+
+
+def _likeness(group_of: np.ndarray, emb: np.ndarray):
+    """The closest embedding cosine between the images of two lists of groups."""
+    unit = l2_normalise(emb)
+    order = np.argsort(group_of, kind="stable")
+    starts = np.searchsorted(group_of[order], np.arange(int(group_of.max()) + 2))
+
+    def images(groups: list[int]) -> np.ndarray:
+        return np.concatenate([order[starts[g] : starts[g + 1]] for g in groups])
+
+    def likeness(a: list[int], b: list[int]) -> float:
+        return float((unit[images(a)] @ unit[images(b)].T).max())
+
+    return likeness
 
 
 def _by_centroids(group_of, groups: int, emb, rules: ProductRules, ids) -> ProductGraph:

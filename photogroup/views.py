@@ -179,16 +179,32 @@ def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
 def palette_mismatch(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:
     """The larger of the two photos' share of colours around their inliers (``pa`` in a,
     ``pb`` in b, working-copy pixels) that the other photo's surroundings lack."""
-    import cv2
 
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return 0.0
     ha, hb = _palette(a, pa), _palette(b, pb)
     if ha is None or hb is None:
         return 0.0
+    return lacking(ha, hb)
+
+
+def lacking(ha: np.ndarray, hb: np.ndarray) -> float:
+    """The larger of the two histograms' share of colours the other lacks (less than
+    ``_PALETTE_PRESENT`` of its density, both blurred: shading and JPEG move a colour)."""
+    import cv2
+
     da, db = (cv2.GaussianBlur(h, (0, 0), _PALETTE_BLUR) for h in (ha, hb))
     return max(float(ha[db < _PALETTE_PRESENT * da].sum()),
                float(hb[da < _PALETTE_PRESENT * db].sum()))  # fmt: skip
+
+
+def chroma_histogram(rg: np.ndarray) -> np.ndarray:
+    """Normalised histogram of r, g chromaticities (x 255, ``n x 2``), ``_PALETTE_BIN`` wide."""
+    rg = rg.astype(np.int32)
+    bins = -(-256 // _PALETTE_BIN)
+    idx = np.minimum(rg // _PALETTE_BIN, bins - 1)
+    hist = np.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).astype(np.float32)
+    return (hist / hist.sum()).reshape(bins, bins)
 
 
 def _palette(k: Keypoints, points: np.ndarray) -> np.ndarray | None:
@@ -203,14 +219,11 @@ def _palette(k: Keypoints, points: np.ndarray) -> np.ndarray | None:
     mask = np.zeros(k.chroma.shape[:2], np.uint8)
     for x, y in np.round(p).astype(int):
         cv2.circle(mask, (int(x), int(y)), radius, 1, -1)
-    rg = k.chroma[mask > 0].astype(np.int32)
+    rg = k.chroma[mask > 0]
     rg = rg[(rg[:, 0] > 0) | (rg[:, 1] > 0)]  # dark pixels carry no colour
     if len(rg) == 0:
         return None
-    bins = -(-256 // _PALETTE_BIN)
-    idx = np.minimum(rg // _PALETTE_BIN, bins - 1)
-    hist = np.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).astype(np.float32)
-    return (hist / hist.sum()).reshape(bins, bins)
+    return chroma_histogram(rg)
 
 
 def _region_hue_turn(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:

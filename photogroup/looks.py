@@ -1,0 +1,50 @@
+"""Two shots of one product that share no surface: do the whole packs look alike?
+
+Views 60-90 degrees apart round a box or a bottle often show no printed surface in common
+that local features can match, yet the pack keeps its inks. So a candidate pair without a
+shared surface, whose embeddings are close, is compared by the colours of its whole content
+box: the share of one photo's chromaticities that the other lacks (the same test as the
+palette around matched surfaces, :func:`photogroup.views.lacking`). Neutral pixels are left
+out (white, grey and black backdrops and sweeps carry no colour of the product), and a
+photo with too few coloured pixels (a greyscale copy, a black-and-white pack) proves
+nothing: look-alike greyscale images are not one product.
+
+This is weaker evidence than a shared surface: it cannot tell a variant from the product
+(an artwork variant's back is its base's twin), which is why
+:mod:`photogroup.product_links` merges such links last and refuses one that a variant kept
+apart could have claimed as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from photogroup.verify import Keypoints
+from photogroup.views import chroma_histogram, lacking
+
+#: Chromaticity distance from neutral grey (r = g = 85 of 255) below which a pixel carries
+#: no colour of the product: backdrops, sweeps, shadows, white card. Chosen on calibration.
+_NEUTRAL = 8.0
+#: Fewer coloured pixels than this (of the 96 px chroma thumbnail) prove nothing.
+_MIN_COLOURED = 20
+
+
+def look_mismatch(a: Keypoints, b: Keypoints) -> float | None:
+    """The larger of the two photos' share of coloured pixels (chromaticity, whole content
+    box) whose colour the other photo lacks, 0..1; None when either has too few."""
+    ha, hb = _colours(a), _colours(b)
+    if ha is None or hb is None:
+        return None
+    return lacking(ha, hb)
+
+
+def _colours(k: Keypoints) -> np.ndarray | None:
+    if k.chroma is None or not k.chroma.size:
+        return None
+    rg = k.chroma.reshape(-1, 2)
+    lit = rg.max(axis=1) > 0  # dark pixels are zeroed: no chromaticity
+    saturation = np.hypot(rg[:, 0].astype(np.float32) - 85, rg[:, 1].astype(np.float32) - 85)
+    coloured = rg[lit & (saturation > _NEUTRAL)]
+    if len(coloured) < _MIN_COLOURED:
+        return None
+    return chroma_histogram(coloured)
