@@ -222,7 +222,8 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
             base["look_mismatch"] = round(mismatch, 4)
             if mismatch <= rules.max_look_mismatch:
                 verdict = SAME_LOOK
-    return {**base, "rule": "same_surface", "verdict": verdict,
+    rule = SAME_LOOK if verdict == SAME_LOOK else "same_surface"
+    return {**base, "rule": rule, "verdict": verdict,
             "strength": round(m.inlier_share, 4), **m.as_dict()}  # fmt: skip
 
 

@@ -1,0 +1,85 @@
+"""same_look links: views of one product too far apart to share a surface, joined by their
+look (embedding and whole-pack colours), and refused where a variant makes them ambiguous."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from bench import render_products as rp
+from photogroup.cluster import GroupingParams
+from photogroup.looks import look_mismatch
+from photogroup.product_links import _merge_looks
+from photogroup.views import match_surfaces
+from tests.core.test_core_product_grouping import SIZE, _keypoints, group, upload
+
+SOURCES = ("skimage:astronaut", "skimage:chelsea")
+
+
+@pytest.fixture(scope="module")
+def far_views() -> dict[str, Image.Image]:
+    """One box from 90 degrees apart (front and side, then side and back) and another
+    product of the same shape from the first angle."""
+    box = rp.make_product(7001, "box", SOURCES)
+    other = rp.make_product(7011, "box", SOURCES)
+    shots = {"front": (box, -30), "side": (box, 60), "other": (other, -30)}
+    return {
+        name: rp.render(p, rp.View(azimuth_deg=a, elevation_deg=15), "grey_sweep", size=SIZE).image
+        for name, (p, a) in shots.items()
+    }
+
+
+def test_views_sharing_no_surface_join_by_their_look(far_views):
+    rules = GroupingParams().product_rules()
+    front, side = _keypoints(far_views["front"]), _keypoints(far_views["side"])
+    assert rules.verdict(match_surfaces(front, side)) == "no_shared_surface"
+
+    placed, grouping, names = group({n: upload(img) for n, img in far_views.items()})
+    assert placed["front"][1] == placed["side"][1]
+    assert placed["front"][0] != placed["side"][0]  # other angles: never one strict group
+    assert placed["other"][1] != placed["front"][1]
+    [link] = grouping.product_links
+    assert link["rule"] == link["verdict"] == "same_look"
+    assert {names[link["a"]], names[link["b"]]} == {"front", "side"}
+    assert link["cosine"] >= rules.cos_look
+    assert link["look_mismatch"] <= rules.max_look_mismatch
+
+
+def test_another_pack_of_the_same_shape_lacks_the_colours(far_views):
+    front, other = _keypoints(far_views["front"]), _keypoints(far_views["other"])
+    mismatch = look_mismatch(front, other)
+    assert mismatch is not None and mismatch > GroupingParams().max_look_mismatch
+    assert look_mismatch(front, _keypoints(far_views["side"])) == pytest.approx(0.0, abs=0.05)
+
+
+def test_a_greyscale_copy_proves_nothing_by_its_look(far_views):
+    grey = ImageOps.grayscale(far_views["side"]).convert("RGB")
+    assert look_mismatch(_keypoints(far_views["front"]), _keypoints(grey)) is None
+
+
+def _likeness(matrix: dict[tuple[int, int], float]):
+    def likeness(a: list[int], b: list[int]) -> float:
+        return max(matrix.get((min(x, y), max(x, y)), 0.0) for x in a for y in b)
+
+    return likeness
+
+
+def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
+    """Group 0 is a pack's front, 1 its variant (kept apart from 0), 2 the pack's back,
+    which looks like either; 3 and 4 are another product's two sides with no variant."""
+    alike = {(0, 1): 0.97, (0, 2): 0.93, (1, 2): 0.95, (3, 4): 0.9}
+    looks = [(0.95, (1, 2), {"pair": "1-2"}), (0.93, (0, 2), {"pair": "0-2"}),
+             (0.9, (3, 4), {"pair": "3-4"})]  # fmt: skip
+    product_of, links = _merge_looks(np.arange(5), looks, {(0, 1)}, _likeness(alike), 0.1)
+    assert len(set(product_of[[0, 1, 2]])) == 3  # the back joins neither
+    assert product_of[3] == product_of[4]
+    assert [link["pair"] for link in links] == ["3-4"]
+    assert all("looks as much like the other" in e["refused"] for _, _, e in looks[:2])
+
+    # Without the margin the closest look wins, and the other link then joins products kept
+    # apart: refused for that reason.
+    looks = [(c, pair, {}) for c, pair, _ in looks]
+    product_of, _ = _merge_looks(np.arange(5), looks, {(0, 1)}, _likeness(alike), 0.0)
+    assert product_of[1] == product_of[2] != product_of[0]
+    assert looks[1][2]["refused"] == "would join products kept apart by a variant check"
