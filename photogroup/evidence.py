@@ -6,10 +6,10 @@ between images, each a dict with ``a`` and ``b`` (SHA-256s) and the numbers that
 
 * ``group_links``: the strict links holding each group together (``rule`` ``same_photo``
   or ``hash``);
-* ``product_links``: the links that joined strict groups into products (``same_surface``
-  or ``embedding``);
+* ``product_links``: the links that joined strict groups into products (``same_surface``,
+  ``same_look`` or ``embedding``);
 * ``product_checks``: every verified candidate pair from different strict groups, with its
-  ``verdict`` (``same_surface``, ``colour_differs``, ``artwork_differs``,
+  ``verdict`` (``same_surface``, ``same_look``, ``colour_differs``, ``artwork_differs``,
   ``print_differs``, ``no_shared_surface``; ``refused`` when a merge was refused).
 
 The table stores, for each image, the links whose ``a`` is that image as one JSON object
