@@ -66,7 +66,7 @@ PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "near_agreement": (0.6, 0.75),
     "max_hue_turn_product": (20.0, 40.0),
     "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),
-    "max_changed_area": (0.02, 1.0),  # 1.0: the changed-print check off
+    "min_fine_agreement": (0.6, 0.8),
     "cos_look": (0.80, 1.01),  # 1.01: no same_look links
 }
 MAX_VARIANT_MERGES = 0.02
