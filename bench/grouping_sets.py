@@ -104,6 +104,7 @@ def evaluate(cases: Sequence[Case], groups: Sequence[str], products: Sequence[st
         "families": recall_per_family(cases, groups),
         "variant_merges": variant_merges(cases, products),
         "views_strict_linked": views_strict_linked(cases, groups),
+        "photo_product_errors": photo_product_errors(cases, products),
     }
     stereo = [k for k, c in enumerate(cases) if c.kind == "viewpoint" and c.family == "original"]
     if len(stereo) == 2:
@@ -137,6 +138,20 @@ def variant_merges(cases: Sequence[Case], products: Sequence[str]) -> float:
         cases, products, lambda a, b: a.base and a.base == b.base and a.product != b.product
     )
     return together / total if total else 0.0
+
+
+def photo_product_errors(cases: Sequence[Case], products: Sequence[str]) -> int:
+    """Pairs put in one product that are not, where one is a real photo (the product
+    scores count the renders only)."""
+    members: dict[str, list[Case]] = defaultdict(list)
+    for case, product in zip(cases, products, strict=True):
+        members[product].append(case)
+    return sum(
+        not (a.rendered and b.rendered) and a.product != b.product
+        for together in members.values()
+        if not all(c.rendered for c in together)
+        for a, b in itertools.combinations(together, 2)
+    )
 
 
 def views_strict_linked(cases: Sequence[Case], groups: Sequence[str]) -> int:
