@@ -77,9 +77,9 @@ class GroupingParams:
     max_colour_difference: float = 10.0  # median a*b* distance at the matches
     min_density: float = 0.2  # share of keypoints inside the matched hull that matched
     cos_product: float = 0.80  # without keypoints: embedding cosine for one product
-    near_agreement: float = 0.6  # shots this alike once aligned are compared print by print:
+    near_agreement: float = 0.75  # shots this alike once aligned are compared print by print:
     max_hue_turn_product: float = 20.0  # ... hues turned more: a colour variant
-    min_fine_agreement: float = 0.6  # ... fewer blocks agreeing closely: another design
+    min_fine_agreement: float = 0.8  # ... fewer blocks agreeing closely: another design
     max_palette_mismatch: float = 0.045  # share of colours near the matches the other lacks
     # Shots from nearly the same angle (photogroup.changed_print): one homography holds for
     # at least this share of the keypoints, and a region this large (share of the compared
