@@ -148,11 +148,11 @@ def link_products(
         elif alike := [r for r in results if r["verdict"] == SAME_LOOK]:
             best = max(alike, key=_cosine)
             looks.append((best["cosine"], pair, best))
-    product_of, links = _merge(groups, positive, apart)
+    products = _Products(groups, apart)
+    links = _merge(products, positive)
     if looks:
-        product_of, more = _merge_looks(product_of, looks, apart, _likeness(group_of, emb),
-                                        rules.look_margin)  # fmt: skip
-        links += more
+        links += _merge_looks(products, looks, _likeness(group_of, emb), rules.look_margin)
+    product_of = products.product_of()
     for c in checked:
         del c["_a"], c["_b"]
     return ProductGraph(product_of, links, checked)
@@ -261,78 +261,78 @@ def _print_checks(group_of, keypoints, rules: ProductRules, ids, by_pair) -> lis
     return added
 
 
-def _merge(groups: int, positive: list, apart: set) -> tuple[np.ndarray, list[dict]]:
-    """Union groups along positive links, strongest first, unless two groups kept apart
-    would end up in one product."""
-    parent = list(range(groups))
-    banned: dict[int, set[int]] = {g: set() for g in range(groups)}
-    for x, y in apart:
-        banned[x].add(y)
-        banned[y].add(x)
+class _Products:
+    """Strict groups joined into products (union-find), with the groups each product must
+    stay apart from (the variant checks' cannot-links)."""
 
-    def root(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
+    def __init__(self, groups: int, apart: set) -> None:
+        self.parent = list(range(groups))
+        self.members = {g: [g] for g in range(groups)}  # root -> its groups
+        self.banned: dict[int, set[int]] = {g: set() for g in range(groups)}  # root -> groups
+        for x, y in apart:
+            self.banned[x].add(y)
+            self.banned[y].add(x)
+
+    def root(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
         return g
 
+    def kept_apart(self, r: int) -> set[int]:
+        """The products (roots) product ``r`` must not join."""
+        return {self.root(g) for g in self.banned[r]}
+
+    def join(self, rx: int, ry: int) -> None:
+        self.parent[ry] = rx
+        self.banned[rx] |= self.banned.pop(ry)
+        self.members[rx] += self.members.pop(ry)
+
+    def product_of(self) -> np.ndarray:
+        return np.array([self.root(g) for g in range(len(self.parent))], dtype=np.int64)
+
+
+_KEPT_APART = "would join products kept apart by a variant check"
+
+
+def _merge(products: _Products, positive: list) -> list[dict]:
+    """Join products along positive links, strongest first, unless two groups kept apart
+    would end up in one product."""
     links = []
     for _, (x, y), evidence in sorted(positive, key=lambda p: (-p[0], p[1])):
-        rx, ry = root(x), root(y)
+        rx, ry = products.root(x), products.root(y)
         if rx == ry:
             continue
-        if {root(g) for g in banned[rx]} & {ry} or {root(g) for g in banned[ry]} & {rx}:
-            evidence["refused"] = "would join products kept apart by a variant check"
+        if ry in products.kept_apart(rx):
+            evidence["refused"] = _KEPT_APART
             continue
-        parent[ry] = rx
-        banned[rx] |= banned[ry]
+        products.join(rx, ry)
         links.append(evidence)
-    return np.array([root(g) for g in range(groups)], dtype=np.int64), links
+    return links
 
 
-def _merge_looks(
-    product_of: np.ndarray, looks: list, apart: set, likeness, margin: float
-) -> tuple[np.ndarray, list[dict]]:
+def _merge_looks(products: _Products, looks: list, likeness, margin: float) -> list[dict]:
     """Join the products of ``same_look`` pairs (cosine, (group, group), evidence), closest
     first, unless two groups kept apart would end up in one product, or a product kept apart
     from one side is within ``margin`` as like the other side (``likeness``: the closest
     cosine between two lists of groups): the look cannot tell which of the two it is."""
-    parent = {int(g): int(r) for g, r in enumerate(product_of)}
-    members: dict[int, list[int]] = {}
-    for g, r in parent.items():
-        members.setdefault(r, []).append(g)
-
-    def root(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    banned: dict[int, set[int]] = {}
-    for x, y in apart:
-        banned.setdefault(x, set()).add(y)
-        banned.setdefault(y, set()).add(x)
-
-    def kept_apart(r: int) -> set[int]:
-        return {root(z) for g in members[r] for z in banned.get(g, ())}
-
     links = []
     for cosine, (x, y), evidence in sorted(looks, key=lambda p: (-p[0], p[1])):
-        rx, ry = root(x), root(y)
+        rx, ry = products.root(x), products.root(y)
         if rx == ry:
             continue
-        apart_x, apart_y = kept_apart(rx), kept_apart(ry)
-        if ry in apart_x or rx in apart_y:
-            evidence["refused"] = "would join products kept apart by a variant check"
+        apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
+        if ry in apart_x:
+            evidence["refused"] = _KEPT_APART
             continue
         rivals = [(z, ry) for z in apart_x] + [(z, rx) for z in apart_y]
+        members = products.members
         if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
             evidence["refused"] = "a product kept apart from one looks as much like the other"
             continue
-        parent[ry] = rx
-        members[rx] += members.pop(ry)
+        products.join(rx, ry)
         links.append(evidence)
-    return np.array([root(g) for g in range(len(product_of))], dtype=np.int64), links
+    return links
 
 
 def _likeness(group_of: np.ndarray, emb: np.ndarray):

@@ -179,7 +179,6 @@ def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
 def palette_mismatch(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:
     """The larger of the two photos' share of colours around their inliers (``pa`` in a,
     ``pb`` in b, working-copy pixels) that the other photo's surroundings lack."""
-
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return 0.0
     ha, hb = _palette(a, pa), _palette(b, pb)

@@ -3,14 +3,13 @@ look (embedding and whole-pack colours), and refused where a variant makes them 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from bench import render_products as rp
 from photogroup.cluster import GroupingParams
 from photogroup.looks import look_mismatch
-from photogroup.product_links import _merge_looks
+from photogroup.product_links import _merge_looks, _Products
 from photogroup.views import match_surfaces
 from tests.core.test_core_product_grouping import SIZE, _keypoints, group, upload
 
@@ -71,7 +70,9 @@ def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
     alike = {(0, 1): 0.97, (0, 2): 0.93, (1, 2): 0.95, (3, 4): 0.9}
     looks = [(0.95, (1, 2), {"pair": "1-2"}), (0.93, (0, 2), {"pair": "0-2"}),
              (0.9, (3, 4), {"pair": "3-4"})]  # fmt: skip
-    product_of, links = _merge_looks(np.arange(5), looks, {(0, 1)}, _likeness(alike), 0.1)
+    products = _Products(5, {(0, 1)})
+    links = _merge_looks(products, looks, _likeness(alike), 0.1)
+    product_of = products.product_of()
     assert len(set(product_of[[0, 1, 2]])) == 3  # the back joins neither
     assert product_of[3] == product_of[4]
     assert [link["pair"] for link in links] == ["3-4"]
@@ -80,6 +81,8 @@ def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
     # Without the margin the closest look wins, and the other link then joins products kept
     # apart: refused for that reason.
     looks = [(c, pair, {}) for c, pair, _ in looks]
-    product_of, _ = _merge_looks(np.arange(5), looks, {(0, 1)}, _likeness(alike), 0.0)
+    products = _Products(5, {(0, 1)})
+    _merge_looks(products, looks, _likeness(alike), 0.0)
+    product_of = products.product_of()
     assert product_of[1] == product_of[2] != product_of[0]
     assert looks[1][2]["refused"] == "would join products kept apart by a variant check"
