@@ -124,6 +124,9 @@ class LocalS3:
                 # (free ports come from the range the kernel gives outgoing connections).
                 if attempt == _START_ATTEMPTS:
                     raise
+                if not _free(s3_port):  # the S3 port itself: the caller chooses another
+                    raise PortTaken(f"port {s3_port} of the local S3 was taken while it "
+                                    f"started; choose another") from None  # fmt: skip
                 ports = _internal_ports(s3_port)
         raise AssertionError("unreachable")
 
@@ -250,13 +253,17 @@ def weed_binary() -> str:
 
 
 def _answers(endpoint_url: str) -> bool:
+    """Whether an S3 gateway answers there. S3 speaks XML (an ``<Error>`` 403 without
+    credentials): another server that took the port between choosing and binding (another
+    weed's filer, say, whose JSON broke every request of a test worker) is not ours."""
     try:
-        urllib.request.urlopen(endpoint_url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # 403 without credentials: the gateway is up
+        with urllib.request.urlopen(endpoint_url, timeout=1) as response:
+            body = response.read(4096)
+    except urllib.error.HTTPError as error:
+        body = error.read(4096)
     except (OSError, ValueError):
         return False
-    return True
+    return b"<Error>" in body or b"<ListAllMyBucketsResult" in body
 
 
 def _is_our_weed(pid: int, data_dir: Path) -> bool:

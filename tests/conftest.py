@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from orchestration.local_s3 import LocalS3, LocalS3State, _free_port
+from orchestration.local_s3 import LocalS3, LocalS3State, PortTaken, _free_port
 from resources.s3 import client_config
 
 
@@ -81,8 +81,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3State]:
-    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"), s3_port=_free_port())
-    state = server.start()
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    for attempt in range(3):  # another worker's server can take the port chosen meanwhile
+        server = LocalS3(folder, s3_port=_free_port())
+        try:
+            state = server.start()
+            break
+        except PortTaken:
+            if attempt == 2:
+                raise
     try:
         yield state
     finally:

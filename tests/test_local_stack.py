@@ -273,3 +273,53 @@ def test_dg_launch_materialises_a_batch(s3_env, s3_client, subprocess_env, tmp_p
             limit=1,
         ).records
     assert records and records[0].asset_materialization.metadata["accepted"].value == 2
+
+
+def test_the_s3_port_taken_by_another_server_while_weed_starts_is_not_taken_for_ours(
+    tmp_path, monkeypatch, seaweed
+):
+    """Another weed's filer took a test worker's S3 port between choosing and binding: its
+    JSON answered, the start took it for the gateway and every request of that worker failed.
+    Only S3's XML counts; the start reports the port taken, so the caller picks another."""
+    import http.server
+    import threading
+
+    import orchestration.local_s3 as local_s3
+
+    class Filer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"name":"not-s3"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Filer)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = other.server_address[1]
+    try:
+        assert not local_s3._answers(f"http://127.0.0.1:{port}")
+        assert local_s3._answers(seaweed.endpoint_url)
+        free = local_s3._free
+        checked = []
+
+        def free_when_chosen(p: int) -> bool:  # the port was free when start() checked it
+            if p == port and not checked:
+                checked.append(p)
+                return True
+            return free(p)
+
+        monkeypatch.setattr(local_s3, "_free", free_when_chosen)
+        server = LocalS3(tmp_path, s3_port=port)
+        try:
+            with pytest.raises(local_s3.PortTaken, match=f"port {port} .* taken while it started"):
+                server.start(timeout=30)
+        finally:
+            server.stop(timeout=1)
+    finally:
+        other.shutdown()
+        other.server_close()
