@@ -220,6 +220,7 @@ def table(results: dict[str, dict]) -> None:
             row(f"{level} {metric}", lambda r, lv=level, m=metric: f"{r[lv][m]:.3f}")
     row("variant pairs merged", lambda r: f"{100 * r['variant_merges']:.1f} %")
     row("view pairs strict-linked", lambda r: str(r["views_strict_linked"]))
+    row("variant pairs strict-linked", lambda r: str(r["variants_strict_linked"]))
     row("wrong product pairs, photos", lambda r: str(r["photo_product_errors"]))
 
     def stereo(r: dict) -> str:

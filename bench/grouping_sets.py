@@ -104,6 +104,7 @@ def evaluate(cases: Sequence[Case], groups: Sequence[str], products: Sequence[st
         "families": recall_per_family(cases, groups),
         "variant_merges": variant_merges(cases, products),
         "views_strict_linked": views_strict_linked(cases, groups),
+        "variants_strict_linked": variants_strict_linked(cases, groups),
         "photo_product_errors": photo_product_errors(cases, products),
     }
     stereo = [k for k, c in enumerate(cases) if c.kind == "viewpoint" and c.family == "original"]
@@ -138,6 +139,15 @@ def variant_merges(cases: Sequence[Case], products: Sequence[str]) -> float:
         cases, products, lambda a, b: a.base and a.base == b.base and a.product != b.product
     )
     return together / total if total else 0.0
+
+
+def variants_strict_linked(cases: Sequence[Case], groups: Sequence[str]) -> int:
+    """Pairs of one product line, different products, that share a strict group (a variant
+    taken for a copy: it joins its base's product whatever the product level says)."""
+    together, _ = _pairs_where(
+        cases, groups, lambda a, b: a.rendered and a.base == b.base and a.product != b.product
+    )
+    return together
 
 
 def photo_product_errors(cases: Sequence[Case], products: Sequence[str]) -> int:
