@@ -292,19 +292,21 @@ class _Products:
         return np.array([self.root(g) for g in range(len(self.parent))], dtype=np.int64)
 
 
-_KEPT_APART = "would join products kept apart by a variant check"
-
-
-def _merge(products: _Products, positive: list) -> list[dict]:
-    """Join products along positive links, strongest first, unless two groups kept apart
-    would end up in one product."""
+def _merge(products: _Products, candidates: list, ambiguous=None) -> list[dict]:
+    """Join products along candidate links (strength, (group, group), evidence), strongest
+    first, unless two groups kept apart would end up in one product, or ``ambiguous``
+    (strength, root, root) gives a reason to refuse the link."""
     links = []
-    for _, (x, y), evidence in sorted(positive, key=lambda p: (-p[0], p[1])):
+    for strength, (x, y), evidence in sorted(candidates, key=lambda p: (-p[0], p[1])):
         rx, ry = products.root(x), products.root(y)
         if rx == ry:
             continue
         if ry in products.kept_apart(rx):
-            evidence["refused"] = _KEPT_APART
+            reason = "would join products kept apart by a variant check"
+        else:
+            reason = ambiguous(strength, rx, ry) if ambiguous else None
+        if reason:
+            evidence["refused"] = reason
             continue
         products.join(rx, ry)
         links.append(evidence)
@@ -312,27 +314,20 @@ def _merge(products: _Products, positive: list) -> list[dict]:
 
 
 def _merge_looks(products: _Products, looks: list, likeness, margin: float) -> list[dict]:
-    """Join the products of ``same_look`` pairs (cosine, (group, group), evidence), closest
-    first, unless two groups kept apart would end up in one product, or a product kept apart
-    from one side is within ``margin`` as like the other side (``likeness``: the closest
-    cosine between two lists of groups): the look cannot tell which of the two it is."""
-    links = []
-    for cosine, (x, y), evidence in sorted(looks, key=lambda p: (-p[0], p[1])):
-        rx, ry = products.root(x), products.root(y)
-        if rx == ry:
-            continue
-        apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
-        if ry in apart_x:
-            evidence["refused"] = _KEPT_APART
-            continue
-        rivals = [(z, ry) for z in apart_x] + [(z, rx) for z in apart_y]
+    """:func:`_merge` for ``same_look`` pairs (cosine first), also refusing a link when a
+    product kept apart from one side is within ``margin`` as like the other side
+    (``likeness``: the closest cosine between two lists of groups): the look cannot tell
+    which of the two it is."""
+
+    def ambiguous(cosine: float, rx: int, ry: int) -> str | None:
+        rivals = [(z, ry) for z in products.kept_apart(rx)]
+        rivals += [(z, rx) for z in products.kept_apart(ry)]
         members = products.members
         if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
-            evidence["refused"] = "a product kept apart from one looks as much like the other"
-            continue
-        products.join(rx, ry)
-        links.append(evidence)
-    return links
+            return "a product kept apart from one looks as much like the other"
+        return None
+
+    return _merge(products, looks, ambiguous)
 
 
 def _likeness(group_of: np.ndarray, emb: np.ndarray):
