@@ -73,6 +73,7 @@ class LocalS3:
         self.dir = Path(data_dir)
         self.s3_port = s3_port
         self.state_file = self.dir / "state.json"
+        self._log_start = 0  # offset of the latest launch's output in weed.log
 
     def recorded(self) -> LocalS3State | None:
         """What the state file says, running or not (its endpoint outlives the process)."""
@@ -153,6 +154,9 @@ class LocalS3:
         ]  # fmt: skip
         # SSE-S3 needs a key-encryption key; passed by environment, never on the command line.
         env = {**os.environ, "WEED_S3_SSE_KEK": self._sse_kek()}
+        # Where this launch's output starts: weed appends, and an earlier launch's
+        # "address already in use" must not decide this one.
+        self._log_start = log_file.stat().st_size if log_file.exists() else 0
         with open(log_file, "ab") as log:
             # Own session: Ctrl-C in the terminal that started it does not take S3 down.
             process = subprocess.Popen(
@@ -229,7 +233,9 @@ class LocalS3:
             if process is not None and process.poll() is not None:
                 self._record(replace(state, pid=0))
                 tail = _tail(state.log_file)
-                raced = "address already in use" in tail
+                # Anywhere in this launch's output: weed's stack traces and other
+                # goroutines' lines can push the bind error out of the tail.
+                raced = "address already in use" in _since(state.log_file, self._log_start)
                 raise (PortRaced if raced else RuntimeError)(
                     f"SeaweedFS exited at start; see {state.log_file}:\n{tail}"
                 )
@@ -344,6 +350,15 @@ def _free_ports(count: int, exclude: set[int] = frozenset()) -> list[int]:
         for sock in sockets:
             sock.close()
     return ports
+
+
+def _since(path: str, offset: int) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(path: str, lines: int = 20) -> str:
