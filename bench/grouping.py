@@ -108,8 +108,11 @@ def ours(prepared: Prepared, params: GroupingParams) -> tuple[list[str], list[st
 def remember_verifications() -> None:
     """The grid groups the same images many times; a pair's verification depends on the
     two images only (and the hash hint), so each pair is verified once (results unchanged)."""
-    for module, name in ((cluster, "match_photos"), (product_links, "match_surfaces"),
-                         (product_links, "print_change")):  # fmt: skip
+    remembered_calls = (
+        (cluster, "match_photos"), (cluster, "print_change"),
+        (product_links, "match_surfaces"), (product_links, "print_change"),
+    )  # fmt: skip
+    for module, name in remembered_calls:
         original = getattr(module, name)
         if getattr(original, "remembers", False):
             continue

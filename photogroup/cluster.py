@@ -4,8 +4,11 @@
   pHashes, or embedding neighbours) are verified by :func:`photogroup.verify.match_photos`:
   aligned onto each other, they must look the same over most of one image (``min_overlap``,
   ``min_agreement``). Another viewpoint of a product aligns at best one plane and disagrees
-  elsewhere, however close its hash. Images without keypoints fall back to hashes:
-  ``hash_sure``, or ``hash_loose`` with embeddings agreeing to ``cos_strict``.
+  elsewhere, however close its hash. A variant shot from its base's angle can agree as an
+  edited copy does; where its print changed in one region and one plane does not hold
+  exactly (another shot, not an overlay), it is not a copy. Images without keypoints fall
+  back to hashes: ``hash_sure``, or ``hash_loose`` with embeddings agreeing to
+  ``cos_strict``.
 * Product (``product_id``): strict groups whose photos show one printed surface from other
   angles with the same colours and artwork (:mod:`photogroup.product_links`).
 
@@ -31,6 +34,7 @@ import numpy as np
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
+from photogroup.changed_print import print_change
 from photogroup.colours import colour_name
 from photogroup.descriptor_votes import descriptor_pairs
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
@@ -61,11 +65,11 @@ class GroupingParams:
     max_colour_residual: float = 8.0  # a*b* error no global colour edit explains
     max_hue_turn: float = 60.0  # degrees: an edit turns saturated hues less, a colour variant more
     # ... or one patch differs (a sticker, a price tag) and everything else matches exactly:
-    min_rest_agreement: float = 0.97  # agreement outside the patch's box
+    min_rest_agreement: float = 0.95  # agreement outside the patch's box
     max_second_patch: int = 3  # blocks: the pack a few degrees away differs in several places
     min_occlusion_inlier_ratio: float = 0.95  # one homography explains almost every match
     max_occluded: float = 0.6  # the box hides at most this share of the textured blocks
-    max_copy_residual: float = 0.001  # inliers this close to one plane (of the diagonal)
+    max_copy_residual: float = 0.0005  # inliers this close to one plane (of the diagonal)
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image
@@ -128,6 +132,22 @@ class GroupingParams:
         ):
             return "one_patch_differs"
         return None
+
+    def variant_twin(self, m: PhotoMatch, a: Keypoints, b: Keypoints) -> bool:
+        """A pair the ``agreement`` test took for a copy that is another shot of a variant:
+        its print changed in one region (:mod:`photogroup.changed_print`, the product
+        level's thresholds), and one homography does not hold to within a copy's residual.
+        A flavour variant shot from the base's angle agrees in 90-99 % of its blocks, as
+        an edited copy does; its changed flavour band or fruit is what tells it. A sticker
+        also changes one region, but sits on a copy that one plane aligns exactly."""
+        if m.residual <= self.max_copy_residual:  # the keypoints' plane, however aligned
+            return False
+        change = print_change(a, b)
+        return (
+            change is not None
+            and change.aligned_share >= self.near_aligned_share
+            and change.changed_area > self.max_changed_area
+        )
 
     def product_rules(self) -> ProductRules:
         return ProductRules(
@@ -312,10 +332,9 @@ def strict_links(
     todo = np.nonzero(verifiable)[0]
     hints = [int(orientation[i]) if dist[i] <= p.hash_loose else None for i in todo]
     pairs = [(keypoints[a[i]], keypoints[b[i]], hint) for i, hint in zip(todo, hints, strict=True)]
-    for i, hint, m in zip(todo, hints, _verified(pairs), strict=True):
+    for i, hint, (m, test) in zip(todo, hints, _verified(pairs, p), strict=True):
         if hint is None:
             photo_matches[(int(a[i]), int(b[i]))] = m
-        test = p.copy_test(m) if m is not None else None
         if m is not None and test is not None:
             linked[i] = True
             strength[i] = m.agreement if test == "agreement" else m.rest_agreement
@@ -329,16 +348,25 @@ def strict_links(
     return Links(a[keep], b[keep], strength[keep], out, photo_matches)
 
 
-def _verified(pairs: list[tuple]) -> list[PhotoMatch | None]:
-    """:func:`match_photos` of each ``(a, b, hint)``, in order, on every core: the matching,
-    the homographies and the warps run in faiss and OpenCV with the GIL released (the 120
-    phone photos of bench/throughput.py: 1,573 pairs). Each pair's result depends on its
-    two images only, so the order they run in changes nothing."""
+def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | None, str | None]]:
+    """:func:`match_photos` of each ``(a, b, hint)`` and its copy test (None: not a copy,
+    or a variant's twin), in order, on every core: the matching, the homographies and the
+    warps run in faiss and OpenCV with the GIL released (the 120 phone photos of
+    bench/throughput.py: 1,573 pairs). Each pair's result depends on its two images only,
+    so the order they run in changes nothing."""
+
+    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None]:
+        m = match_photos(*pair)
+        test = p.copy_test(m) if m is not None else None
+        if test == "agreement" and p.variant_twin(m, pair[0], pair[1]):
+            test = None
+        return m, test
+
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))
     if threads == 1:
-        return [match_photos(*pair) for pair in pairs]
+        return [verify(pair) for pair in pairs]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(lambda pair: match_photos(*pair), pairs))
+        return list(pool.map(verify, pairs))
 
 
 def _descriptor_candidates(

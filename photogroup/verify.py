@@ -299,9 +299,11 @@ def match_photos(
     best = max(matches, key=lambda m: m.agreement, default=None)
     if best is not None and best.method == "hash" and by_keypoints is not None:
         # The hash may align the pixels better, but what the keypoints say of the geometry
-        # (a second plane, matches no single homography explains) still stands.
+        # (a second plane, matches no single homography explains, how closely one plane
+        # holds) still stands.
         best = replace(best, inliers=by_keypoints.inliers, good=by_keypoints.good,
-                       second_plane=by_keypoints.second)  # fmt: skip
+                       second_plane=by_keypoints.second,
+                       residual=round(by_keypoints.residual, 5))  # fmt: skip
     return best
 
 

@@ -4,6 +4,7 @@ group_with_evidence, as in the pipeline. (Figures over many products: bench/grou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 
@@ -16,7 +17,7 @@ from bench import shop_edits
 from photogroup import LocalEmbedder, compute_features, decode_image, views
 from photogroup.cluster import Grouping, GroupingParams, group_with_evidence
 from photogroup.samples import load_stereo_pair
-from photogroup.verify import Keypoints
+from photogroup.verify import Keypoints, match_photos
 from photogroup.views import match_surfaces
 
 SIZE = (640, 480)
@@ -135,6 +136,51 @@ def test_variants_a_few_degrees_away_are_not_copies(twins):
     assert placed["artwork"][0] != placed["box"][0]
     linked = {frozenset((names[e["a"]], names[e["b"]])) for e in grouping.group_links}
     assert not any(pair & {"flavour", "artwork"} for pair in linked)
+
+
+@functools.cache
+def _can_twin_images() -> dict[str, Image.Image]:
+    """A can's front, its flavour variant shot one degree away (90-99 % of its blocks agree
+    once aligned, as an edited copy's do), and a stickered copy of the front."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    can = rp.make_product(7102, "cylinder", sources)
+    flavour = rp.make_variant(can, "flavour", np.random.default_rng(4), sources)
+    images = {
+        name: rp.render(product, rp.View(azimuth_deg=az, elevation_deg=15), "white",
+                        size=SIZE).image
+        for name, product, az in (("can", can, 0), ("flavour", flavour, 1))
+    }  # fmt: skip
+    images["can-sticker"] = shop_edits.sticker(images["can"], np.random.default_rng(12))
+    return images
+
+
+@pytest.fixture(scope="module")
+def can_twins() -> tuple[dict, Grouping, dict]:
+    return group({name: upload(img) for name, img in _can_twin_images().items()})
+
+
+def test_a_flavour_variant_that_agrees_like_a_copy_is_not_one(can_twins):
+    """Block agreement takes the variant for a copy; its changed print, on an alignment
+    that holds only roughly (another shot), refuses it. The sticker changes one region too,
+    on a copy one plane aligns exactly, and stays."""
+    from photogroup.product_links import VARIANT_VERDICTS
+
+    placed, grouping, names = can_twins
+    photos = {name: _keypoints(img) for name, img in _can_twin_images().items()}
+    params = GroupingParams()
+    twin = match_photos(photos["can"], photos["flavour"])
+    assert twin is not None and params.copy_test(twin) == "agreement"
+    assert params.variant_twin(twin, photos["can"], photos["flavour"])
+    assert placed["flavour"][0] != placed["can"][0]
+    assert placed["can-sticker"][0] == placed["can"][0]
+    sticker = match_photos(photos["can"], photos["can-sticker"])
+    assert sticker is not None and not params.variant_twin(
+        sticker, photos["can"], photos["can-sticker"]
+    )
+    verdicts = {c["verdict"] for c in grouping.product_checks
+                if {names[c["a"]], names[c["b"]]} & {"flavour"}}  # fmt: skip
+    assert verdicts & set(VARIANT_VERDICTS)
+    assert placed["flavour"][1] != placed["can"][1]
 
 
 def test_the_variant_is_kept_apart_with_a_reason(shop):
