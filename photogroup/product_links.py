@@ -320,8 +320,8 @@ def _merge_looks(products: _Products, looks: list, likeness, margin: float) -> l
     which of the two it is."""
 
     def ambiguous(cosine: float, rx: int, ry: int) -> str | None:
-        rivals = [(z, ry) for z in products.kept_apart(rx)]
-        rivals += [(z, rx) for z in products.kept_apart(ry)]
+        apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
+        rivals = [(z, ry) for z in apart_x - apart_y] + [(z, rx) for z in apart_y - apart_x]
         members = products.members
         if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
             return "a product kept apart from one looks as much like the other"
