@@ -109,7 +109,7 @@ def remember_verifications() -> None:
     """The grid groups the same images many times; a pair's verification depends on the
     two images only (and the hash hint), so each pair is verified once (results unchanged)."""
     remembered_calls = (
-        (cluster, "match_photos"), (cluster, "print_change"),
+        (cluster, "align"), (cluster, "match_photos"), (cluster, "print_change"),
         (product_links, "match_surfaces"), (product_links, "print_change"),
     )  # fmt: skip
     for module, name in remembered_calls:

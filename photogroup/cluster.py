@@ -39,7 +39,7 @@ from photogroup.colours import colour_name
 from photogroup.descriptor_votes import descriptor_pairs
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
 from photogroup.product_links import ProductRules, link_products
-from photogroup.verify import Keypoints, PhotoMatch, match_photos
+from photogroup.verify import Alignment, Keypoints, PhotoMatch, align, match_photos
 
 
 @dataclass(frozen=True)
@@ -133,16 +133,19 @@ class GroupingParams:
             return "one_patch_differs"
         return None
 
-    def variant_twin(self, m: PhotoMatch, a: Keypoints, b: Keypoints) -> bool:
+    def variant_twin(
+        self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: Alignment | None = None
+    ) -> bool:
         """A pair the ``agreement`` test took for a copy that is another shot of a variant:
         its print changed in one region (:mod:`photogroup.changed_print`, the product
         level's thresholds), and one homography does not hold to within a copy's residual.
         A flavour variant shot from the base's angle agrees in 90-99 % of its blocks, as
         an edited copy does; its changed flavour band or fruit is what tells it. A sticker
-        also changes one region, but sits on a copy that one plane aligns exactly."""
+        also changes one region, but sits on a copy that one plane aligns exactly.
+        ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it."""
         if m.residual <= self.max_copy_residual:  # the keypoints' plane, however aligned
             return False
-        change = print_change(a, b)
+        change = print_change(a, b, alignment=alignment)
         return (
             change is not None
             and change.aligned_share >= self.near_aligned_share
@@ -356,9 +359,11 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | 
     so the order they run in changes nothing."""
 
     def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None]:
-        m = match_photos(*pair)
+        a, b, hint = pair
+        found = align(a, b)  # one ORB alignment for the match and the twin check
+        m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
-        if test == "agreement" and p.variant_twin(m, pair[0], pair[1]):
+        if test == "agreement" and p.variant_twin(m, a, b, found):
             test = None
         return m, test
 
