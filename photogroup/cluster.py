@@ -91,6 +91,9 @@ class GroupingParams:
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
     max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
+    # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
+    # some region of the print changed by more than this share (else an edit, resampling):
+    min_artwork_change: float = 0.005
     # No shared surface, but the same look (photogroup.looks): embeddings this close ...
     cos_look: float = 0.80
     max_look_mismatch: float = 0.10  # ... and this share of coloured pixels at most lacking
@@ -170,6 +173,7 @@ class GroupingParams:
             near_aligned_share=self.near_aligned_share,
             max_changed_area=self.max_changed_area,
             max_flipped_area=self.max_flipped_area,
+            min_artwork_change=self.min_artwork_change,
             cos_look=self.cos_look,
             max_look_mismatch=self.max_look_mismatch,
             look_margin=self.look_margin,

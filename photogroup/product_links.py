@@ -63,6 +63,7 @@ class ProductRules:
     near_aligned_share: float
     max_changed_area: float
     max_flipped_area: float
+    min_artwork_change: float
     cos_look: float
     max_look_mismatch: float
     look_margin: float
@@ -87,6 +88,12 @@ class ProductRules:
             and c.aligned_share >= self.near_aligned_share
             and (c.changed_area > self.max_changed_area or c.flipped_area > self.max_flipped_area)
         )
+
+    def print_moved(self, c: PrintChange) -> bool:
+        """Some region of the print changed at all (however few keypoints one homography
+        holds for): what a block disagreement needs before it means another design. An
+        edited copy or a resampled shot disagrees block by block with its print unchanged."""
+        return max(c.changed_area, c.flipped_area) > self.min_artwork_change
 
     def verdict(self, m: SurfaceMatch) -> str:
         """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``
@@ -197,6 +204,7 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
     # One ORB alignment of the pair serves both checks below (neither needs it when the
     # surfaces already tell a variant).
     found = align(ka, kb) if verdict in ("same_surface", "no_shared_surface") else None
+    blocks_disagree = False
     if verdict == "same_surface":
         if (a, b) in known:
             aligned = known[(a, b)]
@@ -205,10 +213,11 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
         if aligned is not None and rules.near_angle(aligned):
             # Shot from nearly the same angle: the print can be compared block by block.
             # That tells a colour variant by its hue turn; another design only where its
-            # print disagrees at close correlation (bench/grouping.py: still often not).
+            # print disagrees at close correlation and a region of it changed (below).
             verdict = rules.aligned_verdict(aligned)
             base["aligned"] = aligned.as_dict()
-    if verdict in ("same_surface", "no_shared_surface") and found is not None:
+            blocks_disagree = verdict == "artwork_differs"
+    if (verdict in ("same_surface", "no_shared_surface") or blocks_disagree) and found is not None:
         # Whatever the surface keypoints said: shot from nearly the same angle with one
         # region's print changed is a variant, and keeps the two apart.
         change = print_change(ka, kb, alignment=found)
@@ -216,6 +225,10 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
             base["print_change"] = change.as_dict()
             if rules.print_changed(change):
                 verdict = "print_differs"
+            elif blocks_disagree and not rules.print_moved(change):
+                # Blocks disagree, yet no region of the print changed: a copy the strict
+                # level missed (a screenshot, blur, a watermark) or a resampled shot.
+                verdict = "same_surface"
     if verdict == "no_shared_surface" and cosine >= rules.cos_look:
         mismatch = look_mismatch(ka, kb)
         if mismatch is not None:

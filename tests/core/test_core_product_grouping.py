@@ -10,11 +10,12 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bench import render_products as rp
 from bench import shop_edits
 from photogroup import LocalEmbedder, compute_features, decode_image, views
+from photogroup.changed_print import PrintChange
 from photogroup.cluster import Grouping, GroupingParams, group_with_evidence
 from photogroup.samples import load_stereo_pair
 from photogroup.verify import Keypoints, match_photos
@@ -29,7 +30,9 @@ def upload(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def group(named: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], Grouping, dict]:
+def group(
+    named: dict[str, bytes], params: GroupingParams | None = None
+) -> tuple[dict[str, tuple[str, str]], Grouping, dict]:
     """name -> (group id, product id), the grouping, and sha -> name."""
     works = [decode_image(data).image for data in named.values()]
     features = [compute_features(w) for w in works]
@@ -38,6 +41,7 @@ def group(named: dict[str, bytes]) -> tuple[dict[str, tuple[str, str]], Grouping
         ids,
         [f.phash_d4 for f in features],
         LocalEmbedder().embed(works),
+        params or GroupingParams(),
         keypoints=[Keypoints.from_base64(f.keypoints) for f in features],
     )
     by_id = {a.image_id: (a.group_id, a.product_id) for a in grouping.assignments}
@@ -181,6 +185,27 @@ def test_a_flavour_variant_that_agrees_like_a_copy_is_not_one(can_twins):
                 if {names[c["a"]], names[c["b"]]} & {"flavour"}}  # fmt: skip
     assert verdicts & set(VARIANT_VERDICTS)
     assert placed["flavour"][1] != placed["can"][1]
+
+
+@pytest.mark.parametrize(("seed", "shape"), [(7102, "cylinder"), (7001, "box")])
+def test_a_copy_the_strict_level_missed_is_not_taken_for_another_design(seed, shape):
+    """Blur makes blocks disagree at close correlation, as another design's print does; but
+    no region of the print changed, so the product level joins the copy to its photo rather
+    than keeping the two apart for good. (The strict level is made to miss the copy.)"""
+    sources = ("skimage:coffee", "skimage:rocket")
+    product = rp.make_product(seed, shape, sources)
+    view = rp.View(azimuth_deg=10, elevation_deg=15)
+    photo = rp.render(product, view, "white", size=SIZE).image
+    named = {"photo": upload(photo), "copy": upload(photo.filter(ImageFilter.GaussianBlur(2.5)))}
+    params = GroupingParams(min_agreement=0.99, min_rest_agreement=1.01)
+    placed, grouping, _ = group(named, params)
+    assert placed["photo"][0] != placed["copy"][0]
+    assert placed["photo"][1] == placed["copy"][1]
+    rules = params.product_rules()
+    (check,) = grouping.product_checks
+    assert check["verdict"] == "same_surface"
+    assert check["aligned"]["fine_agreement"] < rules.min_fine_agreement
+    assert not rules.print_moved(PrintChange(**check["print_change"]))
 
 
 def test_the_variant_is_kept_apart_with_a_reason(shop):
