@@ -51,14 +51,29 @@ REPORTED = (
 )  # fmt: skip
 
 
+#: More renders of calibration's photos under other seeds (products, views and edits of
+#: their own): for choosing and diagnosing rules on more than one calibration set without
+#: looking at a set that is reported.
+CALIBRATION_SEEDS = (("calibration2", 3131), ("calibration3", 4141))
+
+
+def load_calibration_seeds() -> dict[str, list[Case]]:
+    """Calibration's renders (not its real photos) and those of ``CALIBRATION_SEEDS``."""
+    photos = labelled_set.CALIBRATION_PHOTOS
+    seeds = (("calibration", product_set.PRESETS["calibration"].seed), *CALIBRATION_SEEDS)
+    return {name: _cases(product_set.build(name, seed, photos).items, True)
+            for name, seed in seeds}  # fmt: skip
+
+
+def _cases(items, rendered: bool) -> list[Case]:
+    return [Case(i.path, i.photo, i.product, i.family, i.kind,
+                 i.base if rendered else "") for i in items]  # fmt: skip
+
+
 def load_sets() -> dict[str, list[Case]]:
     photos = labelled_set.build()
     renders = {name: product_set.build_preset(name) for name in product_set.PRESETS}
-
-    def cases(items, rendered: bool) -> list[Case]:
-        return [Case(i.path, i.photo, i.product, i.family, i.kind,
-                     i.base if rendered else "") for i in items]  # fmt: skip
-
+    cases = _cases
     return {
         "calibration": cases(photos["calibration"].items, False)
         + cases(renders["calibration"].items, True),
