@@ -70,6 +70,13 @@ class GroupingParams:
     min_occlusion_inlier_ratio: float = 0.95  # one homography explains almost every match
     max_occluded: float = 0.6  # the box hides at most this share of the textured blocks
     max_copy_residual: float = 0.0005  # inliers this close to one plane (of the diagonal)
+    # ... or resampled as a whole (blurred, scaled, framed): blocks agree less, but one plane
+    # holds for nearly every match, tightly, and no region of the print changed
+    # (photogroup.changed_print; ``min_artwork_change``, the product level's threshold):
+    min_resampled_agreement: float = 0.8
+    min_resampled_inlier_ratio: float = 0.9
+    max_resampled_residual: float = 0.0015
+    max_resampled_second_plane: int = 3
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image
@@ -113,15 +120,7 @@ class GroupingParams:
         match where it belongs to within a pixel or so; the same pack shot from a few degrees
         away, with another illustration, also differs in one patch, but its faces and depth
         fit one plane less well), or None."""
-        geometry = (
-            m.blocks >= self.min_blocks
-            and m.overlap >= self.min_overlap
-            and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
-            and m.second_plane <= max(self.max_second_plane * m.inliers, self.min_second_plane)
-            and m.colour_residual <= self.max_colour_residual
-            and m.hue_turn <= self.max_hue_turn
-        )
-        if not geometry:
+        if not self._geometry(m):
             return None
         if m.agreement >= self.min_agreement:
             return "agreement"
@@ -135,6 +134,40 @@ class GroupingParams:
         ):
             return "one_patch_differs"
         return None
+
+    def _geometry(self, m: PhotoMatch) -> bool:
+        return (
+            m.blocks >= self.min_blocks
+            and m.overlap >= self.min_overlap
+            and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
+            and m.second_plane <= max(self.max_second_plane * m.inliers, self.min_second_plane)
+            and m.colour_residual <= self.max_colour_residual
+            and m.hue_turn <= self.max_hue_turn
+        )
+
+    def resampled_copy(
+        self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: Alignment | None = None
+    ) -> bool:
+        """A copy the two tests above miss: blurred, scaled, padded or shown in an app frame,
+        its blocks agree less everywhere (0.8-0.9 on small products), while one homography
+        puts nearly every keypoint match within a fraction of a pixel and no region of the
+        print changed. A variant shot from its base's angle agrees more (0.9-0.96: only
+        its flavour band or illustration differs) but changes a region, and another shot of
+        one pack fits one plane less tightly."""
+        if not (
+            self._geometry(m)
+            and m.good > 0  # keypoint matches (the hash may have aligned the blocks)
+            and m.agreement >= self.min_resampled_agreement
+            and m.inliers >= self.min_resampled_inlier_ratio * m.good
+            and m.residual <= self.max_resampled_residual
+            and m.second_plane <= self.max_resampled_second_plane
+        ):
+            return False
+        change = print_change(a, b, alignment=alignment)
+        return (
+            change is not None
+            and max(change.changed_area, change.flipped_area) <= self.min_artwork_change
+        )
 
     def variant_twin(
         self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: Alignment | None = None
@@ -344,7 +377,7 @@ def strict_links(
             photo_matches[(int(a[i]), int(b[i]))] = m
         if m is not None and test is not None:
             linked[i] = True
-            strength[i] = m.agreement if test == "agreement" else m.rest_agreement
+            strength[i] = m.rest_agreement if test == "one_patch_differs" else m.agreement
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
@@ -357,10 +390,10 @@ def strict_links(
 
 def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | None, str | None]]:
     """:func:`match_photos` of each ``(a, b, hint)`` and its copy test (None: not a copy,
-    or a variant's twin), in order, on every core: the matching, the homographies and the
-    warps run in faiss and OpenCV with the GIL released (the 120 phone photos of
-    bench/throughput.py: 1,573 pairs). Each pair's result depends on its two images only,
-    so the order they run in changes nothing."""
+    or a variant's twin; ``resampled`` where only that test holds), in order, on every
+    core: the matching, the homographies and the warps run in faiss and OpenCV with the GIL
+    released (the 120 phone photos of bench/throughput.py: 1,573 pairs). Each pair's
+    result depends on its two images only, so the order they run in changes nothing."""
 
     def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None]:
         a, b, hint = pair
@@ -369,6 +402,8 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | 
         test = p.copy_test(m) if m is not None else None
         if test == "agreement" and p.variant_twin(m, a, b, found):
             test = None
+        elif test is None and m is not None and p.resampled_copy(m, a, b, found):
+            test = "resampled"
         return m, test
 
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))

@@ -202,6 +202,9 @@ def _short(e: dict) -> str:
     if e["rule"] == "same_photo" and e.get("test") == "one_patch_differs":
         numbers = f"outside it agreement {e.get('rest_agreement', 0):.2f}"
         return f"{e['a']} ~ {e['b']}: same photo, one patch differs (a sticker or tag), {numbers}"
+    if e["rule"] == "same_photo" and e.get("test") == "resampled":
+        numbers = f"agreement {e.get('agreement', 0):.2f}, print unchanged"
+        return f"{e['a']} ~ {e['b']}: same photo resampled (blur, scale, frame), {numbers}"
     if e["rule"] == "same_photo":
         numbers = f"overlap {e.get('overlap', 0):.2f}, agreement {e.get('agreement', 0):.2f}"
         return f"{e['a']} ~ {e['b']}: same photo, {e.get('inliers', 0)} inliers, {numbers}"

@@ -197,7 +197,9 @@ def test_a_copy_the_strict_level_missed_is_not_taken_for_another_design(seed, sh
     view = rp.View(azimuth_deg=10, elevation_deg=15)
     photo = rp.render(product, view, "white", size=SIZE).image
     named = {"photo": upload(photo), "copy": upload(photo.filter(ImageFilter.GaussianBlur(2.5)))}
-    params = GroupingParams(min_agreement=0.99, min_rest_agreement=1.01)
+    params = GroupingParams(
+        min_agreement=0.99, min_rest_agreement=1.01, min_resampled_agreement=1.01
+    )
     placed, grouping, _ = group(named, params)
     assert placed["photo"][0] != placed["copy"][0]
     assert placed["photo"][1] == placed["copy"][1]
@@ -206,6 +208,35 @@ def test_a_copy_the_strict_level_missed_is_not_taken_for_another_design(seed, sh
     assert check["verdict"] == "same_surface"
     assert check["aligned"]["fine_agreement"] < rules.min_fine_agreement
     assert not rules.print_moved(PrintChange(**check["print_change"]))
+
+
+@pytest.mark.parametrize(("seed", "shape"), [(7102, "cylinder"), (7001, "box")])
+def test_a_resampled_copy_joins_its_photo_where_blocks_agree_less(seed, shape):
+    """A blurred copy whose blocks the agreement test is made to find too unlike: one plane
+    holds for its keypoint matches to a fraction of a pixel and no region of its print
+    changed, so it is the photo's copy. Without the resampled test it stays apart."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    product = rp.make_product(seed, shape, sources)
+    photo = rp.render(product, rp.View(azimuth_deg=10, elevation_deg=15), "white", size=SIZE)
+    blurred = photo.image.filter(ImageFilter.GaussianBlur(1.5))
+    named = {"photo": upload(photo.image), "copy": upload(blurred)}
+    strict = {"min_agreement": 0.99, "min_rest_agreement": 1.01}
+    placed, grouping, _ = group(named, GroupingParams(**strict))
+    assert placed["photo"][0] == placed["copy"][0]
+    (link,) = grouping.group_links
+    assert link["test"] == "resampled" and link["agreement"] < 0.99
+    placed, _, _ = group(named, GroupingParams(**strict, min_resampled_agreement=1.01))
+    assert placed["photo"][0] != placed["copy"][0]
+
+
+def test_a_flavour_variant_is_no_resampled_copy():
+    """The flavour variant agrees like a copy and fits one plane roughly; its changed
+    flavour band keeps it from passing for a resampled copy too."""
+    photos = {name: _keypoints(img) for name, img in _can_twin_images().items()}
+    params = GroupingParams()
+    twin = match_photos(photos["can"], photos["flavour"])
+    assert twin is not None and twin.agreement >= params.min_resampled_agreement
+    assert not params.resampled_copy(twin, photos["can"], photos["flavour"])
 
 
 def test_the_variant_is_kept_apart_with_a_reason(shop):
