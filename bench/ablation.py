@@ -46,9 +46,12 @@ def main() -> None:
         for label, params in (("base", base), (" ".join(args.set), other)):
             r = evaluate(cases, *grouping.ours(prepared, params))
             p, s = r["product"], r["strict"]
+            family, worst = min(r["families"].items(), key=lambda f: f[1])
             print(f"{name:12s} {label:28s} product P {p['precision']:.3f} R {p['recall']:.3f} "
                   f"F1 {p['f1']:.3f}, variant pairs merged {100 * r['variant_merges']:4.1f} %, "
-                  f"strict F1 {s['f1']:.3f}", flush=True)  # fmt: skip
+                  f"strict P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}, "
+                  f"families < 0.95: {sum(v < 0.95 for v in r['families'].values())} "
+                  f"(worst {family} {worst:.2f})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
