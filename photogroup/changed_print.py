@@ -57,10 +57,13 @@ class PrintChange:
     aligned_share: float  # ORB inliers of the homography / the smaller keypoint count
     changed_area: float  # largest changed region / compared area, the larger of both ways
     flipped_area: float = 0.0  # largest region dark in one, lit in the other, likewise
+    #: A changed colour could not show: one photo grey against a coloured one (a grayscale
+    #: copy), or a sliver of overlap; ``changed_area`` is then 0 by default.
+    blind: bool = False
 
     def as_dict(self) -> dict:
         return {"aligned_share": self.aligned_share, "changed_area": self.changed_area,
-                "flipped_area": self.flipped_area}  # fmt: skip
+                "flipped_area": self.flipped_area, "blind": self.blind}  # fmt: skip
 
 
 def print_change(
@@ -83,16 +86,18 @@ def print_change(
     in_b = cv2.perspectiveTransform(found.inlier_xy[None].astype(np.float64), back)[0]
     one_way = _changed_area(a, b, found.homography, found.inlier_xy)
     other_way = _changed_area(b, a, back, in_b)
-    changed, flipped = (max(x, y) for x, y in zip(one_way, other_way, strict=True))
-    return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4))
+    changed, flipped = max(one_way[0], other_way[0]), max(one_way[1], other_way[1])
+    blind = one_way[2] or other_way[2]
+    return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4), blind)
 
 
 def _changed_area(
     a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels),
     whose chromaticity lies outside b's local range once b is laid onto a; and the largest
-    region dark in one and lit in the other; each over the area compared."""
+    region dark in one and lit in the other; each over the area compared; and whether a
+    changed colour could not show (see ``PrintChange.blind``)."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
@@ -116,12 +121,14 @@ def _changed_area(
     valid = covered & (hull > 0) & (lit_a > 0) & (lit_b > 0)
     core = valid & (cv2.erode(lit_a, _SQUARE) > 0)
     if core.sum() < _MIN_PIXELS:
-        return 0.0, 0.0
+        return 0.0, 0.0, True
     spreads = [
         float(np.sqrt(x[core].astype(np.float32).var(axis=0).sum())) for x in (a.chroma, laid)
     ]
-    if min(spreads) < _MIN_SPREAD * max(spreads) or max(spreads) < 2.0:
-        return 0.0, 0.0  # a grey or nearly grey copy: no colours to compare
+    if max(spreads) < 2.0:
+        return 0.0, 0.0, False  # two grey photos: no colours to compare, none to miss
+    if min(spreads) < _MIN_SPREAD * max(spreads):
+        return 0.0, 0.0, True  # a grey or nearly grey copy of a coloured photo
     flips = _flips(a, b, h, size) & covered & (hull > 0)
     laid = _undo_colour_edit(a.chroma, laid, core)
     mine = a.chroma.astype(np.int16)
@@ -130,7 +137,8 @@ def _changed_area(
     beyond = np.maximum(0, np.maximum(mine - high, low - mine))
     distance = np.hypot(beyond[..., 0], beyond[..., 1])
     changed = (distance > CHANGE_CHROMA) & valid
-    return _largest(changed) / int(valid.sum()), _largest(flips) / int((valid | flips).sum())
+    flipped = _largest(flips) / int((valid | flips).sum())
+    return _largest(changed) / int(valid.sum()), flipped, False
 
 
 def _largest(mask: np.ndarray) -> int:

@@ -230,13 +230,22 @@ def test_a_resampled_copy_joins_its_photo_where_blocks_agree_less(seed, shape):
 
 
 def test_a_flavour_variant_is_no_resampled_copy():
-    """The flavour variant agrees like a copy and fits one plane roughly; its changed
-    flavour band keeps it from passing for a resampled copy too."""
-    photos = {name: _keypoints(img) for name, img in _can_twin_images().items()}
+    """The flavour variant agrees like a copy and fits one plane tightly; its changed
+    flavour band keeps it from passing for a resampled copy too. Against a grayscale copy
+    of the can no changed colour can show, which proves nothing either way."""
+    from photogroup.changed_print import print_change
+
+    images = _can_twin_images()
+    photos = {name: _keypoints(img) for name, img in images.items()}
+    photos["grey can"] = _keypoints(images["can"].convert("L").convert("RGB"))
     params = GroupingParams()
-    twin = match_photos(photos["can"], photos["flavour"])
-    assert twin is not None and twin.agreement >= params.min_resampled_agreement
-    assert not params.resampled_copy(twin, photos["can"], photos["flavour"])
+    for base in ("can", "grey can"):
+        twin = match_photos(photos[base], photos["flavour"])
+        assert twin is not None and twin.agreement >= params.min_resampled_agreement
+        assert twin.residual <= params.max_resampled_residual
+        assert not params.resampled_copy(twin, photos[base], photos["flavour"])
+    grey = print_change(photos["grey can"], photos["flavour"])
+    assert grey is not None and grey.blind and grey.changed_area == 0
 
 
 def test_the_variant_is_kept_apart_with_a_reason(shop):
