@@ -49,8 +49,7 @@ HOLDOUT12 = ("holdout12", 1515, ())
 #: The sets no choice was made on, in the order they were made.
 REPORTED = (
     "evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6",
-    "holdout7", "holdout8", "holdout9", "holdout10", "holdout11",
-    "holdout12",
+    "holdout7", "holdout8", "holdout9", "holdout10", "holdout11", "holdout12",
 )  # fmt: skip
 
 
@@ -76,53 +75,52 @@ def _cases(items, rendered: bool) -> list[Case]:
 def load_sets() -> dict[str, list[Case]]:
     photos = labelled_set.build()
     renders = {name: product_set.build_preset(name) for name in product_set.PRESETS}
-    cases = _cases
     return {
-        "calibration": cases(photos["calibration"].items, False)
-        + cases(renders["calibration"].items, True),
-        "evaluation": cases(photos["evaluation"].items, False)
-        + cases(renders["evaluation"].items, True),
-        "fresh": cases(renders["fresh"].items, True),
+        "calibration": _cases(photos["calibration"].items, False)
+        + _cases(renders["calibration"].items, True),
+        "evaluation": _cases(photos["evaluation"].items, False)
+        + _cases(renders["evaluation"].items, True),
+        "fresh": _cases(renders["fresh"].items, True),
         # Made after the same-photo rule changed on seeing evaluation's figures (the hash
         # alignment no longer overrides the keypoints' geometry): a fourth seed, artwork
         # drawn without any photo, never looked at before being reported.
-        "holdout": cases(product_set.build(*HOLDOUT).items, True),
+        "holdout": _cases(product_set.build(*HOLDOUT).items, True),
         # Made after the content thumbnails grew to 256 px (chosen on calibration, after
         # seeing holdout's figures): a fifth seed.
-        "holdout2": cases(product_set.build(*HOLDOUT2).items, True),
+        "holdout2": _cases(product_set.build(*HOLDOUT2).items, True),
         # Made before the same-photo rule learnt "one patch differs" and candidates from
         # shared ORB descriptors were added (both chosen on calibration): a sixth seed.
-        "holdout3": cases(product_set.build(*HOLDOUT3).items, True),
+        "holdout3": _cases(product_set.build(*HOLDOUT3).items, True),
         # Made before the product level compared hues over the whole matched surface
         # (chosen on calibration): a seventh seed.
-        "holdout4": cases(product_set.build(*HOLDOUT4).items, True),
+        "holdout4": _cases(product_set.build(*HOLDOUT4).items, True),
         # Made before a second plane of at most 8 inliers stopped counting as another
         # viewpoint (chosen on calibration): an eighth seed.
-        "holdout5": cases(product_set.build(*HOLDOUT5).items, True),
+        "holdout5": _cases(product_set.build(*HOLDOUT5).items, True),
         # Made before the product level compared the palettes around the matches (chosen
         # on calibration) and the view sequence stopped wrapping round: a ninth seed.
-        "holdout6": cases(product_set.build(*HOLDOUT6).items, True),
+        "holdout6": _cases(product_set.build(*HOLDOUT6).items, True),
         # Made before the product level compared the print of shots from nearly the same
         # angle (photogroup.changed_print; chosen on calibration): a tenth seed.
-        "holdout7": cases(product_set.build(*HOLDOUT7).items, True),
+        "holdout7": _cases(product_set.build(*HOLDOUT7).items, True),
         # Made before the surface keypoints simulated turned faces (squeezed copies of the
         # content box; chosen on calibration): an eleventh seed.
-        "holdout8": cases(product_set.build(*HOLDOUT8).items, True),
+        "holdout8": _cases(product_set.build(*HOLDOUT8).items, True),
         # Made with same_look links between views sharing no surface (photogroup.looks;
         # chosen on calibration), before any other set's figures with them were seen: a
         # twelfth seed.
-        "holdout9": cases(product_set.build(*HOLDOUT9).items, True),
+        "holdout9": _cases(product_set.build(*HOLDOUT9).items, True),
         # Made before a copy-like pair whose print changed off one exact plane stopped
         # counting as a copy (a variant's twin; thresholds the product level's, checked on
         # calibration): a thirteenth seed.
-        "holdout10": cases(product_set.build(*HOLDOUT10).items, True),
+        "holdout10": _cases(product_set.build(*HOLDOUT10).items, True),
         # Made before a copy resampled as a whole (one tight plane, print unchanged) became
         # a copy (chosen on three calibration seeds): a fourteenth seed.
-        "holdout11": cases(product_set.build(*HOLDOUT11).items, True),
+        "holdout11": _cases(product_set.build(*HOLDOUT11).items, True),
         # Made after that test stopped trusting a grayscale copy's unchanged print (seen on
         # holdout8: a grayscale copy of a bottle taken for its artwork variant's copy): a
         # fifteenth seed.
-        "holdout12": cases(product_set.build(*HOLDOUT12).items, True),
+        "holdout12": _cases(product_set.build(*HOLDOUT12).items, True),
     }
 
 

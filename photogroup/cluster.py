@@ -151,10 +151,10 @@ class GroupingParams:
         """A copy the two tests above miss: blurred, scaled, padded or shown in an app frame,
         its blocks agree less everywhere (0.8-0.9 on small products), while one homography
         puts nearly every keypoint match within a fraction of a pixel and no region of the
-        print changed (where a change could show: not against a grayscale copy). A variant shot from
-        its base's angle agrees more (0.9-0.96: only its flavour band or illustration
-        differs) but changes a region, and another shot of one pack fits one plane less
-        tightly."""
+        print changed (the product level's :meth:`ProductRules.print_moved`, where a change
+        could show: not against a grayscale copy). A variant shot from its base's angle
+        agrees more (0.9-0.96: only its flavour band or illustration differs) but changes a
+        region, and another shot of one pack fits one plane less tightly."""
         if not (
             self._geometry(m)
             and m.good > 0  # keypoint matches (the hash may have aligned the blocks)
@@ -168,9 +168,7 @@ class GroupingParams:
         # A grey copy shows no changed colour, so it proves no print unchanged (a grayscale
         # copy of a base against its artwork variant would pass).
         return (
-            change is not None
-            and not change.blind
-            and max(change.changed_area, change.flipped_area) <= self.min_artwork_change
+            change is not None and not change.blind and not self.product_rules().print_moved(change)
         )
 
     def variant_twin(
