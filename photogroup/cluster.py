@@ -77,6 +77,13 @@ class GroupingParams:
     min_resampled_inlier_ratio: float = 0.9
     max_resampled_residual: float = 0.0015
     max_resampled_second_plane: int = 3
+    # ... or edited in place (stickers, watermarks, text over it, however many patches): one
+    # homography puts nearly every one of many ORB matches where it belongs to within a
+    # tenth of a pixel. Chance fits that exactly only to a handful of matches, and another
+    # shot, even from the same tripod, moves its keypoints by more.
+    min_exact_inliers: int = 50
+    min_exact_inlier_ratio: float = 0.8
+    max_exact_residual: float = 0.0001
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.
     product_neighbours: int = 15  # embedding neighbours proposed per image
@@ -119,7 +126,9 @@ class GroupingParams:
         compact part, the rest matches exactly, and one homography puts almost every keypoint
         match where it belongs to within a pixel or so; the same pack shot from a few degrees
         away, with another illustration, also differs in one patch, but its faces and depth
-        fit one plane less well), or None."""
+        fit one plane less well), ``exact_plane`` (edited in several places, or a large
+        sticker, on pixels that did not move: many matches on one plane to a tenth of a
+        pixel, at most ``max_occluded`` of the blocks hidden), or None."""
         if not self._geometry(m):
             return None
         if m.agreement >= self.min_agreement:
@@ -133,6 +142,14 @@ class GroupingParams:
             and m.occluded <= self.max_occluded
         ):
             return "one_patch_differs"
+        if (
+            m.method == "keypoints"
+            and m.inliers >= self.min_exact_inliers
+            and m.inliers >= self.min_exact_inlier_ratio * m.good
+            and m.residual <= self.max_exact_residual
+            and m.occluded <= self.max_occluded
+        ):
+            return "exact_plane"
         return None
 
     def _geometry(self, m: PhotoMatch) -> bool:
@@ -379,7 +396,8 @@ def strict_links(
             photo_matches[(int(a[i]), int(b[i]))] = m
         if m is not None and test is not None:
             linked[i] = True
-            strength[i] = m.rest_agreement if test == "one_patch_differs" else m.agreement
+            patched = test in ("one_patch_differs", "exact_plane")
+            strength[i] = m.rest_agreement if patched else m.agreement
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip

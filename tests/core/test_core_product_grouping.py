@@ -443,3 +443,47 @@ def test_a_dark_print_replaced_by_a_lit_one_is_a_changed_print():
     assert lit.changed_area <= rules.max_changed_area  # the colours alone miss it
     assert lit.flipped_area > rules.max_flipped_area and rules.print_changed(lit), lit
     assert shade.flipped_area == 0.0 and not rules.print_changed(shade), shade
+
+
+def _stickered_and_watermarked(shape: str, seed: int) -> tuple[Image.Image, Image.Image]:
+    from bench import transforms
+
+    product = rp.make_product(seed, shape, ("skimage:coffee", "skimage:rocket"))
+    view = rp.View(azimuth_deg=20, elevation_deg=15)
+    photo = rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(1)).image
+    rng = np.random.default_rng(0)
+    edited = transforms.watermark(shop_edits.sticker(shop_edits.sticker(photo, rng), rng), rng)
+    return photo, edited
+
+
+def test_a_copy_edited_in_several_places_joins_its_photo():
+    """Two stickers and a watermark hide too much, in too many places, for the block tests;
+    the pixels that show did not move, and one plane holds for every match to a tenth of a
+    pixel: the copy joins its photo. Without the exact-plane test it stays apart."""
+    photo, edited = _stickered_and_watermarked("cylinder", 7102)
+    named = {"photo": upload(photo), "copy": upload(edited)}
+    placed, grouping, _ = group(named)
+    assert placed["photo"][0] == placed["copy"][0]
+    (link,) = grouping.group_links
+    assert link["test"] == "exact_plane" and link["second_patch"] > 3
+    placed, _, _ = group(named, GroupingParams(min_exact_inliers=10**6))
+    assert placed["photo"][0] != placed["copy"][0]
+
+
+def test_a_variant_shot_on_the_same_tripod_is_no_exact_copy():
+    """The box swapped for its flavour variant, turned by 2 degrees on the same backdrop
+    and camera: its keypoints move off the plane by far more than an edited copy's."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    box = rp.make_product(7001, "box", sources)
+    flavour = rp.make_variant(box, "flavour", np.random.default_rng(5), sources)
+
+    def shot(product: rp.Product, spin: float) -> Keypoints:
+        view = rp.View(azimuth_deg=20, elevation_deg=15, spin_deg=spin)
+        rng = np.random.default_rng(1)
+        return _keypoints(rp.render(product, view, "paper", size=SIZE, rng=rng).image)
+
+    params = GroupingParams()
+    swapped = match_photos(shot(box, 0.0), shot(flavour, 2.0))
+    assert swapped is not None and swapped.inliers >= params.min_exact_inliers
+    assert swapped.residual > params.max_exact_residual
+    assert params.copy_test(swapped) is None
