@@ -17,6 +17,7 @@ from bench import shop_edits
 from photogroup import LocalEmbedder, compute_features, decode_image, views
 from photogroup.changed_print import PrintChange
 from photogroup.cluster import Grouping, GroupingParams, group_with_evidence
+from photogroup.evidence import evidence_line
 from photogroup.samples import load_stereo_pair
 from photogroup.verify import Keypoints, match_photos
 from photogroup.views import match_surfaces
@@ -466,6 +467,8 @@ def test_a_copy_edited_in_several_places_joins_its_photo():
     assert placed["photo"][0] == placed["copy"][0]
     (link,) = grouping.group_links
     assert link["test"] == "exact_plane" and link["second_patch"] > 3
+    line = evidence_line({"evidence": [link], "members": [link["a"], link["b"]]})
+    assert "same photo edited in place" in line
     placed, _, _ = group(named, GroupingParams(min_exact_inliers=10**6))
     assert placed["photo"][0] != placed["copy"][0]
 
