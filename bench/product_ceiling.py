@@ -70,17 +70,25 @@ def _line(shots) -> list[tuple[str, str, float]]:
             for v, kind in variants.values()]  # fmt: skip
 
 
-def ceiling(name: str, seed: int, sources: tuple[str, ...], share: float) -> dict:
+def undecidable(seed: int, sources: tuple[str, ...], share: float = 0.01):
+    """The base views of a set (by seed and sources) no pixel tells from a variant of their
+    line, the (view, variant) pairs that look alike per variant kind (a view can match two
+    variants), and how many base views there are."""
     plan = product_set._plan(seed, sources)  # the shots the set was rendered from
     with ProcessPoolExecutor(max_workers=2) as pool:
         rows = [r for line in pool.map(_line, plan) for r in line]
-    undecidable = {photo for photo, _, s in rows if s < share}
+    photos = {photo for photo, _, s in rows if s < share}
     by_kind = Counter(kind for photo, kind, s in rows if s < share)
+    views = sum(s.kind == "view" for line in plan for s in line)
+    return photos, by_kind, views
+
+
+def ceiling(name: str, seed: int, sources: tuple[str, ...], share: float) -> dict:
+    photos, by_kind, views = undecidable(seed, sources, share)
     items = product_set.build(name, seed, sources).items
     truth = [i.product for i in items]
-    apart = [i.product + ("/undecidable" if i.photo in undecidable else "") for i in items]
-    views = sum(s.kind == "view" for line in plan for s in line)
-    return {"views": views, "undecidable": len(undecidable), "by_kind": dict(by_kind),
+    apart = [i.product + ("/undecidable" if i.photo in photos else "") for i in items]
+    return {"views": views, "undecidable": len(photos), "by_kind": dict(by_kind),
             "scores": pairwise_scores(truth, apart)}  # fmt: skip
 
 
@@ -90,8 +98,8 @@ def main() -> None:
     parser.add_argument("sets", nargs="*", default=list(sets))
     parser.add_argument("--share", type=float, default=0.01)
     args = parser.parse_args()
-    print(f"{'set':13s} {'base views':>10s} {'undecidable':>11s}  by variant kind"
-          f"{'':14s} ceiling P / R / F1")  # fmt: skip
+    print(f"{'set':13s} {'base views':>10s} {'undecidable':>11s}  alike pairs by kind"
+          f"{'':9s} ceiling P / R / F1")  # fmt: skip
     for name in args.sets:
         seed, sources = sets[name]
         r = ceiling(name, seed, sources, args.share)
