@@ -33,28 +33,55 @@ class Case:
         return self.kind in ("view", "variant")
 
 
-#: (name, seed, source photos) of the set made after the last rule change.
-HOLDOUT = ("holdout", 404, ())
-HOLDOUT2 = ("holdout2", 505, ())
-HOLDOUT3 = ("holdout3", 606, ())
-HOLDOUT4 = ("holdout4", 707, ())
-HOLDOUT5 = ("holdout5", 808, ())
-HOLDOUT6 = ("holdout6", 909, ())
-HOLDOUT7 = ("holdout7", 1010, ())
-HOLDOUT8 = ("holdout8", 1111, ())
-HOLDOUT9 = ("holdout9", 1212, ())
-HOLDOUT10 = ("holdout10", 1313, ())
-HOLDOUT11 = ("holdout11", 1414, ())
-HOLDOUT12 = ("holdout12", 1515, ())
-HOLDOUT13 = ("holdout13", 1616, ())
-HOLDOUTS = (HOLDOUT, HOLDOUT2, HOLDOUT3, HOLDOUT4, HOLDOUT5, HOLDOUT6, HOLDOUT7, HOLDOUT8,
-            HOLDOUT9, HOLDOUT10, HOLDOUT11, HOLDOUT12, HOLDOUT13)  # fmt: skip
+#: Holdout sets, (name, seed, source photos), in the order they were made: each was made
+#: before (or right after) a rule change was scored, and none was used for a choice.
+HOLDOUTS = (
+    # Made after the same-photo rule changed on seeing evaluation's figures (the hash
+    # alignment no longer overrides the keypoints' geometry): a fourth seed, artwork
+    # drawn without any photo, never looked at before being reported.
+    ("holdout", 404, ()),
+    # Made after the content thumbnails grew to 256 px (chosen on calibration, after
+    # seeing holdout's figures): a fifth seed.
+    ("holdout2", 505, ()),
+    # Made before the same-photo rule learnt "one patch differs" and candidates from
+    # shared ORB descriptors were added (both chosen on calibration): a sixth seed.
+    ("holdout3", 606, ()),
+    # Made before the product level compared hues over the whole matched surface
+    # (chosen on calibration): a seventh seed.
+    ("holdout4", 707, ()),
+    # Made before a second plane of at most 8 inliers stopped counting as another
+    # viewpoint (chosen on calibration): an eighth seed.
+    ("holdout5", 808, ()),
+    # Made before the product level compared the palettes around the matches (chosen
+    # on calibration) and the view sequence stopped wrapping round: a ninth seed.
+    ("holdout6", 909, ()),
+    # Made before the product level compared the print of shots from nearly the same
+    # angle (photogroup.changed_print; chosen on calibration): a tenth seed.
+    ("holdout7", 1010, ()),
+    # Made before the surface keypoints simulated turned faces (squeezed copies of the
+    # content box; chosen on calibration): an eleventh seed.
+    ("holdout8", 1111, ()),
+    # Made with same_look links between views sharing no surface (photogroup.looks;
+    # chosen on calibration), before any other set's figures with them were seen: a
+    # twelfth seed.
+    ("holdout9", 1212, ()),
+    # Made before a copy-like pair whose print changed off one exact plane stopped
+    # counting as a copy (a variant's twin; thresholds the product level's, checked on
+    # calibration): a thirteenth seed.
+    ("holdout10", 1313, ()),
+    # Made before a copy resampled as a whole (one tight plane, print unchanged) became
+    # a copy (chosen on three calibration seeds): a fourteenth seed.
+    ("holdout11", 1414, ()),
+    # Made after that test stopped trusting a grayscale copy's unchanged print (seen on
+    # holdout8: a grayscale copy of a bottle taken for its artwork variant's copy): a
+    # fifteenth seed.
+    ("holdout12", 1515, ()),
+    # Made before a copy edited in place (many matches on one plane to a tenth of a
+    # pixel) became a copy (chosen on three calibration seeds): a sixteenth seed.
+    ("holdout13", 1616, ()),
+)
 #: The sets no choice was made on, in the order they were made.
-REPORTED = (
-    "evaluation", "fresh", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6",
-    "holdout7", "holdout8", "holdout9", "holdout10", "holdout11", "holdout12",
-    "holdout13",
-)  # fmt: skip
+REPORTED = ("evaluation", "fresh", *(name for name, _, _ in HOLDOUTS))
 
 
 #: More renders of calibration's photos under other seeds (products, views and edits of
@@ -85,49 +112,10 @@ def load_sets() -> dict[str, list[Case]]:
         "evaluation": _cases(photos["evaluation"].items, False)
         + _cases(renders["evaluation"].items, True),
         "fresh": _cases(renders["fresh"].items, True),
-        # Made after the same-photo rule changed on seeing evaluation's figures (the hash
-        # alignment no longer overrides the keypoints' geometry): a fourth seed, artwork
-        # drawn without any photo, never looked at before being reported.
-        "holdout": _cases(product_set.build(*HOLDOUT).items, True),
-        # Made after the content thumbnails grew to 256 px (chosen on calibration, after
-        # seeing holdout's figures): a fifth seed.
-        "holdout2": _cases(product_set.build(*HOLDOUT2).items, True),
-        # Made before the same-photo rule learnt "one patch differs" and candidates from
-        # shared ORB descriptors were added (both chosen on calibration): a sixth seed.
-        "holdout3": _cases(product_set.build(*HOLDOUT3).items, True),
-        # Made before the product level compared hues over the whole matched surface
-        # (chosen on calibration): a seventh seed.
-        "holdout4": _cases(product_set.build(*HOLDOUT4).items, True),
-        # Made before a second plane of at most 8 inliers stopped counting as another
-        # viewpoint (chosen on calibration): an eighth seed.
-        "holdout5": _cases(product_set.build(*HOLDOUT5).items, True),
-        # Made before the product level compared the palettes around the matches (chosen
-        # on calibration) and the view sequence stopped wrapping round: a ninth seed.
-        "holdout6": _cases(product_set.build(*HOLDOUT6).items, True),
-        # Made before the product level compared the print of shots from nearly the same
-        # angle (photogroup.changed_print; chosen on calibration): a tenth seed.
-        "holdout7": _cases(product_set.build(*HOLDOUT7).items, True),
-        # Made before the surface keypoints simulated turned faces (squeezed copies of the
-        # content box; chosen on calibration): an eleventh seed.
-        "holdout8": _cases(product_set.build(*HOLDOUT8).items, True),
-        # Made with same_look links between views sharing no surface (photogroup.looks;
-        # chosen on calibration), before any other set's figures with them were seen: a
-        # twelfth seed.
-        "holdout9": _cases(product_set.build(*HOLDOUT9).items, True),
-        # Made before a copy-like pair whose print changed off one exact plane stopped
-        # counting as a copy (a variant's twin; thresholds the product level's, checked on
-        # calibration): a thirteenth seed.
-        "holdout10": _cases(product_set.build(*HOLDOUT10).items, True),
-        # Made before a copy resampled as a whole (one tight plane, print unchanged) became
-        # a copy (chosen on three calibration seeds): a fourteenth seed.
-        "holdout11": _cases(product_set.build(*HOLDOUT11).items, True),
-        # Made after that test stopped trusting a grayscale copy's unchanged print (seen on
-        # holdout8: a grayscale copy of a bottle taken for its artwork variant's copy): a
-        # fifteenth seed.
-        "holdout12": _cases(product_set.build(*HOLDOUT12).items, True),
-        # Made before a copy edited in place (many matches on one plane to a tenth of a
-        # pixel) became a copy (chosen on three calibration seeds): a sixteenth seed.
-        "holdout13": _cases(product_set.build(*HOLDOUT13).items, True),
+        **{
+            name: _cases(product_set.build(name, seed, sources).items, True)
+            for name, seed, sources in HOLDOUTS
+        },
     }
 
 
