@@ -42,6 +42,16 @@ from photogroup.product_links import ProductRules, link_products
 from photogroup.verify import Alignment, Keypoints, PhotoMatch, align, match_photos
 
 
+def _on_one_plane(m: PhotoMatch, min_inlier_ratio: float, max_residual: float) -> bool:
+    """One homography of the keypoint matches holds for this share of them, this tightly
+    (of the diagonal): the copy tests that let blocks differ rest on it."""
+    return (
+        m.method == "keypoints"
+        and m.inliers >= min_inlier_ratio * m.good
+        and m.residual <= max_residual
+    )
+
+
 @dataclass(frozen=True)
 class GroupingParams:
     """Thresholds, chosen on the calibration sets of ``bench/grouping.py`` (never on the
@@ -134,19 +144,15 @@ class GroupingParams:
         if m.agreement >= self.min_agreement:
             return "agreement"
         if (
-            m.method == "keypoints"
-            and m.inliers >= self.min_occlusion_inlier_ratio * m.good
-            and m.residual <= self.max_copy_residual
+            _on_one_plane(m, self.min_occlusion_inlier_ratio, self.max_copy_residual)
             and m.rest_agreement >= self.min_rest_agreement
             and m.second_patch <= self.max_second_patch
             and m.occluded <= self.max_occluded
         ):
             return "one_patch_differs"
         if (
-            m.method == "keypoints"
+            _on_one_plane(m, self.min_exact_inlier_ratio, self.max_exact_residual)
             and m.inliers >= self.min_exact_inliers
-            and m.inliers >= self.min_exact_inlier_ratio * m.good
-            and m.residual <= self.max_exact_residual
             and m.occluded <= self.max_occluded
         ):
             return "exact_plane"
