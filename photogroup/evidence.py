@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from photogroup.edits import Groups
-from photogroup.product_links import VARIANT_VERDICTS
+from photogroup.product_links import AMBIGUOUS_LOOK, VARIANT_VERDICTS
 
 KINDS = ("group_links", "product_links", "product_checks")
 GROUP_RULES = ("same_photo", "hash")
@@ -143,7 +143,8 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
     for g in listing:
         entry = products.setdefault(g["product_id"], {"product_id": g["product_id"],
                                                       "groups": [], "evidence": [],
-                                                      "closest_other": None})  # fmt: skip
+                                                      "closest_other": None,
+                                                      "undecided": []})  # fmt: skip
         entry["groups"].append(g["group_id"])
     known = [c for c in evidence["product_links"] if c["a"] in first and c["b"] in first]
     for link in known:
@@ -164,6 +165,8 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
                 pair not in reasons or rank > reasons[pair][0]
             ):
                 reasons[pair] = (rank, this, other, check)
+    for product_id, entry in _undecided(evidence, product_of, first).items():
+        products[product_id]["undecided"] = entry
     for product_id, chosen in best.items():
         # The closest other product, and the check that kept the two apart if one did (a
         # changed print on another pair of members can be what decided, with fewer inliers).
@@ -174,6 +177,28 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
             closest["kept_apart_by"] = "edit"  # the machine had them in one product
         products[product_id]["closest_other"] = closest
     return [products[p] for p in sorted(products)]
+
+
+def _undecided(evidence, product_of, first) -> dict[str, list[dict]]:
+    """Per product, the other products a photo of it looks as much like as a variant kept
+    apart does: the machine left them apart for a person to decide (closest look first)."""
+    best: dict[tuple[str, str], dict] = {}
+    for check in evidence["product_checks"]:
+        a, b = check["a"], check["b"]
+        if check.get("refused") != AMBIGUOUS_LOOK or a not in first or b not in first:
+            continue
+        if product_of[a] == product_of[b]:
+            continue  # people joined them since
+        for this, other in ((a, b), (b, a)):
+            pair = (product_of[this], product_of[other])
+            if pair not in best or check["cosine"] > best[pair]["cosine"]:
+                best[pair] = {"product_id": product_of[other], "a": first[this],
+                              "b": first[other], "cosine": check["cosine"],
+                              "look_mismatch": check.get("look_mismatch")}  # fmt: skip
+    out: dict[str, list[dict]] = {}
+    for (product_id, _), entry in sorted(best.items(), key=lambda kv: -kv[1]["cosine"]):
+        out.setdefault(product_id, []).append(entry)
+    return out
 
 
 def _named(link: dict, first: Mapping[str, str]) -> dict:

@@ -37,6 +37,8 @@ from photogroup.views import SurfaceMatch, match_surfaces
 VARIANT_VERDICTS = ("colour_differs", "artwork_differs", "print_differs")
 #: Verdict of a pair without a shared surface that looks alike (embedding and colours).
 SAME_LOOK = "same_look"
+#: Why a ``same_look`` link was refused when its look cannot tell two products apart.
+AMBIGUOUS_LOOK = "a product kept apart from one looks as much like the other"
 
 
 #: Members of each group compared for a changed print before two groups are linked.
@@ -337,7 +339,7 @@ def _merge_looks(products: _Products, looks: list, likeness, margin: float) -> l
         rivals = [(z, ry) for z in apart_x - apart_y] + [(z, rx) for z in apart_y - apart_x]
         members = products.members
         if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
-            return "a product kept apart from one looks as much like the other"
+            return AMBIGUOUS_LOOK
         return None
 
     return _merge(products, looks, ambiguous)

@@ -148,3 +148,26 @@ def test_a_table_from_before_the_evidence_column_lists_without_evidence():
         ("p3", [], None),
     ]
     assert "no links recorded" in evidence_line(by_file["mug.jpg"])
+
+
+def test_a_look_the_machine_could_not_decide_is_listed_for_people():
+    """A same_look link refused because a variant kept apart looks as much like the other
+    side: both products name each other as undecided, until people join them."""
+    from photogroup.product_links import AMBIGUOUS_LOOK
+
+    look = {"a": S4, "b": S5, "rule": "same_look", "verdict": "same_look", "cosine": 0.91,
+            "look_mismatch": 0.04, "refused": AMBIGUOUS_LOOK}  # fmt: skip
+    weaker = {**look, "a": S1, "cosine": 0.85}
+    other_refusal = {**look, "a": S2, "cosine": 0.95, "refused": "kept apart by a variant"}
+    evidence = {**EVIDENCE, "product_checks": [BACK, look, weaker, other_refusal]}
+    out, _ = listing(clusters(evidence))
+    products = {p["product_id"]: p for p in out["products"]}
+    (mine,) = products["p1"]["undecided"]  # one entry per other product: the closest look
+    assert (mine["product_id"], mine["a"], mine["b"]) == ("p3", "mug-back.jpg", "cup-red.jpg")
+    assert mine["cosine"] == 0.91 and mine["look_mismatch"] == 0.04
+    (theirs,) = products["p3"]["undecided"]
+    assert (theirs["product_id"], theirs["a"], theirs["b"]) == ("p1", "cup-red.jpg", "mug-back.jpg")
+    assert listing(clusters())[0]["products"][0]["undecided"] == []
+
+    out, _ = listing(clusters(evidence), edit("merge", groups=((S4,), (S5,))))
+    assert all(p["undecided"] == [] for p in out["products"])
