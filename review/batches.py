@@ -185,6 +185,7 @@ class ProductCard:
     groups: list[GroupCard]
     links: list[dict]
     closest_other: dict | None
+    undecided: list[dict]  # other products its look cannot tell it from: people decide
 
     @property
     def confidence(self) -> float | None:
@@ -232,6 +233,7 @@ def _make_view(batch: BatchKey, tables: BatchTables, text: str) -> BatchView:
             sorted((cards[g] for g in p["groups"]), key=_order),
             p["evidence"],
             p["closest_other"],
+            p["undecided"],
         )
         for p in listing["products"]
     ]

@@ -20,6 +20,10 @@ from orchestration.local_s3 import REPO_ROOT, LocalS3State, _free_port
 from tests.helpers import materialise, photo_batch, upload
 
 TENANT, BATCH, OTHER_TENANT, OTHER_BATCH = "shop-a", "b1", "shop-b", "b9"
+#: A box shot from 0, 40 and 150 degrees and its artwork variant from 0 and 40: the look of
+#: the box at 0 degrees cannot tell the box at 40 from the variant at 40 (a same_look link
+#: refused as ambiguous), so the page marks those products undecided.
+UNDECIDED_BATCH = "b2"
 PHOTOS = {"coffee": ["resized", "flipped"], "astronaut": ["brightened"], "chelsea": [],
           "rocket": ["recompressed"]}  # fmt: skip
 REJECTED = {"notes.txt": b"not a photo at all"}
@@ -37,9 +41,38 @@ class ReviewStack:
     def batch_path(self) -> str:
         return f"/t/{TENANT}/b/{BATCH}"
 
+    @property
+    def undecided_path(self) -> str:
+        return f"/t/{TENANT}/b/{UNDECIDED_BATCH}"
+
+
+def undecided_batch() -> dict[str, bytes]:
+    """The renders of ``UNDECIDED_BATCH`` as JPEG uploads."""
+    import io
+
+    import numpy as np
+
+    from bench import render_products as rp
+
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    box = rp.make_product(7001, "box", sources)
+    variant = rp.make_variant(box, "artwork", np.random.default_rng(3), sources)
+    shots = {"box-0": (box, 0), "box-40": (box, 40), "box-150": (box, 150),
+             "variant-0": (variant, 2), "variant-40": (variant, 42)}  # fmt: skip
+    out = {}
+    for name, (product, azimuth) in shots.items():
+        view = rp.View(azimuth_deg=azimuth, elevation_deg=15)
+        buffer = io.BytesIO()
+        rp.render(product, view, "grey_sweep", size=(640, 480)).image.save(
+            buffer, format="JPEG", quality=92
+        )
+        out[f"{name}.jpg"] = buffer.getvalue()
+    return out
+
 
 def seed(seaweed: LocalS3State, root: Path) -> dict[str, str]:
-    """Buckets, a DAGSTER_HOME and shop-a/b1 materialised; shop-b/b9 registered only."""
+    """Buckets, a DAGSTER_HOME and shop-a/b1 and b2 materialised; shop-b/b9 registered
+    only."""
     import boto3
 
     from orchestration.instance import ensure_dagster_home
@@ -59,15 +92,17 @@ def seed(seaweed: LocalS3State, root: Path) -> dict[str, str]:
     for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
         client.create_bucket(Bucket=bucket)
     upload(client, env["UPLOADS_BUCKET"], TENANT, BATCH, {**photo_batch(PHOTOS), **REJECTED})
+    upload(client, env["UPLOADS_BUCKET"], TENANT, UNDECIDED_BATCH, undecided_batch())
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         ensure_dagster_home()
         with dg.DagsterInstance.get() as instance:
             # What the review app reads (Accept publishes the rest itself).
-            result = materialise(instance, f"{TENANT}/{BATCH}",
-                                 assets=("product_groups", "product_images"))  # fmt: skip
-            assert result.success
+            for batch in (BATCH, UNDECIDED_BATCH):
+                result = materialise(instance, f"{TENANT}/{batch}",
+                                     assets=("product_groups", "product_images"))  # fmt: skip
+                assert result.success
             instance.add_dynamic_partitions("upload_batches", [f"{OTHER_TENANT}/{OTHER_BATCH}"])
     return env
 

@@ -37,15 +37,16 @@ def browser() -> Iterator:
             browser.close()
 
 
-def open_batch(browser, stack: ReviewStack, token: str, who: str = "ana"):
+def open_batch(browser, stack: ReviewStack, token: str, who: str = "ana", path: str = ""):
+    path = path or stack.batch_path
     context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(f"/login?next={stack.batch_path}")
+    page.goto(f"/login?next={path}")
     page.fill("input[name=who]", who)
     page.fill("input[name=token]", token)
     page.click("button[type=submit]")
-    page.wait_for_url(f"**{stack.batch_path}*")
+    page.wait_for_url(f"**{path}*")
     return page
 
 
@@ -193,3 +194,29 @@ def test_run_status_is_json(browser, review_stack):
     response = context.request.get(f"{review_stack.batch_path}/runs/not-a-run")
     assert response.status == 404 and "no run" in response.text()
     context.close()
+
+
+def test_products_the_look_cannot_decide_are_marked_for_people(browser, review_stack):
+    """The box at 0 degrees looks as much like its own shot at 40 degrees as like the
+    artwork variant at 40 kept apart from it: the machine leaves the products apart and the
+    page says which photos a person should look at. The sample batch has none."""
+    page = open_batch(browser, review_stack, review_stack.token, path=review_stack.undecided_path)
+    assert page.text_content("#undecided-count").strip().endswith("undecided")
+    cards = page.eval_on_selector_all(
+        ".product",
+        """els => els.map(p => ({id: p.dataset.product,
+            files: [...p.querySelectorAll('.photo')].map(f => f.dataset.file),
+            undecided: [...p.querySelectorAll('p.undecided')].map(u => u.textContent)}))""",
+    )
+    product_of = {f: c["id"] for c in cards for f in c["files"]}
+    box = next(c for c in cards if "box-0.jpg" in c["files"])
+    assert box["undecided"], "the box's card names no undecided product"
+    named = " ".join(box["undecided"])
+    assert f"product {product_of['box-40.jpg']} (box-40.jpg)" in named
+    assert product_of["box-40.jpg"] != box["id"]
+    page.context.close()
+
+    sample = open_batch(browser, review_stack, review_stack.token)
+    assert sample.locator("#undecided-count").count() == 0
+    assert sample.locator("p.undecided").count() == 0
+    sample.context.close()
