@@ -45,29 +45,36 @@ def set_sources() -> dict[str, tuple[int, tuple[str, ...]]]:
     return out
 
 
-def differing_share(shot, other: rp.Product) -> float:
-    """Share of the product's pixels in ``shot`` that change when ``other`` (a variant of
-    the line) stands in its place: same camera, backdrop and shadow."""
+def _draw(shot, product: rp.Product) -> rp.Rendered:
+    """``product`` in ``shot``'s place: same camera, backdrop and shadow."""
+    rng = np.random.default_rng(shot.backdrop_seed)
+    return rp.render(product, shot.view, shot.background, shadow=shot.shadow, rng=rng,
+                     backdrop=shot.backdrop)  # fmt: skip
 
-    def draw(product: rp.Product) -> rp.Rendered:
-        rng = np.random.default_rng(shot.backdrop_seed)
-        return rp.render(product, shot.view, shot.background, shadow=shot.shadow, rng=rng,
-                         backdrop=shot.backdrop)  # fmt: skip
 
-    a, b = draw(shot.product), draw(other)
-    inside = a.mask > 0.5
+def differing_share(shown: rp.Rendered, other: rp.Rendered) -> float:
+    """Share of the product's pixels in ``shown`` that change in ``other`` (a variant of
+    the line drawn in its place)."""
+    inside = shown.mask > 0.5
     if not inside.any():
         return 1.0
-    step = np.abs(np.asarray(a.image, np.int16) - np.asarray(b.image, np.int16)).max(axis=2)
-    return float((step[inside] > PIXEL_STEP).mean())
+    step = np.abs(np.asarray(shown.image, np.int16) - np.asarray(other.image, np.int16))
+    return float((step.max(axis=2)[inside] > PIXEL_STEP).mean())
 
 
 def _line(shots) -> list[tuple[str, str, float]]:
-    """(photo, variant kind, differing share) for each base view and variant of one line."""
+    """(photo, variant kind, differing share) for each base view and variant of one line;
+    each base view is drawn once."""
     variants = {s.product.name: (s.product, s.product.name.split("-")[-2]) for s in shots
                 if s.kind == "variant"}  # fmt: skip
-    return [(s.photo, kind, differing_share(s, v)) for s in shots if s.kind == "view"
-            for v, kind in variants.values()]  # fmt: skip
+    rows = []
+    for s in shots:
+        if s.kind != "view" or not variants:
+            continue
+        shown = _draw(s, s.product)
+        rows += [(s.photo, kind, differing_share(shown, _draw(s, v)))
+                 for v, kind in variants.values()]  # fmt: skip
+    return rows
 
 
 def undecidable(seed: int, sources: tuple[str, ...], share: float = 0.01):
