@@ -66,6 +66,9 @@ class GroupingParams:
     descriptor_candidates: int = 5  # ... plus the images sharing the most ORB descriptors
     min_overlap: float = 0.5  # aligned copy covers this share of one of the two images
     min_agreement: float = 0.9  # share of textured blocks that look the same once aligned
+    # ... or this share once compared at the coarser image's resolution, where one is shown
+    # much smaller (a screenshot, a thumbnail: photogroup.verify.COARSE_SCALE)
+    min_coarse_agreement: float = 0.95
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's ...
@@ -132,17 +135,21 @@ class GroupingParams:
 
     def copy_test(self, m: PhotoMatch) -> str | None:
         """Which test makes ``m`` a copy of one photo: ``agreement`` (the aligned images look
-        the same almost everywhere), ``one_patch_differs`` (a sticker or tag hides one
-        compact part, the rest matches exactly, and one homography puts almost every keypoint
-        match where it belongs to within a pixel or so; the same pack shot from a few degrees
-        away, with another illustration, also differs in one patch, but its faces and depth
-        fit one plane less well), ``exact_plane`` (edited in several places, or a large
-        sticker, on pixels that did not move: many matches on one plane to a tenth of a
-        pixel, at most ``max_occluded`` of the blocks hidden), or None."""
+        the same almost everywhere), ``shown_smaller`` (they do once the finer one is brought
+        down to the coarser one's resolution: a screenshot, a thumbnail),
+        ``one_patch_differs`` (a sticker or tag hides one compact part, the rest matches
+        exactly, and one homography puts almost every keypoint match where it belongs to
+        within a pixel or so; the same pack shot from a few degrees away, with another
+        illustration, also differs in one patch, but its faces and depth fit one plane less
+        well), ``exact_plane`` (edited in several places, or a large sticker, on pixels that
+        did not move: many matches on one plane to a tenth of a pixel, at most
+        ``max_occluded`` of the blocks hidden), or None."""
         if not self._geometry(m):
             return None
         if m.agreement >= self.min_agreement:
             return "agreement"
+        if m.coarse_agreement >= self.min_coarse_agreement:
+            return "shown_smaller"
         if (
             _on_one_plane(m, self.min_occlusion_inlier_ratio, self.max_copy_residual)
             and m.rest_agreement >= self.min_rest_agreement
@@ -402,8 +409,7 @@ def strict_links(
             photo_matches[(int(a[i]), int(b[i]))] = m
         if m is not None and test is not None:
             linked[i] = True
-            patched = test in ("one_patch_differs", "exact_plane")
-            strength[i] = m.rest_agreement if patched else m.agreement
+            strength[i] = _strength(m, test)
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
@@ -412,6 +418,13 @@ def strict_links(
         return Links(a[keep], b[keep], strength[keep], photo_matches=photo_matches)
     out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
     return Links(a[keep], b[keep], strength[keep], out, photo_matches)
+
+
+def _strength(m: PhotoMatch, test: str) -> float:
+    """How strongly a copy test holds: the agreement it judged by."""
+    if test in ("one_patch_differs", "exact_plane"):
+        return m.rest_agreement
+    return m.coarse_agreement if test == "shown_smaller" else m.agreement
 
 
 def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | None, str | None]]:
@@ -426,7 +439,7 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | 
         found = align(a, b)  # one ORB alignment for the match and the twin check
         m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
-        if test == "agreement" and p.variant_twin(m, a, b, found):
+        if test in ("agreement", "shown_smaller") and p.variant_twin(m, a, b, found):
             test = None
         elif test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"

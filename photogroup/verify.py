@@ -58,6 +58,10 @@ _BLOCK_NCC = 0.5
 #: ... and agrees closely at this correlation: other print (a flavour name, another design)
 #: in the same layout often correlates above _BLOCK_NCC, rarely above this.
 _FINE_NCC = 0.8
+#: Thumbnails whose scales differ by more than this factor once aligned are also compared
+#: at the coarser one's resolution (``PhotoMatch.coarse_agreement``): a screenshot or a
+#: thumbnail shows the photo smaller, and its blocks disagree at detail it no longer has.
+COARSE_SCALE = 1.1
 #: Long side of the a*b* colour thumbnail of the content box.
 COLOUR_THUMB = 32
 #: Long side of the chromaticity thumbnail of the content box (product level: a flavour band
@@ -263,6 +267,9 @@ class PhotoMatch:
     occluded: float = 0.0  # share of textured blocks inside its box
     second_patch: int = 0  # blocks in the second-largest disagreeing patch
     residual: float = 0.0  # median inlier distance from the homography, over a's diagonal
+    #: ``agreement`` with the finer thumbnail brought down to the coarser one's resolution
+    #: (equal to it where the two are shown at about one scale; see COARSE_SCALE)
+    coarse_agreement: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -407,6 +414,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
+    coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, covered, compared.agreement)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
         to_b = np.linalg.inv(thumb_transform(b, b.colour))
@@ -421,7 +429,38 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
                       round(compared.agreement, 4), round(compared.fine, 4), compared.blocks,
                       compared.patches, round(residual, 2), round(turn, 1),
                       round(compared.rest_agreement, 4), round(compared.occluded, 4),
-                      compared.second_patch, round(found.residual, 5))  # fmt: skip
+                      compared.second_patch, round(found.residual, 5),
+                      round(coarse, 4))  # fmt: skip
+
+
+def _coarse_agreement(
+    a: np.ndarray, b: np.ndarray, b_to_a: np.ndarray, covered: np.ndarray, agreement: float
+) -> float:
+    """Block agreement of ``b`` warped onto ``a`` (``b_to_a``) once the finer of the two
+    is brought down to the coarser one's resolution (down by their scale ratio and back
+    up), or ``agreement`` where their scales differ by less than ``COARSE_SCALE``."""
+    import cv2
+
+    linear = b_to_a[:2, :2] / b_to_a[2, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))  # a's pixels per pixel of b, along a side
+    if 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
+        return agreement
+    if scale > 1:  # b is the coarser: a loses its finer detail
+        a = _blurred_to(a, scale)
+    else:  # a is the coarser: b loses its finer detail before it is warped down
+        b = _blurred_to(b, 1 / scale)
+    warped = cv2.warpPerspective(b, b_to_a, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR)
+    return block_agreement(a, warped, covered).agreement
+
+
+def _blurred_to(thumb: np.ndarray, factor: float) -> np.ndarray:
+    """``thumb`` at ``factor`` times fewer pixels a side, brought back to its size."""
+    import cv2
+
+    h, w = thumb.shape[:2]
+    small = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(cv2.resize(thumb, small, interpolation=cv2.INTER_AREA), (w, h),
+                      interpolation=cv2.INTER_LINEAR)  # fmt: skip
 
 
 def _overlap(size_a, size_b, homography) -> float:
