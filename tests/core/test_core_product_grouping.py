@@ -490,3 +490,41 @@ def test_a_variant_shot_on_the_same_tripod_is_no_exact_copy():
     assert swapped is not None and swapped.inliers >= params.min_exact_inliers
     assert swapped.residual > params.max_exact_residual
     assert params.copy_test(swapped) is None
+
+
+def _on_paper(product: rp.Product) -> Image.Image:
+    view = rp.View(azimuth_deg=20, elevation_deg=15)
+    return rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(1)).image
+
+
+def test_a_copy_shown_smaller_joins_its_photo():
+    """In a screenshot the photo is shown at about half its size: its blocks disagree with
+    the photo's at detail it no longer has (agreement under 0.9). Compared at its own
+    resolution they agree: a copy, ``shown_smaller``. With that test off it stays apart."""
+    photo = _on_paper(rp.make_product(7101, "box", ("skimage:coffee", "skimage:rocket")))
+    screen = shop_edits.screenshot(photo, np.random.default_rng(0))
+    named = {"photo": upload(photo), "copy": upload(screen)}
+    placed, grouping, _ = group(named)
+    assert placed["photo"][0] == placed["copy"][0]
+    (link,) = grouping.group_links
+    params = GroupingParams()
+    assert link["test"] == "shown_smaller", link
+    assert link["agreement"] < params.min_agreement <= params.min_coarse_agreement
+    assert link["coarse_agreement"] >= params.min_coarse_agreement
+    line = evidence_line({"evidence": [link], "members": [link["a"], link["b"]]})
+    assert "same photo shown smaller" in line
+    placed, _, _ = group(named, GroupingParams(min_coarse_agreement=1.01))
+    assert placed["photo"][0] != placed["copy"][0]
+
+
+def test_a_variant_shown_smaller_is_no_copy():
+    """A screenshot of the box's artwork variant from the same camera: brought down to the
+    screenshot's resolution the print still disagrees (the closest such pair we found)."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    box = rp.make_product(7001, "box", sources)
+    artwork = rp.make_variant(box, "artwork", np.random.default_rng(5), sources)
+    screen = shop_edits.screenshot(_on_paper(artwork), np.random.default_rng(0))
+    params = GroupingParams()
+    m = match_photos(_keypoints(_on_paper(box)), _keypoints(screen))
+    assert m is not None and m.agreement < m.coarse_agreement < params.min_coarse_agreement
+    assert params.copy_test(m) is None
