@@ -443,8 +443,8 @@ def _coarse_agreement(
 
     linear = b_to_a[:2, :2] / b_to_a[2, 2]
     scale = float(np.sqrt(abs(np.linalg.det(linear))))  # a's pixels per pixel of b, along a side
-    if 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
-        return agreement
+    if not np.isfinite(scale) or scale == 0 or 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
+        return agreement  # one scale, or a degenerate alignment (its blocks say so already)
     if scale > 1:  # b is the coarser: a loses its finer detail
         a = _blurred_to(a, scale)
     else:  # a is the coarser: b loses its finer detail before it is warped down

@@ -199,7 +199,10 @@ def test_a_copy_the_strict_level_missed_is_not_taken_for_another_design(seed, sh
     photo = rp.render(product, view, "white", size=SIZE).image
     named = {"photo": upload(photo), "copy": upload(photo.filter(ImageFilter.GaussianBlur(2.5)))}
     params = GroupingParams(
-        min_agreement=0.99, min_rest_agreement=1.01, min_resampled_agreement=1.01
+        min_agreement=0.99,
+        min_coarse_agreement=1.01,
+        min_rest_agreement=1.01,
+        min_resampled_agreement=1.01,
     )
     placed, grouping, _ = group(named, params)
     assert placed["photo"][0] != placed["copy"][0]
@@ -221,7 +224,7 @@ def test_a_resampled_copy_joins_its_photo_where_blocks_agree_less(seed, shape):
     photo = rp.render(product, rp.View(azimuth_deg=10, elevation_deg=15), "white", size=SIZE)
     blurred = photo.image.filter(ImageFilter.GaussianBlur(1.5))
     named = {"photo": upload(photo.image), "copy": upload(blurred)}
-    strict = {"min_agreement": 0.99, "min_rest_agreement": 1.01}
+    strict = {"min_agreement": 0.99, "min_coarse_agreement": 1.01, "min_rest_agreement": 1.01}
     placed, grouping, _ = group(named, GroupingParams(**strict))
     assert placed["photo"][0] == placed["copy"][0]
     (link,) = grouping.group_links

@@ -185,3 +185,37 @@ def test_ratio_matches_are_opencvs_brute_force_matches(photos):
         expected = [(m.queryIdx, m.trainIdx) for m in good]
         assert expected == list(zip(q.tolist(), t.tolist(), strict=True))
     assert len(_ratio_matches(a, a)[0]) == len(a)  # every descriptor is its own match
+
+
+def test_a_degenerate_alignment_is_compared_at_one_scale():
+    """An alignment that squashes b to a point (a real photo pair's MAGSAC fit did) has no
+    scale to compare at: the plain agreement stands, and nothing raises (one odd pair
+    must not fail a batch's grouping)."""
+    from photogroup.verify import _coarse_agreement
+
+    thumb = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    b_to_a = np.array([[0.0, 0.0, 3.0], [0.0, 0.0, 4.0], [0.0, 0.0, 1.0]])
+    covered = np.ones(thumb.shape, bool)
+    assert _coarse_agreement(thumb, thumb, b_to_a, covered, 0.42) == 0.42
+
+
+def test_a_copy_at_a_third_of_the_size_is_compared_at_its_resolution():
+    """A photo and its copy at a third of the size disagree at detail the copy lost;
+    brought down to the copy's resolution (either way round) they agree."""
+    import cv2
+
+    from photogroup.verify import _coarse_agreement, block_agreement
+
+    img = np.asarray(load_photo("rocket").convert("L").resize((255, 255)))
+    third = np.asarray(Image.fromarray(img).resize((85, 85), Image.Resampling.BOX))
+    up = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0]])  # third -> photo
+    warped = cv2.warpPerspective(third, up, (255, 255), flags=cv2.INTER_LINEAR)
+    covered = np.ones(img.shape, bool)
+    plain = block_agreement(img, warped, covered).agreement
+    assert plain < GroupingParams().min_agreement
+    assert _coarse_agreement(img, third, up, covered, plain) > plain + 0.05
+    down = np.linalg.inv(up)  # photo -> third: the photo is brought down before warping
+    covered = np.ones(third.shape, bool)
+    shrunk = cv2.warpPerspective(img, down, (85, 85), flags=cv2.INTER_LINEAR)
+    plain = block_agreement(third, shrunk, covered).agreement
+    assert _coarse_agreement(third, img, down, covered, plain) > plain
