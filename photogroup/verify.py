@@ -414,7 +414,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
-    coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, covered, compared.agreement)
+    coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, warped, covered, compared.agreement)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
         to_b = np.linalg.inv(thumb_transform(b, b.colour))
@@ -434,11 +434,17 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
 
 
 def _coarse_agreement(
-    a: np.ndarray, b: np.ndarray, b_to_a: np.ndarray, covered: np.ndarray, agreement: float
+    a: np.ndarray,
+    b: np.ndarray,
+    b_to_a: np.ndarray,
+    warped: np.ndarray,
+    covered: np.ndarray,
+    agreement: float,
 ) -> float:
-    """Block agreement of ``b`` warped onto ``a`` (``b_to_a``) once the finer of the two
-    is brought down to the coarser one's resolution (down by their scale ratio and back
-    up), or ``agreement`` where their scales differ by less than ``COARSE_SCALE``."""
+    """Block agreement of ``b`` warped onto ``a`` (``b_to_a``; ``warped`` is b so warped
+    already) once the finer of the two is brought down to the coarser one's resolution
+    (down by their scale ratio and back up), or ``agreement`` where their scales differ by
+    less than ``COARSE_SCALE``."""
     import cv2
 
     linear = b_to_a[:2, :2] / b_to_a[2, 2]
@@ -446,10 +452,10 @@ def _coarse_agreement(
     if not np.isfinite(scale) or scale == 0 or 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
         return agreement  # one scale, or a degenerate alignment (its blocks say so already)
     if scale > 1:  # b is the coarser: a loses its finer detail
-        a = _blurred_to(a, scale)
-    else:  # a is the coarser: b loses its finer detail before it is warped down
-        b = _blurred_to(b, 1 / scale)
-    warped = cv2.warpPerspective(b, b_to_a, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR)
+        return block_agreement(_blurred_to(a, scale), warped, covered).agreement
+    # a is the coarser: b loses its finer detail before it is warped down
+    size = (a.shape[1], a.shape[0])
+    warped = cv2.warpPerspective(_blurred_to(b, 1 / scale), b_to_a, size, flags=cv2.INTER_LINEAR)
     return block_agreement(a, warped, covered).agreement
 
 

@@ -196,7 +196,7 @@ def test_a_degenerate_alignment_is_compared_at_one_scale():
     thumb = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
     b_to_a = np.array([[0.0, 0.0, 3.0], [0.0, 0.0, 4.0], [0.0, 0.0, 1.0]])
     covered = np.ones(thumb.shape, bool)
-    assert _coarse_agreement(thumb, thumb, b_to_a, covered, 0.42) == 0.42
+    assert _coarse_agreement(thumb, thumb, b_to_a, thumb, covered, 0.42) == 0.42
 
 
 def test_a_copy_at_a_third_of_the_size_is_compared_at_its_resolution():
@@ -213,9 +213,9 @@ def test_a_copy_at_a_third_of_the_size_is_compared_at_its_resolution():
     covered = np.ones(img.shape, bool)
     plain = block_agreement(img, warped, covered).agreement
     assert plain < GroupingParams().min_agreement
-    assert _coarse_agreement(img, third, up, covered, plain) > plain + 0.05
+    assert _coarse_agreement(img, third, up, warped, covered, plain) > plain + 0.05
     down = np.linalg.inv(up)  # photo -> third: the photo is brought down before warping
     covered = np.ones(third.shape, bool)
     shrunk = cv2.warpPerspective(img, down, (85, 85), flags=cv2.INTER_LINEAR)
     plain = block_agreement(third, shrunk, covered).agreement
-    assert _coarse_agreement(third, img, down, covered, plain) > plain
+    assert _coarse_agreement(third, img, down, shrunk, covered, plain) > plain
