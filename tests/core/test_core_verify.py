@@ -188,7 +188,7 @@ def test_ratio_matches_are_opencvs_brute_force_matches(photos):
 
 
 def test_a_degenerate_alignment_is_compared_at_one_scale():
-    """An alignment that squashes b to a point (a real photo pair's MAGSAC fit did) has no
+    """An alignment that squashes b to a point (one pair of the evaluation set got one) has no
     scale to compare at: the plain agreement stands, and nothing raises (one odd pair
     must not fail a batch's grouping)."""
     from photogroup.verify import _coarse_agreement
