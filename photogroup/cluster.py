@@ -125,6 +125,7 @@ class GroupingParams:
     cos_look: float = 0.80
     max_look_mismatch: float = 0.10  # ... and this share of coloured pixels at most lacking
     look_margin: float = 0.10  # refused if a variant kept apart is within this much as alike
+    rival_look_slack: float = 0.05  # ... with colours lacking at most this much more
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -242,6 +243,7 @@ class GroupingParams:
             cos_look=self.cos_look,
             max_look_mismatch=self.max_look_mismatch,
             look_margin=self.look_margin,
+            rival_look_slack=self.rival_look_slack,
         )
 
 

@@ -69,6 +69,7 @@ class ProductRules:
     cos_look: float
     max_look_mismatch: float
     look_margin: float
+    rival_look_slack: float
 
     def near_angle(self, m: PhotoMatch) -> bool:
         """One homography aligns most of the two shots: nearly the same angle."""
@@ -160,7 +161,8 @@ def link_products(
     products = _Products(groups, apart)
     links = _merge(products, positive)
     if looks:
-        links += _merge_looks(products, looks, _likeness(group_of, emb), rules.look_margin)
+        claims = _rival_claims(group_of, emb, keypoints, rules.rival_look_slack)
+        links += _merge_looks(products, looks, claims, rules.look_margin)
     product_of = products.product_of()
     for c in checked:
         del c["_a"], c["_b"]
@@ -319,7 +321,7 @@ def _merge(products: _Products, candidates: list, ambiguous=None) -> list[dict]:
         if ry in products.kept_apart(rx):
             reason = "would join products kept apart by a variant check"
         else:
-            reason = ambiguous(strength, rx, ry) if ambiguous else None
+            reason = ambiguous(strength, rx, ry, (x, y)) if ambiguous else None
         if reason:
             evidence["refused"] = reason
             continue
@@ -328,36 +330,52 @@ def _merge(products: _Products, candidates: list, ambiguous=None) -> list[dict]:
     return links
 
 
-def _merge_looks(products: _Products, looks: list, likeness, margin: float) -> list[dict]:
+def _merge_looks(products: _Products, looks: list, claims, margin: float) -> list[dict]:
     """:func:`_merge` for ``same_look`` pairs (cosine first), also refusing a link when a
-    product kept apart from one side is within ``margin`` as like the other side
-    (``likeness``: the closest cosine between two lists of groups): the look cannot tell
+    product kept apart from one side could claim the other side as well (``claims``, see
+    :func:`_rival_claims`, within ``margin`` of the link's cosine): the look cannot tell
     which of the two it is."""
+    mismatch_of = {pair: evidence.get("look_mismatch", 0.0) for _, pair, evidence in looks}
 
-    def ambiguous(cosine: float, rx: int, ry: int) -> str | None:
+    def ambiguous(cosine: float, rx: int, ry: int, pair) -> str | None:
         apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
         rivals = [(z, ry) for z in apart_x - apart_y] + [(z, rx) for z in apart_y - apart_x]
-        members = products.members
-        if any(likeness(members[z], members[w]) >= cosine - margin for z, w in rivals):
+        members, floor, own = products.members, cosine - margin, mismatch_of[pair]
+        if any(claims(members[z], members[w], floor, own) for z, w in rivals):
             return AMBIGUOUS_LOOK
         return None
 
     return _merge(products, looks, ambiguous)
 
 
-def _likeness(group_of: np.ndarray, emb: np.ndarray):
-    """The closest embedding cosine between the images of two lists of groups."""
+def _rival_claims(group_of: np.ndarray, emb: np.ndarray, keypoints, slack: float):
+    """Whether a rival (a list of groups) looks as much like a side (another list) as the
+    link does: an image pair with an embedding cosine of at least ``floor`` whose colours
+    match about as well as the link's (one lacks at most ``slack`` more of the other's
+    coloured pixels than the link's ``own`` mismatch, or either has too few to tell). A
+    colour variant cannot claim a shot whose colours it lacks, however alike the embeddings;
+    an artwork variant (same inks) still can."""
     unit = l2_normalise(emb)
     order = np.argsort(group_of, kind="stable")
     starts = np.searchsorted(group_of[order], np.arange(int(group_of.max()) + 2))
+    mismatch: dict[tuple[int, int], float | None] = {}
 
     def images(groups: list[int]) -> np.ndarray:
         return np.concatenate([order[starts[g] : starts[g + 1]] for g in groups])
 
-    def likeness(a: list[int], b: list[int]) -> float:
-        return float((unit[images(a)] @ unit[images(b)].T).max())
+    def colours_match(i: int, j: int, own: float) -> bool:
+        if slack >= 1.0 or keypoints[i] is None or keypoints[j] is None:
+            return True
+        if (i, j) not in mismatch:
+            mismatch[i, j] = look_mismatch(keypoints[i], keypoints[j])
+        return mismatch[i, j] is None or mismatch[i, j] <= own + slack
 
-    return likeness
+    def claims(rival: list[int], side: list[int], floor: float, own: float) -> bool:
+        ia, ib = images(rival), images(side)
+        close = np.argwhere(unit[ia] @ unit[ib].T >= floor)
+        return any(colours_match(int(ia[x]), int(ib[y]), own) for x, y in close)
+
+    return claims
 
 
 def _by_centroids(group_of, groups: int, emb, rules: ProductRules, ids) -> ProductGraph:

@@ -3,6 +3,9 @@ look (embedding and whole-pack colours), and refused where a variant makes them 
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -57,11 +60,17 @@ def test_a_greyscale_copy_proves_nothing_by_its_look(far_views):
     assert look_mismatch(_keypoints(far_views["front"]), _keypoints(grey)) is None
 
 
-def _likeness(matrix: dict[tuple[int, int], float]):
-    def likeness(a: list[int], b: list[int]) -> float:
-        return max(matrix.get((min(x, y), max(x, y)), 0.0) for x in a for y in b)
+def _claims(matrix: dict[tuple[int, int], float], colours_lacking: dict | None = None):
+    """A rival's claim over an embedding-cosine matrix; ``colours_lacking`` (pair -> share)
+    stands in for the whole-pack colour comparison (matching colours when absent)."""
+    lacking = colours_lacking or {}
 
-    return likeness
+    def claims(rival: list[int], side: list[int], floor: float, own: float) -> bool:
+        pairs = [(min(x, y), max(x, y)) for x in rival for y in side]
+        return any(matrix.get(p, 0.0) >= floor and lacking.get(p, 0.0) <= own + 0.05
+                   for p in pairs)  # fmt: skip
+
+    return claims
 
 
 def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
@@ -71,18 +80,55 @@ def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
     looks = [(0.95, (1, 2), {"pair": "1-2"}), (0.93, (0, 2), {"pair": "0-2"}),
              (0.9, (3, 4), {"pair": "3-4"})]  # fmt: skip
     products = _Products(5, {(0, 1)})
-    links = _merge_looks(products, looks, _likeness(alike), 0.1)
+    links = _merge_looks(products, looks, _claims(alike), 0.1)
     product_of = products.product_of()
     assert len(set(product_of[[0, 1, 2]])) == 3  # the back joins neither
     assert product_of[3] == product_of[4]
     assert [link["pair"] for link in links] == ["3-4"]
     assert all("looks as much like the other" in e["refused"] for _, _, e in looks[:2])
 
-    # Without the margin the closest look wins, and the other link then joins products kept
-    # apart: refused for that reason.
-    looks = [(c, pair, {}) for c, pair, _ in looks]
-    products = _Products(5, {(0, 1)})
-    _merge_looks(products, looks, _likeness(alike), 0.0)
-    product_of = products.product_of()
-    assert product_of[1] == product_of[2] != product_of[0]
-    assert looks[1][2]["refused"] == "would join products kept apart by a variant check"
+
+def test_a_variant_lacking_the_colours_cannot_make_a_look_ambiguous():
+    """The same groups, but the variant (1) lacks the back's colours: a colour variant
+    cannot claim the back, so the back joins its front."""
+    alike = {(0, 1): 0.97, (0, 2): 0.93, (1, 2): 0.95}
+    looks = [(0.93, (0, 2), {"pair": "0-2", "look_mismatch": 0.02})]
+    products = _Products(3, {(0, 1)})
+    links = _merge_looks(products, looks, _claims(alike, {(1, 2): 0.4}), 0.1)
+    assert [link["pair"] for link in links] == ["0-2"]
+    assert products.root(0) == products.root(2) != products.root(1)
+
+
+@pytest.fixture(scope="module")
+def colour_rival() -> dict[str, Image.Image]:
+    """The box's two far views of ``far_views`` and its colour variant from the front's
+    angle and 10 degrees away (kept apart from the front by its turned hues)."""
+    box = rp.make_product(7001, "box", SOURCES)
+    variant = rp.make_variant(box, "colour", np.random.default_rng(7002), SOURCES)
+    shots = {"front": (box, -30), "side": (box, 60), "variant": (variant, -30),
+             "variant-near": (variant, -20)}  # fmt: skip
+    return {
+        name: rp.render(p, rp.View(azimuth_deg=a, elevation_deg=15), "grey_sweep", size=SIZE).image
+        for name, (p, a) in shots.items()
+    }
+
+
+@pytest.mark.parametrize("slack", [GroupingParams().rival_look_slack, 1.0])
+def test_a_colour_variant_kept_apart_leaves_the_look_to_its_product(colour_rival, slack):
+    """End to end: the side view joins its front by their look although the colour variant
+    kept apart from the front is nearly as close in embedding; with the rival's colours not
+    compared (slack 1.0) the link is refused as ambiguous, as it used to be."""
+    params = dataclasses.replace(GroupingParams(), rival_look_slack=slack)
+    placed, grouping, names = group({n: upload(i) for n, i in colour_rival.items()}, params)
+    product = {name: p for name, (_, p) in placed.items()}
+    assert product["variant"] == product["variant-near"] != product["front"]
+    verdicts = {frozenset((names[c["a"]], names[c["b"]])): c for c in grouping.product_checks}
+    assert verdicts[frozenset(("front", "variant"))]["verdict"] == "colour_differs"
+    look = verdicts[frozenset(("front", "side"))]
+    assert look["verdict"] == "same_look"
+    if slack < 1.0:
+        assert product["side"] == product["front"]
+        assert "refused" not in look
+    else:
+        assert product["side"] != product["front"]
+        assert "looks as much like the other" in look["refused"]
