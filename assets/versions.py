@@ -27,6 +27,7 @@ CLUSTERS_VERSION = "15"  # 2: sub-quadratic candidates, verification, centre che
 # 13: a copy edited in place (many matches on one plane to a tenth of a pixel) is a copy;
 # 14: a copy shown smaller is also compared at its own resolution;
 # 15: a variant kept apart makes a look ambiguous only if it carries the look's colours
+# (a look near a colour variant only attaches a lone strict group)
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);

@@ -39,6 +39,8 @@ VARIANT_VERDICTS = ("colour_differs", "artwork_differs", "print_differs")
 SAME_LOOK = "same_look"
 #: Why a ``same_look`` link was refused when its look cannot tell two products apart.
 AMBIGUOUS_LOOK = "a product kept apart from one looks as much like the other"
+#: Why a ``same_look`` link was refused when only a colour variant stood in its way.
+LONE_GROUPS_ONLY = "a variant is near: a look only attaches a lone strict group to a product"
 
 
 #: Members of each group compared for a changed print before two groups are linked.
@@ -334,27 +336,38 @@ def _merge_looks(products: _Products, looks: list, claims, margin: float) -> lis
     """:func:`_merge` for ``same_look`` pairs (cosine first), also refusing a link when a
     product kept apart from one side could claim the other side as well (``claims``, see
     :func:`_rival_claims`, within ``margin`` of the link's cosine): the look cannot tell
-    which of the two it is."""
+    which of the two it is. A rival set aside only because it lacks the look's colours (a
+    colour variant) still says variants are near, and another one with the same inks (an
+    artwork variant, not kept apart) may be what the look found: such a link only attaches
+    a lone strict group, it never joins two products."""
     mismatch_of = {pair: evidence.get("look_mismatch", 0.0) for _, pair, evidence in looks}
 
     def ambiguous(cosine: float, rx: int, ry: int, pair) -> str | None:
         apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
         rivals = [(z, ry) for z in apart_x - apart_y] + [(z, rx) for z in apart_y - apart_x]
         members, floor, own = products.members, cosine - margin, mismatch_of[pair]
-        if any(claims(members[z], members[w], floor, own) for z, w in rivals):
+        verdicts = {claims(members[z], members[w], floor, own) for z, w in rivals}
+        if CLAIMS in verdicts:
             return AMBIGUOUS_LOOK
+        if LACKS_COLOURS in verdicts and min(len(members[rx]), len(members[ry])) > 1:
+            return LONE_GROUPS_ONLY
         return None
 
     return _merge(products, looks, ambiguous)
 
 
+#: What :func:`_rival_claims` finds of a rival and a side.
+CLAIMS, LACKS_COLOURS, UNLIKE = "claims", "lacks_colours", "unlike"
+
+
 def _rival_claims(group_of: np.ndarray, emb: np.ndarray, keypoints, slack: float):
     """Whether a rival (a list of groups) looks as much like a side (another list) as the
-    link does: an image pair with an embedding cosine of at least ``floor`` whose colours
-    match about as well as the link's (one lacks at most ``slack`` more of the other's
-    coloured pixels than the link's ``own`` mismatch, or either has too few to tell). A
-    colour variant cannot claim a shot whose colours it lacks, however alike the embeddings;
-    an artwork variant (same inks) still can."""
+    link does: ``CLAIMS`` through an image pair with an embedding cosine of at least
+    ``floor`` whose colours match about as well as the link's (one lacks at most ``slack``
+    more of the other's coloured pixels than the link's ``own`` mismatch, or either has too
+    few to tell); ``LACKS_COLOURS`` when such pairs exist but none has the colours (a colour
+    variant cannot claim a shot whose colours it lacks, however alike the embeddings);
+    ``UNLIKE`` otherwise."""
     unit = l2_normalise(emb)
     order = np.argsort(group_of, kind="stable")
     starts = np.searchsorted(group_of[order], np.arange(int(group_of.max()) + 2))
@@ -370,10 +383,12 @@ def _rival_claims(group_of: np.ndarray, emb: np.ndarray, keypoints, slack: float
             mismatch[i, j] = look_mismatch(keypoints[i], keypoints[j])
         return mismatch[i, j] is None or mismatch[i, j] <= own + slack
 
-    def claims(rival: list[int], side: list[int], floor: float, own: float) -> bool:
+    def claims(rival: list[int], side: list[int], floor: float, own: float) -> str:
         ia, ib = images(rival), images(side)
         close = np.argwhere(unit[ia] @ unit[ib].T >= floor)
-        return any(colours_match(int(ia[x]), int(ib[y]), own) for x, y in close)
+        if any(colours_match(int(ia[x]), int(ib[y]), own) for x, y in close):
+            return CLAIMS
+        return LACKS_COLOURS if len(close) else UNLIKE
 
     return claims
 

@@ -12,7 +12,15 @@ from PIL import Image, ImageOps
 from bench import render_products as rp
 from photogroup.cluster import GroupingParams
 from photogroup.looks import look_mismatch
-from photogroup.product_links import _merge_looks, _Products
+from photogroup.product_links import (
+    AMBIGUOUS_LOOK,
+    CLAIMS,
+    LACKS_COLOURS,
+    LONE_GROUPS_ONLY,
+    UNLIKE,
+    _merge_looks,
+    _Products,
+)
 from photogroup.views import match_surfaces
 from tests.core.test_core_product_grouping import SIZE, _keypoints, group, upload
 
@@ -65,10 +73,12 @@ def _claims(matrix: dict[tuple[int, int], float], colours_lacking: dict | None =
     stands in for the whole-pack colour comparison (matching colours when absent)."""
     lacking = colours_lacking or {}
 
-    def claims(rival: list[int], side: list[int], floor: float, own: float) -> bool:
-        pairs = [(min(x, y), max(x, y)) for x in rival for y in side]
-        return any(matrix.get(p, 0.0) >= floor and lacking.get(p, 0.0) <= own + 0.05
-                   for p in pairs)  # fmt: skip
+    def claims(rival: list[int], side: list[int], floor: float, own: float) -> str:
+        close = [p for x in rival for y in side
+                 if matrix.get(p := (min(x, y), max(x, y)), 0.0) >= floor]  # fmt: skip
+        if any(lacking.get(p, 0.0) <= own + 0.05 for p in close):
+            return CLAIMS
+        return LACKS_COLOURS if close else UNLIKE
 
     return claims
 
@@ -85,7 +95,7 @@ def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
     assert len(set(product_of[[0, 1, 2]])) == 3  # the back joins neither
     assert product_of[3] == product_of[4]
     assert [link["pair"] for link in links] == ["3-4"]
-    assert all("looks as much like the other" in e["refused"] for _, _, e in looks[:2])
+    assert all(e["refused"] == AMBIGUOUS_LOOK for _, _, e in looks[:2])
 
 
 def test_a_variant_lacking_the_colours_cannot_make_a_look_ambiguous():
@@ -97,6 +107,24 @@ def test_a_variant_lacking_the_colours_cannot_make_a_look_ambiguous():
     links = _merge_looks(products, looks, _claims(alike, {(1, 2): 0.4}), 0.1)
     assert [link["pair"] for link in links] == ["0-2"]
     assert products.root(0) == products.root(2) != products.root(1)
+
+
+def test_near_a_colour_variant_a_look_never_joins_two_products():
+    """Groups 0+1 are one product (joined by a surface link), 2+3 another, 4 a colour
+    variant kept apart from 0 and lacking 3's colours. The look 1-3 would join the two
+    products (an artwork variant, not kept apart, could be what it found): refused. The
+    look 1-5 attaches a lone group and stands."""
+    alike = {(1, 3): 0.93, (3, 4): 0.95, (1, 5): 0.92, (4, 5): 0.9}
+    lacking = {(3, 4): 0.4, (4, 5): 0.4}
+    products = _Products(6, {(0, 4)})
+    products.join(0, 1)
+    products.join(2, 3)
+    looks = [(0.93, (1, 3), {"pair": "1-3", "look_mismatch": 0.0}),
+             (0.92, (1, 5), {"pair": "1-5", "look_mismatch": 0.0})]  # fmt: skip
+    links = _merge_looks(products, looks, _claims(alike, lacking), 0.1)
+    assert [link["pair"] for link in links] == ["1-5"]
+    assert looks[0][2]["refused"] == LONE_GROUPS_ONLY
+    assert products.root(1) == products.root(5) != products.root(3)
 
 
 @pytest.fixture(scope="module")
