@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from photogroup.edits import Groups
-from photogroup.product_links import AMBIGUOUS_LOOK, VARIANT_VERDICTS
+from photogroup.product_links import AMBIGUOUS_LOOK, LONE_GROUPS_ONLY, VARIANT_VERDICTS
 
 KINDS = ("group_links", "product_links", "product_checks")
 GROUP_RULES = ("same_photo", "hash")
@@ -181,11 +181,13 @@ def _products(listing, evidence, product_of, first, machine) -> list[dict]:
 
 def _undecided(evidence, product_of, first) -> dict[str, list[dict]]:
     """Per product, the other products a photo of it looks as much like as a variant kept
-    apart does: the machine left them apart for a person to decide (closest look first)."""
+    apart does, or that a look near a variant would have joined to it: the machine left
+    them apart for a person to decide (closest look first)."""
     best: dict[tuple[str, str], dict] = {}
     for check in evidence["product_checks"]:
         a, b = check["a"], check["b"]
-        if check.get("refused") != AMBIGUOUS_LOOK or a not in first or b not in first:
+        undecided = check.get("refused") in (AMBIGUOUS_LOOK, LONE_GROUPS_ONLY)
+        if not undecided or a not in first or b not in first:
             continue
         if product_of[a] == product_of[b]:
             continue  # people joined them since

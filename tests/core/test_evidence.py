@@ -171,3 +171,14 @@ def test_a_look_the_machine_could_not_decide_is_listed_for_people():
 
     out, _ = listing(clusters(evidence), edit("merge", groups=((S4,), (S5,))))
     assert all(p["undecided"] == [] for p in out["products"])
+
+
+def test_a_look_kept_from_joining_two_products_near_a_variant_is_listed_for_people():
+    from photogroup.product_links import LONE_GROUPS_ONLY
+
+    look = {"a": S4, "b": S5, "rule": "same_look", "verdict": "same_look", "cosine": 0.9,
+            "look_mismatch": 0.0, "refused": LONE_GROUPS_ONLY}  # fmt: skip
+    out, _ = listing(clusters({**EVIDENCE, "product_checks": [BACK, look]}))
+    products = {p["product_id"]: p for p in out["products"]}
+    assert [u["product_id"] for u in products["p1"]["undecided"]] == ["p3"]
+    assert [u["product_id"] for u in products["p3"]["undecided"]] == ["p1"]
