@@ -340,17 +340,21 @@ def _merge_looks(products: _Products, looks: list, claims, margin: float) -> lis
     colour variant) still says variants are near, and another one with the same inks (an
     artwork variant, not kept apart) may be what the look found: such a link only attaches
     a lone strict group, it never joins two products."""
-    mismatch_of = {pair: evidence.get("look_mismatch", 0.0) for _, pair, evidence in looks}
+    evidence_of = {pair: evidence for _, pair, evidence in looks}
 
     def ambiguous(cosine: float, rx: int, ry: int, pair) -> str | None:
         apart_x, apart_y = products.kept_apart(rx), products.kept_apart(ry)
         rivals = [(z, ry) for z in apart_x - apart_y] + [(z, rx) for z in apart_y - apart_x]
-        members, floor, own = products.members, cosine - margin, mismatch_of[pair]
+        members, floor = products.members, cosine - margin
+        own = evidence_of[pair].get("look_mismatch", 0.0)
         verdicts = {claims(members[z], members[w], floor, own) for z, w in rivals}
         if CLAIMS in verdicts:
             return AMBIGUOUS_LOOK
-        if LACKS_COLOURS in verdicts and min(len(members[rx]), len(members[ry])) > 1:
-            return LONE_GROUPS_ONLY
+        if LACKS_COLOURS in verdicts:
+            if min(len(members[rx]), len(members[ry])) > 1:
+                return LONE_GROUPS_ONLY
+            # Made, but weaker than a look with no variant near: reviewers see why.
+            evidence_of[pair]["near_colour_variant"] = True
         return None
 
     return _merge(products, looks, ambiguous)

@@ -123,6 +123,7 @@ def test_near_a_colour_variant_a_look_never_joins_two_products():
              (0.92, (1, 5), {"pair": "1-5", "look_mismatch": 0.0})]  # fmt: skip
     links = _merge_looks(products, looks, _claims(alike, lacking), 0.1)
     assert [link["pair"] for link in links] == ["1-5"]
+    assert links[0]["near_colour_variant"] is True
     assert looks[0][2]["refused"] == LONE_GROUPS_ONLY
     assert products.root(1) == products.root(5) != products.root(3)
 
@@ -156,7 +157,7 @@ def test_a_colour_variant_kept_apart_leaves_the_look_to_its_product(colour_rival
     assert look["verdict"] == "same_look"
     if slack < 1.0:
         assert product["side"] == product["front"]
-        assert "refused" not in look
+        assert "refused" not in look and look["near_colour_variant"] is True
     else:
         assert product["side"] != product["front"]
         assert "looks as much like the other" in look["refused"]
