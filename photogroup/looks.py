@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from photogroup.verify import Keypoints
-from photogroup.views import chroma_histogram, lacking
+from photogroup.views import blur_palette, chroma_histogram, lacking, lacking_blurred
 
 #: Chromaticity distance from neutral grey (r = g = 85 of 255) below which a pixel carries
 #: no colour of the product: backdrops, sweeps, shadows, white card. Chosen on calibration.
@@ -36,6 +36,18 @@ def look_mismatch(a: Keypoints, b: Keypoints) -> float | None:
     if ha is None or hb is None:
         return None
     return lacking(ha, hb)
+
+
+def look_colours(k: Keypoints) -> tuple[np.ndarray, np.ndarray] | None:
+    """A photo's colours as :func:`colours_lacking` compares them (histogram, blurred), for
+    comparing one photo with many; None when it has too few coloured pixels."""
+    h = _colours(k)
+    return None if h is None else (h, blur_palette(h))
+
+
+def colours_lacking(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """:func:`look_mismatch` of two photos' :func:`look_colours`."""
+    return lacking_blurred(a[0], a[1], b[0], b[1])
 
 
 def _colours(k: Keypoints) -> np.ndarray | None:

@@ -12,7 +12,9 @@ A pair with no shared surface whose embeddings are close and whose whole packs c
 same colours (:mod:`photogroup.looks`) is a ``same_look`` link: views too far apart to
 share a surface. It is weaker evidence, merged after every surface link, closest first,
 and refused where it is ambiguous: when a product kept apart from one side (a variant)
-looks nearly as much like the other side, the look cannot say which of the two it is.
+looks nearly as much like the other side, in embedding and colours, the look cannot say
+which of the two it is. Near a variant that lacks the look's colours, a look only attaches
+a lone strict group to a product.
 
 Photos without surface keypoints fall back to the embedding: groups whose centroids have a
 cosine of at least ``cos_product``.
@@ -27,7 +29,7 @@ import numpy as np
 
 from photogroup.changed_print import PrintChange, print_change
 from photogroup.embed import l2_normalise
-from photogroup.looks import look_mismatch
+from photogroup.looks import colours_lacking, look_colours, look_mismatch
 from photogroup.neighbours import pair_cosines, similar_pairs
 from photogroup.verify import Keypoints, PhotoMatch, align, match_photos
 from photogroup.views import SurfaceMatch, match_surfaces
@@ -314,7 +316,7 @@ class _Products:
 def _merge(products: _Products, candidates: list, ambiguous=None) -> list[dict]:
     """Join products along candidate links (strength, (group, group), evidence), strongest
     first, unless two groups kept apart would end up in one product, or ``ambiguous``
-    (strength, root, root) gives a reason to refuse the link."""
+    (strength, root, root, (group, group)) gives a reason to refuse the link."""
     links = []
     for strength, (x, y), evidence in sorted(candidates, key=lambda p: (-p[0], p[1])):
         rx, ry = products.root(x), products.root(y)
@@ -364,35 +366,51 @@ def _merge_looks(products: _Products, looks: list, claims, margin: float) -> lis
 CLAIMS, LACKS_COLOURS, UNLIKE = "claims", "lacks_colours", "unlike"
 
 
+#: Closest image pairs of a rival and a side whose colours are compared (bounds the work
+#: for large products; the closest pairs are the ones a claim would come through).
+RIVAL_PAIRS = 16
+
+
 def _rival_claims(group_of: np.ndarray, emb: np.ndarray, keypoints, slack: float):
     """Whether a rival (a list of groups) looks as much like a side (another list) as the
     link does: ``CLAIMS`` through an image pair with an embedding cosine of at least
     ``floor`` whose colours match about as well as the link's (one lacks at most ``slack``
     more of the other's coloured pixels than the link's ``own`` mismatch, or either has too
-    few to tell); ``LACKS_COLOURS`` when such pairs exist but none has the colours (a colour
-    variant cannot claim a shot whose colours it lacks, however alike the embeddings);
-    ``UNLIKE`` otherwise."""
+    few to tell); ``LACKS_COLOURS`` when such pairs exist but none of the ``RIVAL_PAIRS``
+    closest has the colours (a variant in other colours cannot claim a shot whose colours
+    it lacks, however alike the embeddings); ``UNLIKE`` otherwise. ``slack`` >= 1 compares
+    no colours: any close pair claims."""
     unit = l2_normalise(emb)
     order = np.argsort(group_of, kind="stable")
     starts = np.searchsorted(group_of[order], np.arange(int(group_of.max()) + 2))
-    mismatch: dict[tuple[int, int], float | None] = {}
+    colours: dict[int, tuple | None] = {}  # image -> look_colours, computed once
 
     def images(groups: list[int]) -> np.ndarray:
         return np.concatenate([order[starts[g] : starts[g + 1]] for g in groups])
 
+    def colours_of(i: int):
+        if i not in colours:
+            colours[i] = look_colours(keypoints[i]) if keypoints[i] is not None else None
+        return colours[i]
+
     def colours_match(i: int, j: int, own: float) -> bool:
-        if slack >= 1.0 or keypoints[i] is None or keypoints[j] is None:
+        if slack >= 1.0:
             return True
-        if (i, j) not in mismatch:
-            mismatch[i, j] = look_mismatch(keypoints[i], keypoints[j])
-        return mismatch[i, j] is None or mismatch[i, j] <= own + slack
+        ci, cj = colours_of(i), colours_of(j)
+        return ci is None or cj is None or colours_lacking(ci, cj) <= own + slack
 
     def claims(rival: list[int], side: list[int], floor: float, own: float) -> str:
         ia, ib = images(rival), images(side)
-        close = np.argwhere(unit[ia] @ unit[ib].T >= floor)
-        if any(colours_match(int(ia[x]), int(ib[y]), own) for x, y in close):
+        # In float64, as the link's cosine and the floor are.
+        cos = (unit[ia] @ unit[ib].T).astype(np.float64)
+        close = np.flatnonzero(cos >= floor)
+        if not len(close):
+            return UNLIKE
+        closest = close[np.argsort(-cos.ravel()[close], kind="stable")][:RIVAL_PAIRS]
+        pairs = zip(*np.unravel_index(closest, cos.shape), strict=True)
+        if any(colours_match(int(ia[x]), int(ib[y]), own) for x, y in pairs):
             return CLAIMS
-        return LACKS_COLOURS if len(close) else UNLIKE
+        return LACKS_COLOURS
 
     return claims
 

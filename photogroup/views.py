@@ -190,9 +190,18 @@ def palette_mismatch(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray)
 def lacking(ha: np.ndarray, hb: np.ndarray) -> float:
     """The larger of the two histograms' share of colours the other lacks (less than
     ``_PALETTE_PRESENT`` of its density, both blurred: shading and JPEG move a colour)."""
+    return lacking_blurred(ha, blur_palette(ha), hb, blur_palette(hb))
+
+
+def blur_palette(h: np.ndarray) -> np.ndarray:
+    """The histogram as :func:`lacking` compares it (computed once, compared many times)."""
     import cv2
 
-    da, db = (cv2.GaussianBlur(h, (0, 0), _PALETTE_BLUR) for h in (ha, hb))
+    return cv2.GaussianBlur(h, (0, 0), _PALETTE_BLUR)
+
+
+def lacking_blurred(ha: np.ndarray, da: np.ndarray, hb: np.ndarray, db: np.ndarray) -> float:
+    """:func:`lacking` of histograms already blurred (``da``, ``db``)."""
     return max(float(ha[db < _PALETTE_PRESENT * da].sum()),
                float(hb[da < _PALETTE_PRESENT * db].sum()))  # fmt: skip
 

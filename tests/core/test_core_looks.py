@@ -20,6 +20,7 @@ from photogroup.product_links import (
     UNLIKE,
     _merge_looks,
     _Products,
+    _rival_claims,
 )
 from photogroup.views import match_surfaces
 from tests.core.test_core_product_grouping import SIZE, _keypoints, group, upload
@@ -96,6 +97,34 @@ def test_a_look_is_refused_when_a_variant_kept_apart_looks_as_much_alike():
     assert product_of[3] == product_of[4]
     assert [link["pair"] for link in links] == ["3-4"]
     assert all(e["refused"] == AMBIGUOUS_LOOK for _, _, e in looks[:2])
+
+    # Without the margin the closest look wins, and the other link then joins products kept
+    # apart: refused for that reason.
+    looks = [(c, pair, {}) for c, pair, _ in looks]
+    products = _Products(5, {(0, 1)})
+    _merge_looks(products, looks, _claims(alike), 0.0)
+    product_of = products.product_of()
+    assert product_of[1] == product_of[2] != product_of[0]
+    assert looks[1][2]["refused"] == "would join products kept apart by a variant check"
+
+
+def test_a_rival_claims_only_through_pairs_whose_colours_match(far_views):
+    """``_rival_claims`` on real photos (group i = photo i): another pack of the same shape
+    is as close in embedding to the front as the side is, but lacks the front's colours;
+    the side has them. Without colours compared (slack 1.0) both claim; above every cosine
+    neither; a photo without keypoints cannot be told apart by colour, so it claims."""
+    names = ["front", "side", "other"]
+    keypoints = [_keypoints(far_views[n]) for n in names] + [None]
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]], dtype=np.float32)
+    group_of = np.arange(4)
+    claims = _rival_claims(group_of, emb, keypoints, 0.05)
+    assert claims([2], [0], 0.5, 0.0) == LACKS_COLOURS
+    assert claims([1], [0], 0.5, 0.0) == CLAIMS
+    assert claims([0], [2], 0.5, 0.0) == LACKS_COLOURS  # either way round
+    assert claims([2], [0], 0.999, 0.0) == UNLIKE
+    assert claims([3], [0], 0.5, 0.0) == CLAIMS
+    assert claims([2, 1], [0], 0.5, 0.0) == CLAIMS  # any one pair is enough
+    assert _rival_claims(group_of, emb, keypoints, 1.0)([2], [0], 0.5, 0.0) == CLAIMS
 
 
 def test_a_variant_lacking_the_colours_cannot_make_a_look_ambiguous():
