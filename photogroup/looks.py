@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from photogroup.verify import Keypoints
-from photogroup.views import blur_palette, chroma_histogram, lacking, lacking_blurred
+from photogroup.views import blur_palette, chroma_histogram, lacking_blurred
 
 #: Chromaticity distance from neutral grey (r = g = 85 of 255) below which a pixel carries
 #: no colour of the product: backdrops, sweeps, shadows, white card. Chosen on calibration.
@@ -32,10 +32,10 @@ _MIN_COLOURED = 20
 def look_mismatch(a: Keypoints, b: Keypoints) -> float | None:
     """The larger of the two photos' share of coloured pixels (chromaticity, whole content
     box) whose colour the other photo lacks, 0..1; None when either has too few."""
-    ha, hb = _colours(a), _colours(b)
-    if ha is None or hb is None:
+    ca, cb = look_colours(a), look_colours(b)
+    if ca is None or cb is None:
         return None
-    return lacking(ha, hb)
+    return colours_lacking(ca, cb)
 
 
 def look_colours(k: Keypoints) -> tuple[np.ndarray, np.ndarray] | None:
