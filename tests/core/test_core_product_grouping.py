@@ -531,3 +531,27 @@ def test_a_variant_shown_smaller_is_no_copy():
     m = match_photos(_keypoints(_on_paper(box)), _keypoints(screen))
     assert m is not None and m.agreement < m.coarse_agreement < params.min_coarse_agreement
     assert params.copy_test(m) is None
+
+
+#: Found in a fresh-clone trial (2026-12-07): a colour variant shot from the box's angle,
+#: the pack small on a white backdrop, passes the strict level's agreement test (0.96,
+#: hue turn 3.7 degrees: the backdrop dominates what is compared). Strict: it starts
+#: failing the day it is fixed, as a reminder.
+SMALL_ON_WHITE = pytest.mark.xfail(
+    strict=True, reason="strict level takes a small colour variant on white for a copy"
+)
+
+
+@SMALL_ON_WHITE
+def test_a_colour_variant_small_on_white_is_no_copy():
+    sources = ("skimage:coffee", "skimage:rocket")
+    box = rp.make_product(9101, "box", sources)
+    variant = rp.make_variant(box, "colour", np.random.default_rng(9102), sources)
+    view = rp.View(azimuth_deg=-25, elevation_deg=12)
+    shots = {
+        name: upload(rp.render(p, view, "white", size=(1024, 768)).image)
+        for name, p in (("box", box), ("variant", variant))
+    }
+    placed, _, _ = group(shots)
+    assert placed["box"][0] != placed["variant"][0]
+    assert placed["box"][1] != placed["variant"][1]
