@@ -67,10 +67,16 @@ class PrintChange:
 
 
 def print_change(
-    a: Keypoints, b: Keypoints, *, alignment: Alignment | None = None
+    a: Keypoints,
+    b: Keypoints,
+    *,
+    alignment: Alignment | None = None,
+    ignore: tuple[float, float, float, float] | None = None,
 ) -> PrintChange | None:
     """Compare ``a`` and ``b`` under their ORB homography (``alignment``, when the caller
-    has found it already: :func:`photogroup.verify.align`); None without one."""
+    has found it already: :func:`photogroup.verify.align`); None without one. ``ignore``:
+    a box of a's working-copy pixels (x0, y0, x1, y1) left out of the comparison, where a
+    sticker is known to hide the print."""
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return None
     found = alignment if alignment is not None else align(a, b)
@@ -84,20 +90,32 @@ def print_change(
     import cv2
 
     in_b = cv2.perspectiveTransform(found.inlier_xy[None].astype(np.float64), back)[0]
-    one_way = _changed_area(a, b, found.homography, found.inlier_xy)
-    other_way = _changed_area(b, a, back, in_b)
+    hidden = None if ignore is None else _box_corners(ignore)
+    one_way = _changed_area(a, b, found.homography, found.inlier_xy, hidden)
+    hidden_b = None if hidden is None else cv2.perspectiveTransform(hidden[None], back)[0]
+    other_way = _changed_area(b, a, back, in_b, hidden_b)
     changed, flipped = max(one_way[0], other_way[0]), max(one_way[1], other_way[1])
     blind = one_way[2] or other_way[2]
     return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4), blind)
 
 
+def _box_corners(box: tuple[float, float, float, float]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+
 def _changed_area(
-    a: Keypoints, b: Keypoints, b_to_a: np.ndarray, hull_xy: np.ndarray
+    a: Keypoints,
+    b: Keypoints,
+    b_to_a: np.ndarray,
+    hull_xy: np.ndarray,
+    hidden: np.ndarray | None = None,
 ) -> tuple[float, float, bool]:
-    """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels),
-    whose chromaticity lies outside b's local range once b is laid onto a; and the largest
-    region dark in one and lit in the other; each over the area compared; and whether a
-    changed colour could not show (see ``PrintChange.blind``)."""
+    """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels)
+    and outside the polygon ``hidden`` (a's pixels), whose chromaticity lies outside b's
+    local range once b is laid onto a; and the largest region dark in one and lit in the
+    other; each over the area compared; and whether a changed colour could not show (see
+    ``PrintChange.blind``)."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
@@ -111,6 +129,9 @@ def _changed_area(
     hull = np.zeros(a.chroma.shape[:2], np.uint8)
     points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    if hidden is not None:
+        corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
+        cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 0)
     # Dark pixels carry no colour (stored as 0, 0): compared where both photos have some,
     # away from b's dark ones (interpolation mixes their 0, 0 into the neighbours). A dark
     # print against a lit one is not told: at the darkness cut-off a shade darker is all

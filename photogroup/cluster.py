@@ -118,6 +118,9 @@ class GroupingParams:
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
     max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
+    # A copy-like pair on one exact plane whose print changed colour over a larger share is
+    # a variant shot from its base's camera position, not a copy (variant_twin):
+    max_exact_recolour: float = 0.03
     # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
     # some region of the print changed by more than this share (else an edit, resampling):
     min_artwork_change: float = 0.005
@@ -203,23 +206,33 @@ class GroupingParams:
         )
 
     def variant_twin(
-        self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: Alignment | None = None
+        self,
+        m: PhotoMatch,
+        a: Keypoints,
+        b: Keypoints,
+        alignment: Alignment | None = None,
+        test: str = "agreement",
     ) -> bool:
         """A pair the ``agreement`` test took for a copy that is another shot of a variant:
         its print changed in one region (:mod:`photogroup.changed_print`, the product
         level's thresholds), and one homography does not hold to within a copy's residual.
         A flavour variant shot from the base's angle agrees in 90-99 % of its blocks, as
         an edited copy does; its changed flavour band or fruit is what tells it. A sticker
-        also changes one region, but sits on a copy that one plane aligns exactly.
+        also changes one region, but sits on a copy that one plane aligns exactly; so does
+        a variant shot from its base's camera position (a studio camera on a tripod), whose
+        recoloured region is the larger: passing ``agreement``, a sticker hides at most a
+        tenth of the textured blocks and recolours little (``max_exact_recolour``). Under
+        the tests that let one patch differ (``test``), the print is compared outside that
+        patch: a stickered copy of the variant's base recolours nothing else.
         ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it."""
-        if m.residual <= self.max_copy_residual:  # the keypoints' plane, however aligned
+        patched = test in ("one_patch_differs", "exact_plane")
+        ignore = m.occluder if patched else None
+        change = print_change(a, b, alignment=alignment, ignore=ignore)
+        if change is None or change.aligned_share < self.near_aligned_share:
             return False
-        change = print_change(a, b, alignment=alignment)
-        return (
-            change is not None
-            and change.aligned_share >= self.near_aligned_share
-            and change.changed_area > self.max_changed_area
-        )
+        if patched or m.residual <= self.max_copy_residual:  # the keypoints' plane, however aligned
+            return change.changed_area > self.max_exact_recolour
+        return change.changed_area > self.max_changed_area
 
     def product_rules(self) -> ProductRules:
         return ProductRules(
@@ -441,7 +454,7 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | 
         found = align(a, b)  # one ORB alignment for the match and the twin check
         m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
-        if test in ("agreement", "shown_smaller") and p.variant_twin(m, a, b, found):
+        if test is not None and p.variant_twin(m, a, b, found, test):
             test = None
         elif test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -270,9 +270,14 @@ class PhotoMatch:
     #: ``agreement`` with the finer thumbnail brought down to the coarser one's resolution
     #: (equal to it where the two are shown at about one scale; see COARSE_SCALE)
     coarse_agreement: float = 0.0
+    #: The box (x0, y0, x1, y1, a's working-copy pixels) of that largest disagreeing patch,
+    #: grown by a block: where a sticker may have changed the print (not evidence).
+    occluder: tuple[float, float, float, float] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["occluder"]
+        return out
 
 
 def match_photos(
@@ -425,12 +430,18 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
                                     csize, flags=cv2.INTER_NEAREST) == 255  # fmt: skip
         residual, turn = colour_edit_fit(a.colour[valid], wb[valid])
     method = "keypoints" if found.good else "hash"
+    occluder = None
+    if compared.hidden is not None:  # thumbnail pixels -> a's working-copy pixels
+        to_work = np.linalg.inv(thumb_transform(a, a.thumb))
+        corners = np.array([compared.hidden[:2], compared.hidden[2:]], np.float64) - 0.5
+        (x0, y0), (x1, y1) = corners @ to_work[:2, :2].T + to_work[:2, 2]
+        occluder = (float(x0), float(y0), float(x1), float(y1))
     return PhotoMatch(method, found.inliers, found.good, found.second, round(overlap, 4),
                       round(compared.agreement, 4), round(compared.fine, 4), compared.blocks,
                       compared.patches, round(residual, 2), round(turn, 1),
                       round(compared.rest_agreement, 4), round(compared.occluded, 4),
                       compared.second_patch, round(found.residual, 5),
-                      round(coarse, 4))  # fmt: skip
+                      round(coarse, 4), occluder)  # fmt: skip
 
 
 def _coarse_agreement(
@@ -529,6 +540,7 @@ class Blocks:
     rest_agreement: float = 0.0  # agreement outside the box of the largest patch
     occluded: float = 0.0  # share of textured blocks inside that box
     second_patch: int = 0  # blocks in the second-largest patch
+    hidden: tuple[int, int, int, int] | None = None  # that box, thumbnail pixels (x0, y0, x1, y1)
 
 
 def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> Blocks:
@@ -567,8 +579,10 @@ def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> Blocks:
     if not count:
         return Blocks(agreement, int(textured.sum()), patches, fine, agreement, 0.0, 0)
     ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    top, left = max(0, ys.min() - 1), max(0, xs.min() - 1)
+    bottom, right = min(rows, ys.max() + 2), min(cols, xs.max() + 2)
     hidden = np.zeros((rows, cols), bool)
-    hidden[max(0, ys.min() - 1) : ys.max() + 2, max(0, xs.min() - 1) : xs.max() + 2] = True
+    hidden[top:bottom, left:right] = True
     hidden = hidden.ravel()
     rest = textured & ~hidden
     return Blocks(
@@ -579,6 +593,7 @@ def block_agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> Blocks:
         float(agree[rest].mean()) if rest.any() else 0.0,
         float((textured & hidden).sum() / textured.sum()),
         int(np.sort(sizes)[-2]) if count > 1 else 0,
+        (left * BLOCK, top * BLOCK, right * BLOCK, bottom * BLOCK),
     )
 
 
