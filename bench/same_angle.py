@@ -6,7 +6,8 @@ aligns on one exact plane and agrees block by block as an edited copy does; the 
 sets of ``grouping.py`` render variants from other angles and so barely test it. Here each
 base product is rendered from one random view on one backdrop, each of its three variants
 from the same view, and the base's shot is edited as shops do (a sticker, a white-balance
-shift, a pair of edits; two of each). One batch per set is grouped, and printed:
+shift, a tone change: brightness, contrast or gamma, and two kinds of edit pairs; two of
+each). One batch per set is grouped, and printed:
 
 * variant pairs (base-variant and variant-variant, one camera position) in one strict
   group, and in one product;
@@ -34,12 +35,14 @@ import labelled_set
 import numpy as np
 import render_products as rp
 import shop_edits
+import transforms
 
 from photogroup import GroupingParams, LocalEmbedder, compute_features, decode_image
 from photogroup.cluster import group_images
 from photogroup.verify import Keypoints
 
-EDITS = ("sticker", "colour_temperature", "shop_pair")
+EDITS = ("sticker", "colour_temperature", "shop_pair", "tone", "pair")
+_EDIT = {**transforms.FAMILIES, **shop_edits.FAMILIES}
 SETS = {
     "calibration": (labelled_set.CALIBRATION_PHOTOS, (50000, 60000)),
     "evaluation": (labelled_set.EVALUATION_PHOTOS, (70000,)),
@@ -80,7 +83,7 @@ def line_of(seed: int, photos: tuple[str, ...]) -> list[Shot]:
         variant = rp.make_variant(base, kind, np.random.default_rng(seed + 1), sources)
         shots.append(Shot(_jpeg(shot(variant)), f"{line}-{k}", f"{line}-{k}", line, "variant"))
     for family, r in itertools.product(EDITS, range(2)):
-        edited = shop_edits.FAMILIES[family](original, np.random.default_rng(1000 * seed + r))
+        edited = _EDIT[family](original, np.random.default_rng(1000 * seed + r))
         shots.append(Shot(_jpeg(edited), line, line, line, family))
     return shots
 
