@@ -37,6 +37,14 @@ _SQUARE = np.ones((3, 3), np.uint8)
 #: How far (thumbnail pixels, a square) a colour may have moved: the homography holds for
 #: the plane its inliers lie on, and strays a pixel or two at the far side of their hull.
 _REACH = np.ones((5, 5), np.uint8)
+#: A hue turned by more than this (degrees, around grey in r, g), between colours at least
+#: _HUED from grey, once the global colour edit is undone: a recoloured print. A tone edit
+#: (brightness, contrast, gamma) moves chromaticity where it clips or curves, but along
+#: its hue: on calibration renders shot from one camera position, no tone-edited copy
+#: turned any region; colour and flavour variants turned 3-60 % of the compared area.
+TURN_DEG = 30.0
+_HUED = 6.0
+_GREY = 255.0 / 3.0
 #: Fewer pixels compared than this: no verdict (a sliver of overlap).
 _MIN_PIXELS = 32
 #: Bounds of the gain a global colour edit is allowed (saturation halved to tripled).
@@ -57,13 +65,15 @@ class PrintChange:
     aligned_share: float  # ORB inliers of the homography / the smaller keypoint count
     changed_area: float  # largest changed region / compared area, the larger of both ways
     flipped_area: float = 0.0  # largest region dark in one, lit in the other, likewise
+    turned_area: float = 0.0  # largest region whose hue turned by TURN_DEG, likewise
     #: A changed colour could not show: one photo grey against a coloured one (a grayscale
     #: copy), or a sliver of overlap; ``changed_area`` is then 0 by default.
     blind: bool = False
 
     def as_dict(self) -> dict:
         return {"aligned_share": self.aligned_share, "changed_area": self.changed_area,
-                "flipped_area": self.flipped_area, "blind": self.blind}  # fmt: skip
+                "flipped_area": self.flipped_area, "turned_area": self.turned_area,
+                "blind": self.blind}  # fmt: skip
 
 
 def print_change(
@@ -95,8 +105,10 @@ def print_change(
     hidden_b = None if hidden is None else cv2.perspectiveTransform(hidden[None], back)[0]
     other_way = _changed_area(b, a, back, in_b, hidden_b)
     changed, flipped = max(one_way[0], other_way[0]), max(one_way[1], other_way[1])
+    turned = max(one_way[3], other_way[3])
     blind = one_way[2] or other_way[2]
-    return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4), blind)
+    return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4),
+                       turned_area=round(turned, 4), blind=blind)  # fmt: skip
 
 
 def _box_corners(box: tuple[float, float, float, float]) -> np.ndarray:
@@ -110,12 +122,12 @@ def _changed_area(
     b_to_a: np.ndarray,
     hull_xy: np.ndarray,
     hidden: np.ndarray | None = None,
-) -> tuple[float, float, bool]:
+) -> tuple[float, float, bool, float]:
     """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels)
     and outside the polygon ``hidden`` (a's pixels), whose chromaticity lies outside b's
-    local range once b is laid onto a; and the largest region dark in one and lit in the
-    other; each over the area compared; and whether a changed colour could not show (see
-    ``PrintChange.blind``)."""
+    local range once b is laid onto a; the largest region dark in one and lit in the
+    other; each over the area compared; whether a changed colour could not show (see
+    ``PrintChange.blind``); and the largest region whose hue turned (``TURN_DEG``)."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
@@ -142,14 +154,14 @@ def _changed_area(
     valid = covered & (hull > 0) & (lit_a > 0) & (lit_b > 0)
     core = valid & (cv2.erode(lit_a, _SQUARE) > 0)
     if core.sum() < _MIN_PIXELS:
-        return 0.0, 0.0, True
+        return 0.0, 0.0, True, 0.0
     spreads = [
         float(np.sqrt(x[core].astype(np.float32).var(axis=0).sum())) for x in (a.chroma, laid)
     ]
     if max(spreads) < 2.0:
-        return 0.0, 0.0, False  # two grey photos: no colours to compare, none to miss
+        return 0.0, 0.0, False, 0.0  # two grey photos: no colours to compare, none to miss
     if min(spreads) < _MIN_SPREAD * max(spreads):
-        return 0.0, 0.0, True  # a grey or nearly grey copy of a coloured photo
+        return 0.0, 0.0, True, 0.0  # a grey or nearly grey copy of a coloured photo
     flips = _flips(a, b, h, size) & covered & (hull > 0)
     laid = _undo_colour_edit(a.chroma, laid, core)
     mine = a.chroma.astype(np.int16)
@@ -159,7 +171,17 @@ def _changed_area(
     distance = np.hypot(beyond[..., 0], beyond[..., 1])
     changed = (distance > CHANGE_CHROMA) & valid
     flipped = _largest(flips) / int((valid | flips).sum())
-    return _largest(changed) / int(valid.sum()), flipped, False
+    turned = _turned(mine, laid) & valid
+    return _largest(changed) / int(valid.sum()), flipped, False, _largest(turned) / int(valid.sum())
+
+
+def _turned(mine: np.ndarray, laid: np.ndarray) -> np.ndarray:
+    """Pixels whose hue (the angle of r, g around grey) differs by more than ``TURN_DEG``
+    between two aligned chroma thumbnails, both at least ``_HUED`` from grey."""
+    x, y = mine.astype(np.float32) - _GREY, laid.astype(np.float32) - _GREY
+    hued = (np.hypot(x[..., 0], x[..., 1]) >= _HUED) & (np.hypot(y[..., 0], y[..., 1]) >= _HUED)
+    turn = np.degrees(np.arctan2(y[..., 1], y[..., 0]) - np.arctan2(x[..., 1], x[..., 0]))
+    return hued & (np.abs((turn + 180.0) % 360.0 - 180.0) > TURN_DEG)
 
 
 def _largest(mask: np.ndarray) -> int:

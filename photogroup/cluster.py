@@ -121,7 +121,7 @@ class GroupingParams:
     # A copy-like pair on one exact plane whose print changed colour over a larger share is
     # a variant shot from its base's camera position, not a copy (variant_twin):
     max_exact_recolour: float = 0.03
-    max_exact_grey_shift: float = 4.0  # ... and its grey levels moved this little (of 255)
+    min_exact_turned_area: float = 0.02  # ... and turned the hue of this much (not a tone edit)
     # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
     # some region of the print changed by more than this share (else an edit, resampling):
     min_artwork_change: float = 0.005
@@ -222,10 +222,10 @@ class GroupingParams:
         also changes one region, but sits on a copy that one plane aligns exactly; so does
         a variant shot from its base's camera position (a studio camera on a tripod), whose
         recoloured region is the larger: passing ``agreement``, a sticker hides at most a
-        tenth of the textured blocks and recolours little (``max_exact_recolour``), and a
-        tone edit (brightness, contrast, gamma), which moves chromaticity too where it
-        clips or curves, moves every grey level (``max_exact_grey_shift``) where a shot
-        from the same camera position and exposure moves none. Under
+        tenth of the textured blocks and recolours little (``max_exact_recolour``); a
+        tone edit (brightness, contrast, gamma) moves chromaticity too where it clips or
+        curves, but along its hue, where a variant turns hues (``min_exact_turned_area``).
+        Under
         the tests that let one patch differ (``test``), the print is compared outside that
         patch: a stickered copy of the variant's base recolours nothing else.
         ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it."""
@@ -237,7 +237,7 @@ class GroupingParams:
         if patched or m.residual <= self.max_copy_residual:  # one exact plane
             return (
                 change.changed_area > self.max_exact_recolour
-                and m.grey_shift <= self.max_exact_grey_shift
+                and change.turned_area > self.min_exact_turned_area
             )
         return change.changed_area > self.max_changed_area
 

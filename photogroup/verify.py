@@ -270,10 +270,6 @@ class PhotoMatch:
     #: ``agreement`` with the finer thumbnail brought down to the coarser one's resolution
     #: (equal to it where the two are shown at about one scale; see COARSE_SCALE)
     coarse_agreement: float = 0.0
-    #: Median grey-level difference (of 255) of the aligned thumbnails: a tone edit
-    #: (brightness, contrast, gamma) moves every grey level; a shot from the same camera
-    #: position and exposure, a variant's included, moves none
-    grey_shift: float = 0.0
     #: The box (x0, y0, x1, y1, a's working-copy pixels) of that largest disagreeing patch,
     #: grown by a block: where a sticker may have changed the print (not evidence).
     occluder: tuple[float, float, float, float] | None = field(default=None, compare=False)
@@ -423,8 +419,6 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
-    inside = cv2.erode(covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    shift = np.abs(a.thumb[inside].astype(np.int16) - warped[inside]) if inside.any() else [0]
     coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, warped, covered, compared.agreement)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
@@ -447,7 +441,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
                       compared.patches, round(residual, 2), round(turn, 1),
                       round(compared.rest_agreement, 4), round(compared.occluded, 4),
                       compared.second_patch, round(found.residual, 5),
-                      round(coarse, 4), float(np.median(shift)), occluder)  # fmt: skip
+                      round(coarse, 4), occluder)  # fmt: skip
 
 
 def _coarse_agreement(

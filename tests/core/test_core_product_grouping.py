@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from bench import render_products as rp
 from bench import shop_edits
@@ -537,7 +537,9 @@ def test_a_colour_variant_shot_from_the_same_camera_position_is_no_copy():
     """Found in a fresh-clone trial: a colour variant shot from the box's own camera
     position, small on a white backdrop, aligns on one exact plane and agrees block by
     block (0.96); only its recoloured print tells it from a copy. Edits of the same shot,
-    a white-balance shift and a price sticker, remain copies."""
+    a white-balance shift, a price sticker and a brighter copy (whose clipped channels
+    move chromaticity, along its hues), remain copies, and none of them joins the
+    variant to the box."""
     sources = ("skimage:coffee", "skimage:rocket")
     box = rp.make_product(9101, "box", sources)
     variant = rp.make_variant(box, "colour", np.random.default_rng(9102), sources)
@@ -550,11 +552,13 @@ def test_a_colour_variant_shot_from_the_same_camera_position_is_no_copy():
     for family in ("colour_temperature", "sticker"):
         edited = shop_edits.FAMILIES[family](shot, np.random.default_rng(9103))
         shots[family] = upload(edited)
+    shots["brighter"] = upload(ImageEnhance.Brightness(shot).enhance(1.4))
     placed, _, _ = group(shots)
     assert placed["box"][0] != placed["variant"][0]
     assert placed["box"][1] != placed["variant"][1]
     assert placed["colour_temperature"][0] == placed["box"][0]
     assert placed["sticker"][0] == placed["box"][0]
+    assert placed["brighter"][0] == placed["box"][0]
 
 
 def test_a_copys_differing_patch_is_left_out_of_its_print_comparison():
@@ -580,3 +584,31 @@ def test_a_copys_differing_patch_is_left_out_of_its_print_comparison():
     assert whole is not None and outside is not None
     assert whole.changed_area > GroupingParams().max_exact_recolour, whole
     assert outside.changed_area == 0.0, outside
+
+
+def test_a_tone_edit_moves_chromaticity_along_its_hues():
+    """More contrast clips a jar's print and moves its chromaticity over a large region,
+    as a colour variant shot from the same camera position does; but along its hues, so
+    the copy stays a copy, while the variant's turned hues make it a variant's twin."""
+    from photogroup.changed_print import print_change
+
+    sources = ("skimage:astronaut", "skimage:chelsea")
+    jar = rp.make_product(7002, "cylinder", sources)
+    variant = rp.make_variant(jar, "colour", np.random.default_rng(3), sources)
+    view = rp.View(azimuth_deg=-25, elevation_deg=12)
+    shot = rp.render(jar, view, "white", size=SIZE).image
+    named = {
+        "jar": upload(shot),
+        "contrast": upload(ImageEnhance.Contrast(shot).enhance(1.5)),
+        "variant": upload(rp.render(variant, view, "white", size=SIZE).image),
+    }
+    params = GroupingParams()
+    a, b, v = (_keypoints(Image.open(io.BytesIO(data))) for data in named.values())
+    toned, recoloured = print_change(a, b), print_change(a, v)
+    assert toned is not None and recoloured is not None
+    assert toned.changed_area > params.max_exact_recolour, toned
+    assert toned.turned_area <= params.min_exact_turned_area, toned
+    assert recoloured.turned_area > params.min_exact_turned_area, recoloured
+    placed, _, _ = group(named)
+    assert placed["contrast"][0] == placed["jar"][0]
+    assert placed["variant"][0] != placed["jar"][0]
