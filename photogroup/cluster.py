@@ -214,7 +214,7 @@ class GroupingParams:
         alignment: Alignment | None = None,
         test: str = "agreement",
     ) -> bool:
-        """A pair the ``agreement`` test took for a copy that is another shot of a variant:
+        """A pair a copy test (``test``) took for a copy that is another shot of a variant:
         its print changed in one region (:mod:`photogroup.changed_print`, the product
         level's thresholds), and one homography does not hold to within a copy's residual.
         A flavour variant shot from the base's angle agrees in 90-99 % of its blocks, as
@@ -225,8 +225,7 @@ class GroupingParams:
         tenth of the textured blocks and recolours little (``max_exact_recolour``); a
         tone edit (brightness, contrast, gamma) moves chromaticity too where it clips or
         curves, but along its hue, where a variant turns hues (``min_exact_turned_area``).
-        Under
-        the tests that let one patch differ (``test``), the print is compared outside that
+        Under the tests that let one patch differ, the print is compared outside that
         patch: a stickered copy of the variant's base recolours nothing else.
         ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it."""
         patched = test in ("one_patch_differs", "exact_plane")
