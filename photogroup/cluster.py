@@ -15,11 +15,9 @@
 Candidates come from sub-quadratic searches (:mod:`photogroup.neighbours`), never from an
 n x n matrix. Strict links are cut into groups component by component with a centre check
 against chaining: a component's best-connected image becomes a centre and takes its
-neighbours, plus their neighbours only if those are close to the centre too. Two images
-verified as a variant's twins (a copy test held, the print changed) never share a group:
-an edited copy of a base (a tone or white-balance edit) resembles the variant too, so
-before the cut, links are joined strongest first and a link that would join two images
-kept apart is dropped.
+neighbours, plus their neighbours only if those are close to the centre too, and never two
+images verified as a variant's twins (a copy test held, the print changed): an edited copy
+of a base (a tone or white-balance edit) is as close to the variant as the base is.
 
 Every link keeps its evidence (rule, inliers, overlap, agreement, hash distance, colour
 difference), returned by :func:`group_with_evidence`. Group and product ids derive from the
@@ -501,9 +499,6 @@ def cut_groups(
 ) -> np.ndarray:
     """Index of each node's group centre (see the module docstring)."""
     centre_of = np.arange(n)
-    if links.apart:
-        keep = _kept_apart(n, links, ids)
-        links = Links(links.a[keep], links.b[keep], links.strength[keep])
     if not len(links.a):
         return centre_of
     graph = coo_array((np.ones(len(links.a)), (links.a, links.b)), shape=(n, n)).tocsr()
@@ -519,54 +514,31 @@ def cut_groups(
             centre_of[members] = min(members, key=lambda i: ids[i])
             continue
         adjacency = {int(i): set(indices[indptr[i] : indptr[i + 1]].tolist()) for i in members}
-        _cut_component(adjacency, emb, cos_centre, ids, centre_of)
+        _cut_component(adjacency, emb, cos_centre, ids, centre_of, links.apart)
     return centre_of
 
 
-def _cut_component(adjacency, emb, cos_centre, ids, centre_of) -> None:
+def _cut_component(adjacency, emb, cos_centre, ids, centre_of, apart=frozenset()) -> None:
     remaining = set(adjacency)
     while remaining:
         centre = min(remaining, key=lambda i: (-len(adjacency[i] & remaining), ids[i]))
-        group = {centre} | (adjacency[centre] & remaining)
+        group = _admit({centre}, adjacency[centre] & remaining, centre, emb, ids, apart)
         second = set().union(*(adjacency[i] for i in group)) & remaining - group
-        group |= {j for j in second if float(emb[j] @ emb[centre]) >= cos_centre}
+        close = {j for j in second if float(emb[j] @ emb[centre]) >= cos_centre}
+        group = _admit(group, close, centre, emb, ids, apart)
         for i in group:
             centre_of[i] = centre
         remaining -= group
 
 
-def _kept_apart(n: int, links: Links, ids: Sequence[str]) -> np.ndarray:
-    """Which links survive keeping variant twins apart: links joined strongest first
-    (union-find), each skipped where it would put two images kept apart in one part. A
-    copy of a base agrees with its base more closely than with the variant it also
-    resembles, so it stays on its base's side."""
-    parent = list(range(n))
-    members = [{i} for i in range(n)]
-    apart_of: dict[int, set[int]] = {}
-    for x, y in links.apart:
-        apart_of.setdefault(x, set()).add(y)
-        apart_of.setdefault(y, set()).add(x)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    order = sorted(range(len(links.a)), key=lambda k: (-float(links.strength[k]),
-                   ids[links.a[k]], ids[links.b[k]]))  # fmt: skip
-    keep = np.zeros(len(links.a), bool)
-    for k in order:
-        ra, rb = root(int(links.a[k])), root(int(links.b[k]))
-        if ra == rb:
-            keep[k] = True
-            continue
-        if any(apart_of.get(i, set()) & members[rb] for i in members[ra]):
-            continue
-        parent[rb] = ra
-        members[ra] |= members[rb]
-        keep[k] = True
-    return keep
+def _admit(group: set[int], candidates: set[int], centre: int, emb, ids, apart) -> set[int]:
+    """``group`` with the candidates, the closest to the centre first, but none kept apart
+    from one already in."""
+    out = set(group)
+    for j in sorted(candidates, key=lambda k: (-float(emb[k] @ emb[centre]), ids[k])):
+        if not any((min(j, g), max(j, g)) in apart for g in out):
+            out.add(j)
+    return out
 
 
 def _confidence(links: Links, group_of: np.ndarray, groups: int) -> np.ndarray:

@@ -211,22 +211,18 @@ def test_empty_input():
 
 def test_images_verified_as_variant_twins_never_share_a_group():
     """A chain base - edited copy - variant: the copy links to both, the base and the
-    variant were verified as twins (kept apart). Links join strongest first, so the copy
-    goes to whichever it agrees with more closely, and the pair kept apart never shares
-    a group; without that pair the chain is one group."""
+    variant were verified as twins (kept apart). The centre takes what is closest to it and
+    never both of a pair kept apart; without that pair the chain is one group."""
     from photogroup.cluster import Links, cut_groups
 
     base, copy, variant, copy2 = 0, 1, 2, 3
-    emb = np.eye(4, dtype=np.float32) + 1.0  # all alike (cosine 0.8 between any two)
+    emb = np.eye(4, dtype=np.float32)
+    emb[:] += 1.0  # all alike (cosine 0.8 between any two)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     ids = [f"{k:064x}" for k in range(4)]
     a, b = np.array([copy, copy, copy2]), np.array([base, variant, base])
-    closer_to_base = np.array([1.0, 0.9, 1.0])
-    chained = cut_groups(4, Links(a, b, closer_to_base), emb, 0.5, ids)
+    chained = cut_groups(4, Links(a, b, np.ones(3)), emb, 0.5, ids)
     assert len(set(chained.tolist())) == 1
-    apart = frozenset({(base, variant)})
-    kept = cut_groups(4, Links(a, b, closer_to_base, apart=apart), emb, 0.5, ids)
-    assert kept[base] == kept[copy] == kept[copy2] != kept[variant]
-    closer_to_variant = np.array([0.9, 1.0, 1.0])
-    kept = cut_groups(4, Links(a, b, closer_to_variant, apart=apart), emb, 0.5, ids)
-    assert kept[variant] == kept[copy] != kept[base] == kept[copy2]
+    kept = cut_groups(4, Links(a, b, np.ones(3), apart=frozenset({(base, variant)})), emb, 0.5, ids)
+    assert kept[base] == kept[copy] == kept[copy2]
+    assert kept[variant] != kept[base]
