@@ -15,9 +15,7 @@
 Candidates come from sub-quadratic searches (:mod:`photogroup.neighbours`), never from an
 n x n matrix. Strict links are cut into groups component by component with a centre check
 against chaining: a component's best-connected image becomes a centre and takes its
-neighbours, plus their neighbours only if those are close to the centre too, and never two
-images verified as a variant's twins (a copy test held, the print changed): an edited copy
-of a base (a tone or white-balance edit) is as close to the variant as the base is.
+neighbours, plus their neighbours only if those are close to the centre too.
 
 Every link keeps its evidence (rule, inliers, overlap, agreement, hash distance, colour
 difference), returned by :func:`group_with_evidence`. Group and product ids derive from the
@@ -291,8 +289,6 @@ class Links:
     #: Same-photo comparisons made without a hash hint, by (i, j) with i < j: the product
     #: level asks the same question of its candidates and reuses them.
     photo_matches: dict[tuple[int, int], PhotoMatch | None] = field(default_factory=dict)
-    #: Pairs (i, j), i < j, verified as a variant's twins: never in one group.
-    apart: frozenset[tuple[int, int]] = frozenset()
 
 
 @dataclass
@@ -426,15 +422,12 @@ def strict_links(
                          "cosine": round(float(cos[i]), 4)}
                 for i in np.nonzero(linked)[0]}  # fmt: skip
     photo_matches: dict[tuple[int, int], PhotoMatch | None] = {}
-    apart: set[tuple[int, int]] = set()
     todo = np.nonzero(verifiable)[0]
     hints = [int(orientation[i]) if dist[i] <= p.hash_loose else None for i in todo]
     pairs = [(keypoints[a[i]], keypoints[b[i]], hint) for i, hint in zip(todo, hints, strict=True)]
-    for i, hint, (m, test, twin) in zip(todo, hints, _verified(pairs, p), strict=True):
+    for i, hint, (m, test) in zip(todo, hints, _verified(pairs, p), strict=True):
         if hint is None:
             photo_matches[(int(a[i]), int(b[i]))] = m
-        if twin:
-            apart.add((min(int(a[i]), int(b[i])), max(int(a[i]), int(b[i]))))
         if m is not None and test is not None:
             linked[i] = True
             strength[i] = _strength(m, test)
@@ -443,9 +436,9 @@ def strict_links(
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted
-        return Links(a[keep], b[keep], strength[keep], [], photo_matches, frozenset(apart))
+        return Links(a[keep], b[keep], strength[keep], photo_matches=photo_matches)
     out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
-    return Links(a[keep], b[keep], strength[keep], out, photo_matches, frozenset(apart))
+    return Links(a[keep], b[keep], strength[keep], out, photo_matches)
 
 
 def _strength(m: PhotoMatch, test: str) -> float:
@@ -455,26 +448,23 @@ def _strength(m: PhotoMatch, test: str) -> float:
     return m.coarse_agreement if test == "shown_smaller" else m.agreement
 
 
-def _verified(
-    pairs: list[tuple], p: GroupingParams
-) -> list[tuple[PhotoMatch | None, str | None, bool]]:
-    """:func:`match_photos` of each ``(a, b, hint)``, its copy test (None: not a copy,
-    or a variant's twin; ``resampled`` where only that test holds) and whether it is a
-    variant's twin, in order, on every
+def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | None, str | None]]:
+    """:func:`match_photos` of each ``(a, b, hint)`` and its copy test (None: not a copy,
+    or a variant's twin; ``resampled`` where only that test holds), in order, on every
     core: the matching, the homographies and the warps run in faiss and OpenCV with the GIL
     released (the 120 phone photos of bench/throughput.py: 1,573 pairs). Each pair's
     result depends on its two images only, so the order they run in changes nothing."""
 
-    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None, bool]:
+    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None]:
         a, b, hint = pair
         found = align(a, b)  # one ORB alignment for the match and the twin check
         m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
         if test is not None and p.variant_twin(m, a, b, found, test):
-            return m, None, True
-        if test is None and m is not None and p.resampled_copy(m, a, b, found):
+            test = None
+        elif test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"
-        return m, test, False
+        return m, test
 
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))
     if threads == 1:
@@ -514,31 +504,20 @@ def cut_groups(
             centre_of[members] = min(members, key=lambda i: ids[i])
             continue
         adjacency = {int(i): set(indices[indptr[i] : indptr[i + 1]].tolist()) for i in members}
-        _cut_component(adjacency, emb, cos_centre, ids, centre_of, links.apart)
+        _cut_component(adjacency, emb, cos_centre, ids, centre_of)
     return centre_of
 
 
-def _cut_component(adjacency, emb, cos_centre, ids, centre_of, apart=frozenset()) -> None:
+def _cut_component(adjacency, emb, cos_centre, ids, centre_of) -> None:
     remaining = set(adjacency)
     while remaining:
         centre = min(remaining, key=lambda i: (-len(adjacency[i] & remaining), ids[i]))
-        group = _admit({centre}, adjacency[centre] & remaining, centre, emb, ids, apart)
+        group = {centre} | (adjacency[centre] & remaining)
         second = set().union(*(adjacency[i] for i in group)) & remaining - group
-        close = {j for j in second if float(emb[j] @ emb[centre]) >= cos_centre}
-        group = _admit(group, close, centre, emb, ids, apart)
+        group |= {j for j in second if float(emb[j] @ emb[centre]) >= cos_centre}
         for i in group:
             centre_of[i] = centre
         remaining -= group
-
-
-def _admit(group: set[int], candidates: set[int], centre: int, emb, ids, apart) -> set[int]:
-    """``group`` with the candidates, the closest to the centre first, but none kept apart
-    from one already in."""
-    out = set(group)
-    for j in sorted(candidates, key=lambda k: (-float(emb[k] @ emb[centre]), ids[k])):
-        if not any((min(j, g), max(j, g)) in apart for g in out):
-            out.add(j)
-    return out
 
 
 def _confidence(links: Links, group_of: np.ndarray, groups: int) -> np.ndarray:

@@ -207,22 +207,3 @@ def test_duplicate_ids_raise():
 
 def test_empty_input():
     assert group_images([], [], np.zeros((0, 291), dtype=np.float32)) == []
-
-
-def test_images_verified_as_variant_twins_never_share_a_group():
-    """A chain base - edited copy - variant: the copy links to both, the base and the
-    variant were verified as twins (kept apart). The centre takes what is closest to it and
-    never both of a pair kept apart; without that pair the chain is one group."""
-    from photogroup.cluster import Links, cut_groups
-
-    base, copy, variant, copy2 = 0, 1, 2, 3
-    emb = np.eye(4, dtype=np.float32)
-    emb[:] += 1.0  # all alike (cosine 0.8 between any two)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    ids = [f"{k:064x}" for k in range(4)]
-    a, b = np.array([copy, copy, copy2]), np.array([base, variant, base])
-    chained = cut_groups(4, Links(a, b, np.ones(3)), emb, 0.5, ids)
-    assert len(set(chained.tolist())) == 1
-    kept = cut_groups(4, Links(a, b, np.ones(3), apart=frozenset({(base, variant)})), emb, 0.5, ids)
-    assert kept[base] == kept[copy] == kept[copy2]
-    assert kept[variant] != kept[base]
