@@ -537,9 +537,9 @@ def test_a_colour_variant_shot_from_the_same_camera_position_is_no_copy():
     """Found in a fresh-clone trial: a colour variant shot from the box's own camera
     position, small on a white backdrop, aligns on one exact plane and agrees block by
     block (0.96); only its recoloured print tells it from a copy. Edits of the same shot,
-    a white-balance shift, a price sticker and a brighter copy (whose clipped channels
-    move chromaticity, along its hues), remain copies, and none of them joins the
-    variant to the box."""
+    a white-balance shift, a price sticker and a brighter copy, remain copies, and none
+    of them joins the variant to the box (a tone edit that does move chromaticity is
+    test_a_tone_edit_moves_chromaticity_along_its_hues)."""
     sources = ("skimage:coffee", "skimage:rocket")
     box = rp.make_product(9101, "box", sources)
     variant = rp.make_variant(box, "colour", np.random.default_rng(9102), sources)
