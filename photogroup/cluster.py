@@ -15,7 +15,11 @@
 Candidates come from sub-quadratic searches (:mod:`photogroup.neighbours`), never from an
 n x n matrix. Strict links are cut into groups component by component with a centre check
 against chaining: a component's best-connected image becomes a centre and takes its
-neighbours, plus their neighbours only if those are close to the centre too.
+neighbours, plus their neighbours only if those are close to the centre too. Two images
+verified as a variant's twins (a copy test held, the print changed and turned its hue)
+never share a group: an edited copy of a base (a tone or white-balance edit) resembles
+the variant too, so before the cut, links are joined closest first (the share of the two
+images that agrees) and a link that would join two images kept apart is dropped.
 
 Every link keeps its evidence (rule, inliers, overlap, agreement, hash distance, colour
 difference), returned by :func:`group_with_evidence`. Group and product ids derive from the
@@ -34,7 +38,7 @@ import numpy as np
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from photogroup.changed_print import print_change
+from photogroup.changed_print import PrintChange, print_change
 from photogroup.colours import colour_name
 from photogroup.descriptor_votes import descriptor_pairs
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
@@ -122,6 +126,10 @@ class GroupingParams:
     # a variant shot from its base's camera position, not a copy (variant_twin):
     max_exact_recolour: float = 0.03
     min_exact_turned_area: float = 0.02  # ... and turned the hue of this much (not a tone edit)
+    # A variant's twin whose print turned hues over more than this share is also kept out of
+    # its twin's strict group (cut_groups): two edited copies of one photo (a tone edit
+    # against a pair of edits) can change a region's colour, but rarely turn its hue.
+    min_apart_turned_area: float = 0.02
     # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
     # some region of the print changed by more than this share (else an edit, resampling):
     min_artwork_change: float = 0.005
@@ -213,7 +221,7 @@ class GroupingParams:
         b: Keypoints,
         alignment: Alignment | None = None,
         test: str = "agreement",
-    ) -> bool:
+    ) -> PrintChange | None:
         """A pair a copy test (``test``) took for a copy that is another shot of a variant:
         its print changed in one region (:mod:`photogroup.changed_print`, the product
         level's thresholds), and one homography does not hold to within a copy's residual.
@@ -227,18 +235,21 @@ class GroupingParams:
         curves, but along its hue, where a variant turns hues (``min_exact_turned_area``).
         Under the tests that let one patch differ, the print is compared outside that
         patch: a stickered copy of the variant's base recolours nothing else.
-        ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it."""
+        ``alignment``: :func:`photogroup.verify.align`'s, when the caller has it. Returns
+        the print change that makes the pair a twin, or None."""
         patched = test in ("one_patch_differs", "exact_plane")
         ignore = m.occluder if patched else None
         change = print_change(a, b, alignment=alignment, ignore=ignore)
         if change is None or change.aligned_share < self.near_aligned_share:
-            return False
+            return None
         if patched or m.residual <= self.max_copy_residual:  # one exact plane
-            return (
+            twin = (
                 change.changed_area > self.max_exact_recolour
                 and change.turned_area > self.min_exact_turned_area
             )
-        return change.changed_area > self.max_changed_area
+        else:
+            twin = change.changed_area > self.max_changed_area
+        return change if twin else None
 
     def product_rules(self) -> ProductRules:
         return ProductRules(
@@ -289,6 +300,11 @@ class Links:
     #: Same-photo comparisons made without a hash hint, by (i, j) with i < j: the product
     #: level asks the same question of its candidates and reuses them.
     photo_matches: dict[tuple[int, int], PhotoMatch | None] = field(default_factory=dict)
+    #: Pairs (i, j), i < j, verified as a variant's twins: never in one group.
+    apart: frozenset[tuple[int, int]] = frozenset()
+    #: Share of the two images that agrees (all blocks, a patch a copy test excused too;
+    #: None: ``strength``): links are joined closest first where twins are kept apart.
+    closeness: np.ndarray | None = None
 
 
 @dataclass
@@ -418,27 +434,35 @@ def strict_links(
     by_hash = (dist <= p.hash_sure) | ((dist <= p.hash_loose) & (cos >= p.cos_strict))
     linked = ~verifiable & by_hash
     strength = np.where(linked, 1.0 - dist / 64.0, 0.0)
+    closeness = strength.copy()
     evidence = {int(i): {"rule": "hash", "hash_distance": int(dist[i]),
                          "cosine": round(float(cos[i]), 4)}
                 for i in np.nonzero(linked)[0]}  # fmt: skip
     photo_matches: dict[tuple[int, int], PhotoMatch | None] = {}
+    apart: set[tuple[int, int]] = set()
     todo = np.nonzero(verifiable)[0]
     hints = [int(orientation[i]) if dist[i] <= p.hash_loose else None for i in todo]
     pairs = [(keypoints[a[i]], keypoints[b[i]], hint) for i, hint in zip(todo, hints, strict=True)]
-    for i, hint, (m, test) in zip(todo, hints, _verified(pairs, p), strict=True):
+    for i, hint, (m, test, twin) in zip(todo, hints, _verified(pairs, p), strict=True):
         if hint is None:
             photo_matches[(int(a[i]), int(b[i]))] = m
+        if twin:
+            apart.add((min(int(a[i]), int(b[i])), max(int(a[i]), int(b[i]))))
         if m is not None and test is not None:
             linked[i] = True
             strength[i] = _strength(m, test)
+            closeness[i] = m.coarse_agreement if test == "shown_smaller" else m.agreement
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted
-        return Links(a[keep], b[keep], strength[keep], photo_matches=photo_matches)
-    out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
-    return Links(a[keep], b[keep], strength[keep], out, photo_matches)
+        out = []
+    else:
+        out = [{"a": ids[a[i]], "b": ids[b[i]], **evidence[int(i)]} for i in keep]
+    return Links(
+        a[keep], b[keep], strength[keep], out, photo_matches, frozenset(apart), closeness[keep]
+    )
 
 
 def _strength(m: PhotoMatch, test: str) -> float:
@@ -448,23 +472,28 @@ def _strength(m: PhotoMatch, test: str) -> float:
     return m.coarse_agreement if test == "shown_smaller" else m.agreement
 
 
-def _verified(pairs: list[tuple], p: GroupingParams) -> list[tuple[PhotoMatch | None, str | None]]:
-    """:func:`match_photos` of each ``(a, b, hint)`` and its copy test (None: not a copy,
-    or a variant's twin; ``resampled`` where only that test holds), in order, on every
-    core: the matching, the homographies and the warps run in faiss and OpenCV with the GIL
-    released (the 120 phone photos of bench/throughput.py: 1,573 pairs). Each pair's
-    result depends on its two images only, so the order they run in changes nothing."""
+def _verified(
+    pairs: list[tuple], p: GroupingParams
+) -> list[tuple[PhotoMatch | None, str | None, bool]]:
+    """:func:`match_photos` of each ``(a, b, hint)``, its copy test (None: not a copy,
+    or a variant's twin; ``resampled`` where only that test holds) and whether the two are
+    kept apart (twins whose print turned its hue: ``min_apart_turned_area``), in order, on
+    every core: the matching, the homographies and the warps run in faiss and OpenCV with
+    the GIL released (the 120 phone photos of bench/throughput.py: 1,573 pairs). Each
+    pair's result depends on its two images only, so the order they run in changes
+    nothing."""
 
-    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None]:
+    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None, bool]:
         a, b, hint = pair
         found = align(a, b)  # one ORB alignment for the match and the twin check
         m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
-        if test is not None and p.variant_twin(m, a, b, found, test):
-            test = None
-        elif test is None and m is not None and p.resampled_copy(m, a, b, found):
+        twin = p.variant_twin(m, a, b, found, test) if test is not None else None
+        if twin is not None:
+            return m, None, twin.turned_area > p.min_apart_turned_area
+        if test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"
-        return m, test
+        return m, test, False
 
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))
     if threads == 1:
@@ -489,6 +518,9 @@ def cut_groups(
 ) -> np.ndarray:
     """Index of each node's group centre (see the module docstring)."""
     centre_of = np.arange(n)
+    if links.apart:
+        keep = _kept_apart(n, links, ids)
+        links = Links(links.a[keep], links.b[keep], links.strength[keep])
     if not len(links.a):
         return centre_of
     graph = coo_array((np.ones(len(links.a)), (links.a, links.b)), shape=(n, n)).tocsr()
@@ -518,6 +550,43 @@ def _cut_component(adjacency, emb, cos_centre, ids, centre_of) -> None:
         for i in group:
             centre_of[i] = centre
         remaining -= group
+
+
+def _kept_apart(n: int, links: Links, ids: Sequence[str]) -> np.ndarray:
+    """Which links survive keeping variant twins apart: links joined closest first
+    (union-find; ``Links.closeness``), each skipped where it would put two images kept
+    apart in one part. A copy of a base agrees with its base more closely than with the
+    variant it also resembles, so it stays on its base's side. (Not by ``strength``: a
+    stickered copy's link to the variant may pass the one-patch test, judged outside the
+    patch, and read stronger than its link to the base.)"""
+    parent = list(range(n))
+    members = [{i} for i in range(n)]
+    apart_of: dict[int, set[int]] = {}
+    for x, y in links.apart:
+        apart_of.setdefault(x, set()).add(y)
+        apart_of.setdefault(y, set()).add(x)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    close = links.closeness if links.closeness is not None else links.strength
+    order = sorted(range(len(links.a)), key=lambda k: (-float(close[k]),
+                   ids[links.a[k]], ids[links.b[k]]))  # fmt: skip
+    keep = np.zeros(len(links.a), bool)
+    for k in order:
+        ra, rb = root(int(links.a[k])), root(int(links.b[k]))
+        if ra == rb:
+            keep[k] = True
+            continue
+        if any(apart_of.get(i, set()) & members[rb] for i in members[ra]):
+            continue
+        parent[rb] = ra
+        members[ra] |= members[rb]
+        keep[k] = True
+    return keep
 
 
 def _confidence(links: Links, group_of: np.ndarray, groups: int) -> np.ndarray:

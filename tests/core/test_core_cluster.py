@@ -207,3 +207,46 @@ def test_duplicate_ids_raise():
 
 def test_empty_input():
     assert group_images([], [], np.zeros((0, 291), dtype=np.float32)) == []
+
+
+def test_images_verified_as_variant_twins_never_share_a_group():
+    """A chain base - edited copy - variant: the copy links to both, the base and the
+    variant were verified as twins (kept apart). Links join strongest first, so the copy
+    goes to whichever it agrees with more closely, and the pair kept apart never shares
+    a group; without that pair the chain is one group."""
+    from photogroup.cluster import Links, cut_groups
+
+    base, copy, variant, copy2 = 0, 1, 2, 3
+    emb = np.eye(4, dtype=np.float32) + 1.0  # all alike (cosine 0.8 between any two)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"{k:064x}" for k in range(4)]
+    a, b = np.array([copy, copy, copy2]), np.array([base, variant, base])
+    closer_to_base = np.array([1.0, 0.9, 1.0])
+    chained = cut_groups(4, Links(a, b, closer_to_base), emb, 0.5, ids)
+    assert len(set(chained.tolist())) == 1
+    apart = frozenset({(base, variant)})
+    kept = cut_groups(4, Links(a, b, closer_to_base, apart=apart), emb, 0.5, ids)
+    assert kept[base] == kept[copy] == kept[copy2] != kept[variant]
+    closer_to_variant = np.array([0.9, 1.0, 1.0])
+    kept = cut_groups(4, Links(a, b, closer_to_variant, apart=apart), emb, 0.5, ids)
+    assert kept[variant] == kept[copy] != kept[base] == kept[copy2]
+
+
+def test_twins_kept_apart_join_links_closest_first_not_by_the_test_strength():
+    """A stickered copy's link to its base is judged outside the sticker (strength: the
+    rest's agreement) and may read stronger than its plain link to the variant of that
+    base it also resembles; where twins are kept apart, links are joined by how much of
+    the two images agrees, so the copy goes with what it agrees with most."""
+    from photogroup.cluster import Links, cut_groups
+
+    base, copy, variant = 0, 1, 2
+    emb = np.ones((3, 4), dtype=np.float32) / 2.0
+    ids = [f"{k:064x}" for k in range(3)]
+    a, b = np.array([copy, copy]), np.array([base, variant])
+    strength = np.array([0.9, 1.0])  # the variant's link passed a patch test: rest 1.0
+    apart = frozenset({(base, variant)})
+    by_strength = cut_groups(3, Links(a, b, strength, apart=apart), emb, 0.5, ids)
+    assert by_strength[copy] == by_strength[variant]
+    closeness = np.array([0.97, 0.8])  # but it agrees with the base over more blocks
+    kept = cut_groups(3, Links(a, b, strength, apart=apart, closeness=closeness), emb, 0.5, ids)
+    assert kept[copy] == kept[base] != kept[variant]

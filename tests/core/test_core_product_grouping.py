@@ -4,6 +4,7 @@ group_with_evidence, as in the pipeline. (Figures over many products: bench/grou
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -612,3 +613,62 @@ def test_a_tone_edit_moves_chromaticity_along_its_hues():
     placed, _, _ = group(named)
     assert placed["contrast"][0] == placed["jar"][0]
     assert placed["variant"][0] != placed["jar"][0]
+
+
+def test_a_tone_edited_copy_does_not_chain_a_variant_into_its_base():
+    """A can and its flavour variant shot from one camera position, with two tone-edited
+    copies of the can: the can and the variant are verified as twins (the print turned
+    its hue over a region), but each tone-edited copy also agrees with the variant well
+    enough to pass for its copy, which chained the variant into the can's strict group.
+    Twins whose hue turned are kept apart: the copies stay with the can, which they agree
+    with more closely, and the variant is alone. With that rule off the chain is back."""
+    from bench import transforms
+
+    sources = ("skimage:coffee", "skimage:rocket")
+    can = rp.make_product(7205, "cylinder", sources)
+    flavour = rp.make_variant(can, "flavour", np.random.default_rng(7206), sources)
+    view = rp.View(azimuth_deg=12, elevation_deg=10)
+
+    def shot(product: rp.Product) -> Image.Image:
+        return rp.render(product, view, "white", size=SIZE, rng=np.random.default_rng(7205)).image
+
+    images = {"can": shot(can), "flavour": shot(flavour)}
+    for r in range(2):
+        images[f"tone{r}"] = transforms.FAMILIES["tone"](images["can"], np.random.default_rng(r))
+    named = {name: upload(img) for name, img in images.items()}
+    placed, _, _ = group(named)
+    assert placed["flavour"][0] != placed["can"][0]
+    assert placed["tone0"][0] == placed["tone1"][0] == placed["can"][0]
+    placed, _, _ = group(named, GroupingParams(min_apart_turned_area=1.0))
+    assert placed["flavour"][0] == placed["can"][0]
+
+
+def test_twins_whose_hue_did_not_turn_are_not_kept_apart(monkeypatch):
+    """Two edited copies of one photo (a tone edit against a pair of edits) can change a
+    region's colour, which refuses their copy link, but rarely turn its hue: such twins
+    are not kept apart, so their other links still join them (here the can and its
+    variant of the test above, their twin verdict's turned hues set to none)."""
+    from bench import transforms
+
+    sources = ("skimage:coffee", "skimage:rocket")
+    can = rp.make_product(7205, "cylinder", sources)
+    flavour = rp.make_variant(can, "flavour", np.random.default_rng(7206), sources)
+    view = rp.View(azimuth_deg=12, elevation_deg=10)
+
+    def shot(product: rp.Product) -> Image.Image:
+        return rp.render(product, view, "white", size=SIZE, rng=np.random.default_rng(7205)).image
+
+    images = {"can": shot(can), "flavour": shot(flavour)}
+    images["tone"] = transforms.FAMILIES["tone"](images["can"], np.random.default_rng(0))
+    named = {name: upload(img) for name, img in images.items()}
+    verdict = GroupingParams.variant_twin
+
+    def unturned(self, *args, **kwargs):
+        change = verdict(self, *args, **kwargs)
+        return None if change is None else dataclasses.replace(change, turned_area=0.0)
+
+    monkeypatch.setattr(GroupingParams, "variant_twin", unturned)
+    placed, grouping, names = group(named)
+    assert placed["flavour"][0] == placed["can"][0]
+    linked = {frozenset((names[e["a"]], names[e["b"]])) for e in grouping.group_links}
+    assert frozenset(("can", "flavour")) not in linked  # the twin's own link stays refused
