@@ -73,6 +73,9 @@ class GroupingParams:
     # ... or this share once compared at the coarser image's resolution, where one is shown
     # much smaller (a screenshot, a thumbnail: photogroup.verify.COARSE_SCALE)
     min_coarse_agreement: float = 0.95
+    # ... or this share at one scale once the sharper is blurred to the other's sharpness
+    # (a blurred or noisy copy: photogroup.verify.SOFT_RATIO)
+    min_soft_agreement: float = 0.98
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's ...
@@ -149,7 +152,9 @@ class GroupingParams:
     def copy_test(self, m: PhotoMatch) -> str | None:
         """Which test makes ``m`` a copy of one photo: ``agreement`` (the aligned images look
         the same almost everywhere), ``shown_smaller`` (they do once the finer one is brought
-        down to the coarser one's resolution: a screenshot, a thumbnail),
+        down to the coarser one's resolution: a screenshot, a thumbnail), ``blurred``
+        (at one scale, they do once the sharper one is blurred to the other's sharpness: a
+        blurred or noisy copy),
         ``one_patch_differs`` (a sticker or tag hides one compact part, the rest matches
         exactly, and one homography puts almost every keypoint match where it belongs to
         within a pixel or so; the same pack shot from a few degrees away, with another
@@ -163,6 +168,8 @@ class GroupingParams:
             return "agreement"
         if m.coarse_agreement >= self.min_coarse_agreement:
             return "shown_smaller"
+        if m.soft_agreement >= self.min_soft_agreement:
+            return "blurred"
         if (
             _on_one_plane(m, self.min_occlusion_inlier_ratio, self.max_copy_residual)
             and m.rest_agreement >= self.min_rest_agreement
@@ -451,7 +458,7 @@ def strict_links(
         if m is not None and test is not None:
             linked[i] = True
             strength[i] = _strength(m, test)
-            closeness[i] = m.coarse_agreement if test == "shown_smaller" else m.agreement
+            closeness[i] = _closeness(m, test)
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
@@ -469,7 +476,14 @@ def _strength(m: PhotoMatch, test: str) -> float:
     """How strongly a copy test holds: the agreement it judged by."""
     if test in ("one_patch_differs", "exact_plane"):
         return m.rest_agreement
-    return m.coarse_agreement if test == "shown_smaller" else m.agreement
+    return _closeness(m, test)
+
+
+def _closeness(m: PhotoMatch, test: str) -> float:
+    """The share of the two images' blocks that agree, at the resolution ``test`` judged."""
+    if test == "shown_smaller":
+        return m.coarse_agreement
+    return m.soft_agreement if test == "blurred" else m.agreement
 
 
 def _verified(

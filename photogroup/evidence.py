@@ -235,6 +235,9 @@ def _short(e: dict) -> str:
     if e["rule"] == "same_photo" and e.get("test") == "shown_smaller":
         numbers = f"agreement at its resolution {e.get('coarse_agreement', 0):.2f}"
         return f"{e['a']} ~ {e['b']}: same photo shown smaller (screenshot, thumbnail), {numbers}"
+    if e["rule"] == "same_photo" and e.get("test") == "blurred":
+        numbers = f"agreement at one sharpness {e.get('soft_agreement', 0):.2f}"
+        return f"{e['a']} ~ {e['b']}: same photo blurred or noisy, {numbers}"
     if e["rule"] == "same_photo" and e.get("test") == "resampled":
         numbers = f"agreement {e.get('agreement', 0):.2f}, print unchanged"
         return f"{e['a']} ~ {e['b']}: same photo resampled (blur, scale, frame), {numbers}"

@@ -62,6 +62,13 @@ _FINE_NCC = 0.8
 #: at the coarser one's resolution (``PhotoMatch.coarse_agreement``): a screenshot or a
 #: thumbnail shows the photo smaller, and its blocks disagree at detail it no longer has.
 COARSE_SCALE = 1.1
+#: At one scale, a pair whose aligned thumbnails' gradient energies differ by more than
+#: this factor is also compared with the sharper one blurred to the other's sharpness
+#: (``PhotoMatch.soft_agreement``): a blurred copy disagrees at detail it no longer has,
+#: and a noisy one at detail it gained. The blur is chosen among SOFT_FACTORS (down by
+#: the factor and back up, as for a copy shown smaller) to match the energies.
+SOFT_RATIO = 1.5
+SOFT_FACTORS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 #: Long side of the a*b* colour thumbnail of the content box.
 COLOUR_THUMB = 32
 #: Long side of the chromaticity thumbnail of the content box (product level: a flavour band
@@ -270,6 +277,9 @@ class PhotoMatch:
     #: ``agreement`` with the finer thumbnail brought down to the coarser one's resolution
     #: (equal to it where the two are shown at about one scale; see COARSE_SCALE)
     coarse_agreement: float = 0.0
+    #: ``agreement`` with the sharper thumbnail blurred to the other's sharpness, at one
+    #: scale (equal to it where their sharpness is about the same; see SOFT_RATIO)
+    soft_agreement: float = 0.0
     #: The box (x0, y0, x1, y1, a's working-copy pixels) of that largest disagreeing patch,
     #: grown by a block: where a sticker may have changed the print (not evidence).
     occluder: tuple[float, float, float, float] | None = field(default=None, compare=False)
@@ -420,6 +430,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
     coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, warped, covered, compared.agreement)
+    soft = _soft_agreement(a.thumb, grey_h, warped, covered, compared.agreement)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
         to_b = np.linalg.inv(thumb_transform(b, b.colour))
@@ -441,7 +452,7 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
                       compared.patches, round(residual, 2), round(turn, 1),
                       round(compared.rest_agreement, 4), round(compared.occluded, 4),
                       compared.second_patch, round(found.residual, 5),
-                      round(coarse, 4), occluder)  # fmt: skip
+                      round(coarse, 4), round(soft, 4), occluder)  # fmt: skip
 
 
 def _coarse_agreement(
@@ -468,6 +479,42 @@ def _coarse_agreement(
     size = (a.shape[1], a.shape[0])
     warped = cv2.warpPerspective(_blurred_to(b, 1 / scale), b_to_a, size, flags=cv2.INTER_LINEAR)
     return block_agreement(a, warped, covered).agreement
+
+
+def _soft_agreement(
+    a: np.ndarray, b_to_a: np.ndarray, warped: np.ndarray, covered: np.ndarray, agreement: float
+) -> float:
+    """Block agreement of ``warped`` (b laid on ``a``) once the sharper of the two is
+    blurred to the other's sharpness (the ``SOFT_FACTORS`` blur whose gradient energy over
+    the covered area comes closest to the softer one's), or ``agreement`` where their
+    scales differ (:func:`_coarse_agreement` compares those) or their sharpness does not
+    (``SOFT_RATIO``)."""
+    import cv2
+
+    linear = b_to_a[:2, :2] / b_to_a[2, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    if not np.isfinite(scale) or not 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
+        return agreement
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    energy_a, energy_b = _gradient_energy(a, inner), _gradient_energy(warped, inner)
+    softer = min(energy_a, energy_b)
+    if softer <= 0 or max(energy_a, energy_b) < SOFT_RATIO * softer:
+        return agreement
+    sharp = a if energy_a > energy_b else warped
+    blurred = min(
+        (_blurred_to(sharp, f) for f in SOFT_FACTORS),
+        key=lambda x: abs(np.log(max(_gradient_energy(x, inner), 1e-6) / softer)),
+    )
+    pair = (blurred, warped) if energy_a > energy_b else (a, blurred)
+    return block_agreement(*pair, covered).agreement
+
+
+def _gradient_energy(x: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared grey gradient (forward differences) where ``mask`` holds."""
+    x = x.astype(np.float32)
+    dx, dy = np.diff(x, axis=1)[:-1], np.diff(x, axis=0)[:, :-1]
+    inside = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:]
+    return float((dx**2 + dy**2)[inside].mean()) if inside.any() else 0.0
 
 
 def _blurred_to(thumb: np.ndarray, factor: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from photogroup.changed_print import PrintChange
 from photogroup.cluster import Grouping, GroupingParams, group_with_evidence
 from photogroup.evidence import evidence_line
 from photogroup.samples import load_stereo_pair
-from photogroup.verify import Keypoints, match_photos
+from photogroup.verify import Keypoints, block_agreement, match_photos
 from photogroup.views import match_surfaces
 
 SIZE = (640, 480)
@@ -202,6 +202,7 @@ def test_a_copy_the_strict_level_missed_is_not_taken_for_another_design(seed, sh
     params = GroupingParams(
         min_agreement=0.99,
         min_coarse_agreement=1.01,
+        min_soft_agreement=1.01,
         min_rest_agreement=1.01,
         min_resampled_agreement=1.01,
     )
@@ -225,7 +226,8 @@ def test_a_resampled_copy_joins_its_photo_where_blocks_agree_less(seed, shape):
     photo = rp.render(product, rp.View(azimuth_deg=10, elevation_deg=15), "white", size=SIZE)
     blurred = photo.image.filter(ImageFilter.GaussianBlur(1.5))
     named = {"photo": upload(photo.image), "copy": upload(blurred)}
-    strict = {"min_agreement": 0.99, "min_coarse_agreement": 1.01, "min_rest_agreement": 1.01}
+    strict = {"min_agreement": 0.99, "min_coarse_agreement": 1.01, "min_rest_agreement": 1.01,
+              "min_soft_agreement": 1.01}  # fmt: skip
     placed, grouping, _ = group(named, GroupingParams(**strict))
     assert placed["photo"][0] == placed["copy"][0]
     (link,) = grouping.group_links
@@ -672,3 +674,74 @@ def test_twins_whose_hue_did_not_turn_are_not_kept_apart(monkeypatch):
     assert placed["flavour"][0] == placed["can"][0]
     linked = {frozenset((names[e["a"]], names[e["b"]])) for e in grouping.group_links}
     assert frozenset(("can", "flavour")) not in linked  # the twin's own link stays refused
+
+
+def _blur_case(seed: int = 7301) -> dict[str, Image.Image]:
+    """A jar on paper, a blurred copy of it, and its flavour variant from the same camera,
+    blurred the same way."""
+    from bench import transforms
+
+    sources = ("skimage:coffee", "skimage:rocket")
+    jar = rp.make_product(seed, "cylinder", sources)
+    flavour = rp.make_variant(jar, "flavour", np.random.default_rng(seed + 1), sources)
+    view = rp.View(azimuth_deg=15, elevation_deg=12)
+
+    def shot(product: rp.Product) -> Image.Image:
+        return rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(seed)).image
+
+    photo = shot(jar)
+    blur = transforms.FAMILIES["blur"]
+    return {"photo": photo, "blurred": blur(photo, np.random.default_rng(seed)),
+            "flavour-blurred": blur(shot(flavour), np.random.default_rng(seed))}  # fmt: skip
+
+
+def test_a_blurred_copy_joins_its_photo_at_one_sharpness():
+    """Blurred, the copy's blocks disagree with the sharp photo's at detail it lost
+    (agreement 0.79). With the photo blurred to the copy's sharpness they agree: a copy,
+    ``blurred``. With that test off it stays apart."""
+    images = _blur_case()
+    named = {name: upload(images[name]) for name in ("photo", "blurred")}
+    placed, grouping, _ = group(named)
+    assert placed["photo"][0] == placed["blurred"][0]
+    (link,) = grouping.group_links
+    params = GroupingParams()
+    assert link["test"] == "blurred", link
+    assert link["agreement"] < params.min_agreement
+    assert link["coarse_agreement"] == link["agreement"]  # one scale: nothing shown smaller
+    assert link["soft_agreement"] >= params.min_soft_agreement
+    line = evidence_line({"evidence": [link], "members": [link["a"], link["b"]]})
+    assert "same photo blurred or noisy" in line
+    placed, _, _ = group(named, GroupingParams(min_soft_agreement=1.01))
+    assert placed["photo"][0] != placed["blurred"][0]
+
+
+def test_a_blurred_variant_from_the_same_camera_is_no_copy():
+    """The jar's flavour variant shot from the same camera and blurred: at one sharpness
+    its blocks agree with the photo's as a blurred copy's do (the blur took the flavour
+    text's detail), but its print changed colour, which makes it the variant's twin, so
+    it joins neither the photo nor its copy."""
+    images = _blur_case()
+    placed, _, _ = group({name: upload(img) for name, img in images.items()})
+    assert placed["photo"][0] == placed["blurred"][0] != placed["flavour-blurred"][0]
+    params = GroupingParams()
+    photo, variant = _keypoints(images["photo"]), _keypoints(images["flavour-blurred"])
+    m = match_photos(photo, variant)
+    assert m is not None and params.copy_test(m) == "blurred"
+    assert params.variant_twin(m, photo, variant, test="blurred") is not None
+
+
+def test_soft_agreement_compares_at_the_softer_ones_sharpness():
+    """The sharper thumbnail is blurred until its gradient energy matches the softer
+    one's; two thumbnails equally sharp keep their plain agreement."""
+    from photogroup.verify import _soft_agreement
+
+    rng = np.random.default_rng(0)
+    texture = np.kron(rng.integers(0, 256, (32, 32)), np.ones((4, 4))).astype(np.uint8)
+    soft = np.asarray(Image.fromarray(texture).filter(ImageFilter.GaussianBlur(2.5)))
+    covered = np.ones(texture.shape, bool)
+    plain = block_agreement(texture, soft, covered).agreement
+    assert plain < 0.9
+    assert _soft_agreement(texture, np.eye(3), soft, covered, plain) >= 0.98
+    assert _soft_agreement(texture, np.eye(3), texture, covered, 1.0) == 1.0
+    twice = np.diag([2.0, 2.0, 1.0])  # shown at another scale: the coarse test's business
+    assert _soft_agreement(texture, twice, soft, covered, plain) == plain
