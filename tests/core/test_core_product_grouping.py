@@ -617,6 +617,30 @@ def test_a_tone_edit_moves_chromaticity_along_its_hues():
     assert placed["variant"][0] != placed["jar"][0]
 
 
+@functools.cache
+def _one_camera_line(seed: int, backdrop: str, view: rp.View) -> dict[str, Image.Image]:
+    """A can and its flavour variant, both shot from one camera position."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    can = rp.make_product(seed, "cylinder", sources)
+    flavour = rp.make_variant(can, "flavour", np.random.default_rng(seed + 1), sources)
+
+    def shot(product: rp.Product) -> Image.Image:
+        rng = np.random.default_rng(seed)
+        return rp.render(product, view, backdrop, size=SIZE, rng=rng).image
+
+    return {"can": shot(can), "flavour": shot(flavour)}
+
+
+def _tone_case(tones: int) -> dict[str, bytes]:
+    """The can and its flavour variant, with ``tones`` tone-edited copies of the can."""
+    from bench import transforms
+
+    images = dict(_one_camera_line(7205, "white", rp.View(azimuth_deg=12, elevation_deg=10)))
+    for r in range(tones):
+        images[f"tone{r}"] = transforms.FAMILIES["tone"](images["can"], np.random.default_rng(r))
+    return {name: upload(img) for name, img in images.items()}
+
+
 def test_a_tone_edited_copy_does_not_chain_a_variant_into_its_base():
     """A can and its flavour variant shot from one camera position, with two tone-edited
     copies of the can: the can and the variant are verified as twins (the print turned
@@ -624,20 +648,7 @@ def test_a_tone_edited_copy_does_not_chain_a_variant_into_its_base():
     enough to pass for its copy, which chained the variant into the can's strict group.
     Twins whose hue turned are kept apart: the copies stay with the can, which they agree
     with more closely, and the variant is alone. With that rule off the chain is back."""
-    from bench import transforms
-
-    sources = ("skimage:coffee", "skimage:rocket")
-    can = rp.make_product(7205, "cylinder", sources)
-    flavour = rp.make_variant(can, "flavour", np.random.default_rng(7206), sources)
-    view = rp.View(azimuth_deg=12, elevation_deg=10)
-
-    def shot(product: rp.Product) -> Image.Image:
-        return rp.render(product, view, "white", size=SIZE, rng=np.random.default_rng(7205)).image
-
-    images = {"can": shot(can), "flavour": shot(flavour)}
-    for r in range(2):
-        images[f"tone{r}"] = transforms.FAMILIES["tone"](images["can"], np.random.default_rng(r))
-    named = {name: upload(img) for name, img in images.items()}
+    named = _tone_case(2)
     placed, _, _ = group(named)
     assert placed["flavour"][0] != placed["can"][0]
     assert placed["tone0"][0] == placed["tone1"][0] == placed["can"][0]
@@ -650,19 +661,6 @@ def test_twins_whose_hue_did_not_turn_are_not_kept_apart(monkeypatch):
     region's colour, which refuses their copy link, but rarely turn its hue: such twins
     are not kept apart, so their other links still join them (here the can and its
     variant of the test above, their twin verdict's turned hues set to none)."""
-    from bench import transforms
-
-    sources = ("skimage:coffee", "skimage:rocket")
-    can = rp.make_product(7205, "cylinder", sources)
-    flavour = rp.make_variant(can, "flavour", np.random.default_rng(7206), sources)
-    view = rp.View(azimuth_deg=12, elevation_deg=10)
-
-    def shot(product: rp.Product) -> Image.Image:
-        return rp.render(product, view, "white", size=SIZE, rng=np.random.default_rng(7205)).image
-
-    images = {"can": shot(can), "flavour": shot(flavour)}
-    images["tone"] = transforms.FAMILIES["tone"](images["can"], np.random.default_rng(0))
-    named = {name: upload(img) for name, img in images.items()}
     verdict = GroupingParams.variant_twin
 
     def unturned(self, *args, **kwargs):
@@ -670,37 +668,29 @@ def test_twins_whose_hue_did_not_turn_are_not_kept_apart(monkeypatch):
         return None if change is None else dataclasses.replace(change, turned_area=0.0)
 
     monkeypatch.setattr(GroupingParams, "variant_twin", unturned)
-    placed, grouping, names = group(named)
+    placed, grouping, names = group(_tone_case(1))
     assert placed["flavour"][0] == placed["can"][0]
     linked = {frozenset((names[e["a"]], names[e["b"]])) for e in grouping.group_links}
     assert frozenset(("can", "flavour")) not in linked  # the twin's own link stays refused
 
 
-def _blur_case(seed: int = 7301) -> dict[str, Image.Image]:
+def _blur_case() -> dict[str, bytes]:
     """A jar on paper, a blurred copy of it, and its flavour variant from the same camera,
     blurred the same way."""
     from bench import transforms
 
-    sources = ("skimage:coffee", "skimage:rocket")
-    jar = rp.make_product(seed, "cylinder", sources)
-    flavour = rp.make_variant(jar, "flavour", np.random.default_rng(seed + 1), sources)
-    view = rp.View(azimuth_deg=15, elevation_deg=12)
-
-    def shot(product: rp.Product) -> Image.Image:
-        return rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(seed)).image
-
-    photo = shot(jar)
-    blur = transforms.FAMILIES["blur"]
-    return {"photo": photo, "blurred": blur(photo, np.random.default_rng(seed)),
-            "flavour-blurred": blur(shot(flavour), np.random.default_rng(seed))}  # fmt: skip
+    seed, blur = 7301, transforms.FAMILIES["blur"]
+    line = _one_camera_line(seed, "paper", rp.View(azimuth_deg=15, elevation_deg=12))
+    images = {"photo": line["can"], "blurred": blur(line["can"], np.random.default_rng(seed)),
+              "flavour-blurred": blur(line["flavour"], np.random.default_rng(seed))}  # fmt: skip
+    return {name: upload(img) for name, img in images.items()}
 
 
 def test_a_blurred_copy_joins_its_photo_at_one_sharpness():
     """Blurred, the copy's blocks disagree with the sharp photo's at detail it lost
     (agreement 0.79). With the photo blurred to the copy's sharpness they agree: a copy,
     ``blurred``. With that test off it stays apart."""
-    images = _blur_case()
-    named = {name: upload(images[name]) for name in ("photo", "blurred")}
+    named = {name: data for name, data in _blur_case().items() if name != "flavour-blurred"}
     placed, grouping, _ = group(named)
     assert placed["photo"][0] == placed["blurred"][0]
     (link,) = grouping.group_links
@@ -720,11 +710,13 @@ def test_a_blurred_variant_from_the_same_camera_is_no_copy():
     its blocks agree with the photo's as a blurred copy's do (the blur took the flavour
     text's detail), but its print changed colour, which makes it the variant's twin, so
     it joins neither the photo nor its copy."""
-    images = _blur_case()
-    placed, _, _ = group({name: upload(img) for name, img in images.items()})
+    named = _blur_case()
+    placed, _, _ = group(named)
     assert placed["photo"][0] == placed["blurred"][0] != placed["flavour-blurred"][0]
     params = GroupingParams()
-    photo, variant = _keypoints(images["photo"]), _keypoints(images["flavour-blurred"])
+    photo, variant = (
+        _keypoints(Image.open(io.BytesIO(named[n]))) for n in ("photo", "flavour-blurred")
+    )
     m = match_photos(photo, variant)
     assert m is not None and params.copy_test(m) == "blurred"
     assert params.variant_twin(m, photo, variant, test="blurred") is not None
