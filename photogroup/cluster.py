@@ -574,11 +574,13 @@ def _kept_apart(n: int, links: Links, ids: Sequence[str]) -> np.ndarray:
     stickered copy's link to the variant may pass the one-patch test, judged outside the
     patch, and read stronger than its link to the base.)"""
     parent = list(range(n))
-    members = [{i} for i in range(n)]
     apart_of: dict[int, set[int]] = {}
     for x, y in links.apart:
         apart_of.setdefault(x, set()).add(y)
         apart_of.setdefault(y, set()).add(x)
+    # Per part, only its members kept apart from some image: the check costs what the
+    # constraints do, not the size of the parts.
+    constrained: dict[int, set[int]] = {i: {i} for i in apart_of}
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -592,13 +594,13 @@ def _kept_apart(n: int, links: Links, ids: Sequence[str]) -> np.ndarray:
     keep = np.zeros(len(links.a), bool)
     for k in order:
         ra, rb = root(int(links.a[k])), root(int(links.b[k]))
-        if ra == rb:
-            keep[k] = True
-            continue
-        if any(apart_of.get(i, set()) & members[rb] for i in members[ra]):
-            continue
-        parent[rb] = ra
-        members[ra] |= members[rb]
+        if ra != rb:
+            mine, theirs = constrained.get(ra, set()), constrained.get(rb, set())
+            if any(root(j) == rb for i in mine for j in apart_of[i]):
+                continue
+            parent[rb] = ra
+            if theirs:
+                constrained[ra] = mine | constrained.pop(rb)
         keep[k] = True
     return keep
 
