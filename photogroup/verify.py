@@ -469,8 +469,7 @@ def _coarse_agreement(
     less than ``COARSE_SCALE``."""
     import cv2
 
-    linear = b_to_a[:2, :2] / b_to_a[2, 2]
-    scale = float(np.sqrt(abs(np.linalg.det(linear))))  # a's pixels per pixel of b, along a side
+    scale = _side_scale(b_to_a)
     if not np.isfinite(scale) or scale == 0 or 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
         return agreement  # one scale, or a degenerate alignment (its blocks say so already)
     if scale > 1:  # b is the coarser: a loses its finer detail
@@ -491,8 +490,7 @@ def _soft_agreement(
     (``SOFT_RATIO``)."""
     import cv2
 
-    linear = b_to_a[:2, :2] / b_to_a[2, 2]
-    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    scale = _side_scale(b_to_a)
     if not np.isfinite(scale) or not 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
         return agreement
     inner = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -507,6 +505,12 @@ def _soft_agreement(
     )
     pair = (blurred, warped) if energy_a > energy_b else (a, blurred)
     return block_agreement(*pair, covered).agreement
+
+
+def _side_scale(b_to_a: np.ndarray) -> float:
+    """a's pixels per pixel of b along a side, under the homography ``b_to_a``."""
+    linear = b_to_a[:2, :2] / b_to_a[2, 2]
+    return float(np.sqrt(abs(np.linalg.det(linear))))
 
 
 def _gradient_energy(x: np.ndarray, mask: np.ndarray) -> float:
