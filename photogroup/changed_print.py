@@ -125,33 +125,51 @@ def _changed_area(
 ) -> tuple[float, float, bool, float]:
     """Largest region of a's chroma thumbnail, inside the hull of ``hull_xy`` (a's pixels)
     and outside the polygon ``hidden`` (a's pixels), whose chromaticity lies outside b's
-    local range once b is laid onto a; the largest region dark in one and lit in the
-    other; each over the area compared; whether a changed colour could not show (see
-    ``PrintChange.blind``); and the largest region whose hue turned (``TURN_DEG``)."""
+    local range once b is laid onto a by the homography ``b_to_a``; the largest region
+    dark in one and lit in the other; each over the area compared; whether a changed
+    colour could not show (see ``PrintChange.blind``); and the largest region whose hue
+    turned (``TURN_DEG``)."""
     import cv2
 
     assert a.chroma is not None and b.chroma is not None
     to_a = thumb_transform(a, a.chroma)
     h = to_a @ b_to_a @ np.linalg.inv(thumb_transform(b, b.chroma))
     size = (a.chroma.shape[1], a.chroma.shape[0])
-    laid = cv2.warpPerspective(b.chroma, h, size, flags=cv2.INTER_LINEAR)
-    covered = cv2.warpPerspective(np.full(b.chroma.shape[:2], 255, np.uint8), h, size,
-                                  flags=cv2.INTER_NEAREST)  # fmt: skip
-    covered = cv2.erode(covered, _SQUARE) == 255  # the warped border is half blank
+
+    def lay(img: np.ndarray, interpolation: int) -> np.ndarray:
+        return cv2.warpPerspective(img, h, size, flags=interpolation)
+
     hull = np.zeros(a.chroma.shape[:2], np.uint8)
     points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     if hidden is not None:
         corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
         cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 0)
+    return compare_laid(a, b, lay, hull > 0)
+
+
+def compare_laid(
+    a: Keypoints, b: Keypoints, lay, region: np.ndarray
+) -> tuple[float, float, bool, float]:
+    """:func:`_changed_area`'s comparison, with b's thumbnails laid onto a's chroma
+    thumbnail by ``lay(image, interpolation)`` (however it maps: a homography here,
+    triangles in :mod:`photogroup.surface_print`) and compared within ``region`` (a's
+    chroma thumbnail pixels): the changed, flipped and turned areas and blindness."""
+    import cv2
+
+    assert a.chroma is not None and b.chroma is not None
+    size = (a.chroma.shape[1], a.chroma.shape[0])
+    laid = lay(b.chroma, cv2.INTER_LINEAR)
+    covered = lay(np.full(b.chroma.shape[:2], 255, np.uint8), cv2.INTER_NEAREST)
+    covered = cv2.erode(covered, _SQUARE) == 255  # the warped border is half blank
     # Dark pixels carry no colour (stored as 0, 0): compared where both photos have some,
     # away from b's dark ones (interpolation mixes their 0, 0 into the neighbours). A dark
     # print against a lit one is not told: at the darkness cut-off a shade darker is all
     # it takes to cross it.
     lit_b = (b.chroma.max(axis=2) > 0).astype(np.uint8) * 255
-    lit_b = cv2.erode(cv2.warpPerspective(lit_b, h, size, flags=cv2.INTER_NEAREST), _SQUARE)
+    lit_b = cv2.erode(lay(lit_b, cv2.INTER_NEAREST), _SQUARE)
     lit_a = (a.chroma.max(axis=2) > 0).astype(np.uint8) * 255
-    valid = covered & (hull > 0) & (lit_a > 0) & (lit_b > 0)
+    valid = covered & region & (lit_a > 0) & (lit_b > 0)
     core = valid & (cv2.erode(lit_a, _SQUARE) > 0)
     if core.sum() < _MIN_PIXELS:
         return 0.0, 0.0, True, 0.0
@@ -162,7 +180,7 @@ def _changed_area(
         return 0.0, 0.0, False, 0.0  # two grey photos: no colours to compare, none to miss
     if min(spreads) < _MIN_SPREAD * max(spreads):
         return 0.0, 0.0, True, 0.0  # a grey or nearly grey copy of a coloured photo
-    flips = _flips(a, b, h, size) & covered & (hull > 0)
+    flips = _flips(a, b, lay, size) & covered & region
     laid = _undo_colour_edit(a.chroma, laid, core)
     mine = a.chroma.astype(np.int16)
     high = np.dstack([cv2.dilate(laid[..., c], _REACH) for c in range(2)]).astype(np.int16)
@@ -194,9 +212,9 @@ def _largest(mask: np.ndarray) -> int:
     return int(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0
 
 
-def _flips(a: Keypoints, b: Keypoints, h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _flips(a: Keypoints, b: Keypoints, lay, size: tuple[int, int]) -> np.ndarray:
     """Pixels of a's chroma thumbnail dark in one photo and clearly lit in the other; the
-    grey thumbnails brought to the chroma thumbnails' size, b's laid on a's with ``h``."""
+    grey thumbnails brought to the chroma thumbnails' size, b's laid on a's by ``lay``."""
     import cv2
 
     assert b.chroma is not None
@@ -205,7 +223,7 @@ def _flips(a: Keypoints, b: Keypoints, h: np.ndarray, size: tuple[int, int]) -> 
     grey_a = cv2.resize(a.thumb, size, interpolation=cv2.INTER_AREA)
     grey_b = cv2.resize(b.thumb, (b.chroma.shape[1], b.chroma.shape[0]),
                         interpolation=cv2.INTER_AREA)  # fmt: skip
-    grey_b = cv2.warpPerspective(grey_b, h, size, flags=cv2.INTER_LINEAR)
+    grey_b = lay(grey_b, cv2.INTER_LINEAR)
     lit_a, lit_b = (cv2.erode(g, _SQUARE) >= _LIT_GREY for g in (grey_a, grey_b))
     return ((grey_a < _DARK_GREY) & lit_b) | ((grey_b < _DARK_GREY) & lit_a)
 

@@ -136,6 +136,11 @@ class GroupingParams:
     # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
     # some region of the print changed by more than this share (else an edit, resampling):
     min_artwork_change: float = 0.005
+    # Two angles of one surface (not nearly the same angle) whose print, laid by the
+    # triangles between their matches (photogroup.surface_print), changed in a region
+    # larger than this share of the compared area: another design of the pack (a
+    # cannot-link, as a changed print from one angle is).
+    max_surface_change: float = 0.01
     # No shared surface, but the same look (photogroup.looks): embeddings this close ...
     cos_look: float = 0.80
     max_look_mismatch: float = 0.10  # ... and this share of coloured pixels at most lacking
@@ -277,6 +282,7 @@ class GroupingParams:
             max_changed_area=self.max_changed_area,
             max_flipped_area=self.max_flipped_area,
             min_artwork_change=self.min_artwork_change,
+            max_surface_change=self.max_surface_change,
             cos_look=self.cos_look,
             max_look_mismatch=self.max_look_mismatch,
             look_margin=self.look_margin,

@@ -31,8 +31,9 @@ from photogroup.changed_print import PrintChange, print_change
 from photogroup.embed import l2_normalise
 from photogroup.looks import colours_lacking, look_colours, look_mismatch
 from photogroup.neighbours import pair_cosines, similar_pairs
+from photogroup.surface_print import surface_print_change
 from photogroup.verify import Keypoints, PhotoMatch, align, match_photos
-from photogroup.views import SurfaceMatch, match_surfaces
+from photogroup.views import SurfaceMatch, match_surfaces, surface_inliers
 
 #: Verdicts of a pair showing one surface in another colour or artwork, or one angle with
 #: its print changed: a variant, which keeps its two groups in different products.
@@ -70,6 +71,7 @@ class ProductRules:
     max_changed_area: float
     max_flipped_area: float
     min_artwork_change: float
+    max_surface_change: float
     cos_look: float
     max_look_mismatch: float
     look_margin: float
@@ -101,6 +103,11 @@ class ProductRules:
         holds for): what a block disagreement needs before it means another design. An
         edited copy or a resampled shot disagrees block by block with its print unchanged."""
         return max(c.changed_area, c.flipped_area) > self.min_artwork_change
+
+    def surface_changed(self, c: PrintChange) -> bool:
+        """Two angles laid onto each other by their matches (:mod:`photogroup.surface_print`)
+        and a region of the print changed colour, or went from dark to lit."""
+        return max(c.changed_area, c.flipped_area) > self.max_surface_change
 
     def verdict(self, m: SurfaceMatch) -> str:
         """``same_surface``, ``colour_differs``, ``artwork_differs`` or ``no_shared_surface``
@@ -151,9 +158,14 @@ def link_products(
     positive, looks, apart = [], [], set()
     for pair, results in by_pair.items():
         same = [r for r in results if r["verdict"] == "same_surface"]
-        if any(r["verdict"] == "print_differs" for r in results):
+        if any(_print_differs(r) for r in results):
             # The closest evidence there is: the same angle, and the print changed. Another
             # pair of the two groups matching on what the two packs share does not undo it.
+            apart.add(pair)
+        elif any(_surface_differs(r) for r in results) and not any(map(_same_print, same)):
+            # The print changed between two angles, and no pair of the two groups whose
+            # print was compared showed it unchanged (which would make the change a
+            # sticker or a watermark on one copy).
             apart.add(pair)
         elif same:
             positive.append((max(r["strength"] for r in same), pair, max(same, key=_strength)))
@@ -171,6 +183,21 @@ def link_products(
     for c in checked:
         del c["_a"], c["_b"]
     return ProductGraph(product_of, links, checked)
+
+
+def _print_differs(r: dict) -> bool:
+    """A changed print from nearly one angle (one homography)."""
+    return r["verdict"] == "print_differs" and "surface_print" not in r
+
+
+def _surface_differs(r: dict) -> bool:
+    """A changed print between two angles (laid by the matches: surface_print)."""
+    return r["verdict"] == "print_differs" and "surface_print" in r
+
+
+def _same_print(r: dict) -> bool:
+    """A same-surface pair whose print was compared and agreed."""
+    return "aligned" in r or "surface_print" in r
 
 
 def _strength(r: dict) -> float:
@@ -237,6 +264,17 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
                 # Blocks disagree, yet no region of the print changed: a copy the strict
                 # level missed (a screenshot, blur, a watermark) or a resampled shot.
                 verdict = "same_surface"
+    if verdict == "same_surface" and "aligned" not in base:
+        # Another angle: the matches lay one print onto the other piece by piece, and a
+        # region enclosed by them that changed colour is artwork that changed. As with a
+        # changed print from one angle, another pair of the two groups matching on what
+        # the packs share does not undo it.
+        inliers = surface_inliers(ka, kb)
+        change = None if inliers is None else surface_print_change(ka, kb, *inliers)
+        if change is not None:
+            base["surface_print"] = change.as_dict()
+            if rules.surface_changed(change):
+                verdict = "print_differs"
     if verdict == "no_shared_surface" and cosine >= rules.cos_look:
         mismatch = look_mismatch(ka, kb)
         if mismatch is not None:
@@ -261,7 +299,7 @@ def _print_checks(group_of, keypoints, rules: ProductRules, ids, by_pair) -> lis
     added = []
     for pair, results in by_pair.items():
         verdicts = {r["verdict"] for r in results}
-        if "same_surface" not in verdicts or "print_differs" in verdicts:
+        if "same_surface" not in verdicts or any(map(_print_differs, results)):
             continue  # not about to be linked, or kept apart already
         seen = {frozenset((r["_a"], r["_b"])) for r in results}
         tried = (

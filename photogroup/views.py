@@ -139,13 +139,41 @@ def surface_keypoints(
 
 def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     """Compare two photos' surface keypoints (see the module docstring)."""
+    ia, ib, keypoints, place_a, place_b = _inliers(a, b)
+    if ia is None or ib is None:
+        return SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0)
+    xy_a, xy_b = _or_empty(a.surface_xy), _or_empty(b.surface_xy)
+    area = min(_hull_share(xy_a, ia), _hull_share(xy_b, ib))
+    density = min(_density(xy_a, ia, place_a), _density(xy_b, ib, place_b))
+    delta = a.surface_lab[ia, 1:].astype(np.float32) - b.surface_lab[ib, 1:].astype(np.float32)
+    colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
+    turn = _region_hue_turn(a, b, xy_a[ia], xy_b[ib])
+    palette = palette_mismatch(a, b, xy_a[ia], xy_b[ib])
+    return SurfaceMatch(
+        len(ia), keypoints, round(area, 4), round(density, 4), round(colour, 2),
+        round(turn, 1), round(palette, 4),
+    )  # fmt: skip
+
+
+def surface_inliers(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray] | None:
+    """The points (working-copy pixels, a's and b's) of the matches consistent with one
+    fundamental matrix, as :func:`match_surfaces` finds them; None for fewer than 8."""
+    ia, ib, *_ = _inliers(a, b)
+    if ia is None or ib is None or a.surface_xy is None or b.surface_xy is None:
+        return None
+    return a.surface_xy[ia], b.surface_xy[ib]
+
+
+def _inliers(a: Keypoints, b: Keypoints):
+    """Indices of the inliers in a and b (None, None when fewer than 8), the smaller
+    image's count of keypoint locations, and each keypoint's location (see _places)."""
     import cv2
 
     xy_a, xy_b = _or_empty(a.surface_xy), _or_empty(b.surface_xy)
     cell = _SAME_PLACE * max(a.diagonal, b.diagonal)
     place_a, place_b = _places(xy_a, cell), _places(xy_b, cell)
     keypoints = min(len(np.unique(place_a)), len(np.unique(place_b)))
-    none = SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0)
+    none = None, None, keypoints, place_a, place_b
     if keypoints < 8:
         return none
     ia, ib = _ratio_matches(a, b, place_b)
@@ -163,17 +191,7 @@ def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     if mask is None or int(mask.sum()) < 8:
         return none
     keep = mask.ravel().astype(bool)
-    ia, ib = ia[keep], ib[keep]
-    area = min(_hull_share(xy_a, ia), _hull_share(xy_b, ib))
-    density = min(_density(xy_a, ia, place_a), _density(xy_b, ib, place_b))
-    delta = a.surface_lab[ia, 1:].astype(np.float32) - b.surface_lab[ib, 1:].astype(np.float32)
-    colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
-    turn = _region_hue_turn(a, b, xy_a[ia], xy_b[ib])
-    palette = palette_mismatch(a, b, xy_a[ia], xy_b[ib])
-    return SurfaceMatch(
-        int(keep.sum()), keypoints, round(area, 4), round(density, 4), round(colour, 2),
-        round(turn, 1), round(palette, 4),
-    )  # fmt: skip
+    return ia[keep], ib[keep], keypoints, place_a, place_b
 
 
 def palette_mismatch(a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray) -> float:

@@ -737,3 +737,57 @@ def test_soft_agreement_compares_at_the_softer_ones_sharpness():
     assert _soft_agreement(texture, np.eye(3), texture, covered, 1.0) == 1.0
     twice = np.diag([2.0, 2.0, 1.0])  # shown at another scale: the coarse test's business
     assert _soft_agreement(texture, twice, soft, covered, plain) == plain
+
+
+def _artwork_line(
+    seed: int, shape: str, azimuths: tuple[float, float, float] = (-20, 20, 0)
+) -> dict[str, Image.Image]:
+    """A product from two angles (by default 20 degrees either side of its front) and its
+    artwork variant (another illustration and pattern) from a third (the front)."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    base = rp.make_product(seed, shape, sources)
+    artwork = rp.make_variant(base, "artwork", np.random.default_rng(seed + 1), sources)
+
+    def shot(product: rp.Product, azimuth: float) -> Image.Image:
+        view = rp.View(azimuth_deg=azimuth, elevation_deg=12)
+        return rp.render(product, view, "white", size=SIZE, rng=np.random.default_rng(seed)).image
+
+    left, right, other = azimuths
+    return {"left": shot(base, left), "right": shot(base, right), "artwork": shot(artwork, other)}
+
+
+@pytest.mark.parametrize(("seed", "shape"), [(7405, "box"), (7418, "box"), (7403, "cylinder")])
+def test_the_print_of_two_angles_laid_by_their_matches(seed, shape):
+    """Laid onto each other by the triangles between their surface matches (each on one
+    plane), two angles of one product show the same print; the artwork variant, which
+    SIFT matches on the panels the packs share, shows a changed region."""
+    from photogroup.surface_print import surface_print_change
+
+    line = {name: _keypoints(img) for name, img in _artwork_line(seed, shape).items()}
+    params = GroupingParams()
+
+    def change(x: str, y: str) -> float:
+        found = views.surface_inliers(line[x], line[y])
+        assert found is not None
+        c = surface_print_change(line[x], line[y], *found)
+        assert c is not None
+        return max(c.changed_area, c.flipped_area)
+
+    assert change("left", "right") <= params.max_surface_change
+    assert max(change("left", "artwork"), change("right", "artwork")) > params.max_surface_change
+
+
+def test_an_artwork_variant_from_another_angle_is_kept_apart():
+    """A tea box from two angles 40 degrees apart and its artwork variant 30 degrees from
+    the nearer: SIFT matches the variant's shared panels under one fundamental matrix, as
+    it matches the two views; the print laid by those matches changed, so the variant is
+    another product, with the reason. With that check off, it joins the box's product."""
+    line = _artwork_line(7408, "box", (-30, 10, 40))
+    named = {name: upload(img) for name, img in line.items()}
+    placed, grouping, names = group(named)
+    assert placed["left"][1] == placed["right"][1]
+    assert placed["artwork"][1] != placed["left"][1]
+    kept = [c for c in grouping.product_checks if "artwork" in (names[c["a"]], names[c["b"]])]
+    assert any(c["verdict"] == "print_differs" and "surface_print" in c for c in kept), kept
+    placed, _, _ = group(named, GroupingParams(max_surface_change=1.0))
+    assert placed["artwork"][1] == placed["left"][1]
