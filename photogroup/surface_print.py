@@ -38,7 +38,7 @@ def surface_print_change(
     a: Keypoints, b: Keypoints, pa: np.ndarray, pb: np.ndarray
 ) -> PrintChange | None:
     """The print change between ``a`` and ``b`` laid onto each other by the matched points
-    ``pa`` (a's working-copy pixels) and ``pb`` (b's): both ways, the larger areas
+    ``pa`` (a's working-copy pixels) and ``pb`` (b's): both ways, the smaller areas
     (``aligned_share``: the share of the matches on one of the planes laid). None without
     colour thumbnails or enough matches to triangulate."""
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
@@ -51,8 +51,12 @@ def surface_print_change(
     other_way = _piecewise_change(b, a, tb, ta, plane)
     if one_way is None or other_way is None:
         return None
-    changed, flipped = max(one_way[0], other_way[0]), max(one_way[1], other_way[1])
-    turned, on_planes = max(one_way[3], other_way[3]), float(np.mean(plane >= 0))
+    # The smaller of the two ways: a changed print shows whichever photo is laid onto the
+    # other, while a triangle over much of a curved label, laid a little wrong, shows a
+    # change one way only (its triangles differ the other way). On the calibration seeds
+    # the larger gave the same products but for a bottle turned on its axis kept apart.
+    changed, flipped = min(one_way[0], other_way[0]), min(one_way[1], other_way[1])
+    turned, on_planes = min(one_way[3], other_way[3]), float(np.mean(plane >= 0))
     return PrintChange(round(on_planes, 4), round(changed, 4), round(flipped, 4),
                        turned_area=round(turned, 4), blind=one_way[2] or other_way[2])  # fmt: skip
 

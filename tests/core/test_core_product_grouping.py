@@ -782,7 +782,7 @@ def test_an_artwork_variant_from_another_angle_is_kept_apart():
     the nearer: SIFT matches the variant's shared panels under one fundamental matrix, as
     it matches the two views; the print laid by those matches changed, so the variant is
     another product, with the reason. With that check off, it joins the box's product."""
-    line = _artwork_line(7408, "box", (-30, 10, 40))
+    line = _artwork_line(7428, "box", (-25, 15, 45))
     named = {name: upload(img) for name, img in line.items()}
     placed, grouping, names = group(named)
     assert placed["left"][1] == placed["right"][1]
