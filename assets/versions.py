@@ -32,7 +32,7 @@ CLUSTERS_VERSION = "20"  # 2: sub-quadratic candidates, verification, centre che
 # a variant shot from its base's camera position, not a copy;
 # 17: twins whose print turned its hue never share a strict group (links joined closest first);
 # 18: a copy blurred or noisy at one scale is also compared at one sharpness;
-# 19: two angles of one surface whose print, laid by their matches, changed are variants
+# 19: two angles of one surface whose print, laid by their matches, changed are variants;
 # 20: the surface print change is the smaller of its two ways
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
