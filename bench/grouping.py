@@ -110,7 +110,7 @@ def remember_verifications() -> None:
     two images only (and the hash hint), so each pair is verified once (results unchanged)."""
     remembered_calls = (
         (cluster, "align"), (cluster, "match_photos"), (cluster, "print_change"),
-        (product_links, "match_surfaces"), (product_links, "print_change"),
+        (product_links, "surface_match"), (product_links, "print_change"),
     )  # fmt: skip
     for module, name in remembered_calls:
         original = getattr(module, name)

@@ -1,7 +1,7 @@
 """Product level: which strict groups show the same product.
 
 Embedding neighbours propose candidate pairs of photos from different strict groups; each
-is verified by :func:`photogroup.views.match_surfaces`. A pair whose surfaces correspond
+is verified by :func:`photogroup.views.surface_match`. A pair whose surfaces correspond
 and agree in colour and artwork links its two groups; a pair whose surfaces correspond but
 whose colour or artwork differs is a variant, and keeps its two groups apart for good
 (a cannot-link). Links are then merged strongest first, and a merge that would join two
@@ -33,7 +33,7 @@ from photogroup.looks import colours_lacking, look_colours, look_mismatch
 from photogroup.neighbours import pair_cosines, similar_pairs
 from photogroup.surface_print import surface_print_change
 from photogroup.verify import Keypoints, PhotoMatch, align, match_photos
-from photogroup.views import SurfaceMatch, match_surfaces, surface_inliers
+from photogroup.views import SurfaceMatch, surface_match
 
 #: Verdicts of a pair showing one surface in another colour or artwork, or one angle with
 #: its print changed: a variant, which keeps its two groups in different products.
@@ -234,7 +234,7 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
     if ka is None or kb is None or ka.surface_xy is None or kb.surface_xy is None:
         verdict = "same_surface" if cosine >= rules.cos_product else "no_shared_surface"
         return {**base, "rule": "embedding", "verdict": verdict, "strength": cosine}
-    m = match_surfaces(ka, kb)
+    m, inliers = surface_match(ka, kb)
     verdict = rules.verdict(m)
     # One ORB alignment of the pair serves both checks below (neither needs it when the
     # surfaces already tell a variant).
@@ -269,7 +269,6 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
         # region enclosed by them that changed colour is artwork that changed. As with a
         # changed print from one angle, another pair of the two groups matching on what
         # the packs share does not undo it.
-        inliers = surface_inliers(ka, kb)
         change = None if inliers is None else surface_print_change(ka, kb, *inliers)
         if change is not None:
             base["surface_print"] = change.as_dict()

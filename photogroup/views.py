@@ -139,9 +139,18 @@ def surface_keypoints(
 
 def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     """Compare two photos' surface keypoints (see the module docstring)."""
+    return surface_match(a, b)[0]
+
+
+def surface_match(
+    a: Keypoints, b: Keypoints
+) -> tuple[SurfaceMatch, tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`match_surfaces`, and the points of its inliers (a's and b's working-copy
+    pixels; None for fewer than 8), which lay one print onto the other
+    (:mod:`photogroup.surface_print`)."""
     ia, ib, keypoints, place_a, place_b = _inliers(a, b)
     if ia is None or ib is None:
-        return SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0)
+        return SurfaceMatch(0, keypoints, 0.0, 0.0, 0.0), None
     xy_a, xy_b = _or_empty(a.surface_xy), _or_empty(b.surface_xy)
     area = min(_hull_share(xy_a, ia), _hull_share(xy_b, ib))
     density = min(_density(xy_a, ia, place_a), _density(xy_b, ib, place_b))
@@ -149,19 +158,11 @@ def match_surfaces(a: Keypoints, b: Keypoints) -> SurfaceMatch:
     colour = float(np.median(np.hypot(delta[:, 0], delta[:, 1])))
     turn = _region_hue_turn(a, b, xy_a[ia], xy_b[ib])
     palette = palette_mismatch(a, b, xy_a[ia], xy_b[ib])
-    return SurfaceMatch(
+    found = SurfaceMatch(
         len(ia), keypoints, round(area, 4), round(density, 4), round(colour, 2),
         round(turn, 1), round(palette, 4),
     )  # fmt: skip
-
-
-def surface_inliers(a: Keypoints, b: Keypoints) -> tuple[np.ndarray, np.ndarray] | None:
-    """The points (working-copy pixels, a's and b's) of the matches consistent with one
-    fundamental matrix, as :func:`match_surfaces` finds them; None for fewer than 8."""
-    ia, ib, *_ = _inliers(a, b)
-    if ia is None or ib is None or a.surface_xy is None or b.surface_xy is None:
-        return None
-    return a.surface_xy[ia], b.surface_xy[ib]
+    return found, (xy_a[ia], xy_b[ib])
 
 
 def _inliers(a: Keypoints, b: Keypoints):

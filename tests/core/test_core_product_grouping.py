@@ -767,7 +767,7 @@ def test_the_print_of_two_angles_laid_by_their_matches(seed, shape):
     params = GroupingParams()
 
     def change(x: str, y: str) -> float:
-        found = views.surface_inliers(line[x], line[y])
+        _, found = views.surface_match(line[x], line[y])
         assert found is not None
         c = surface_print_change(line[x], line[y], *found)
         assert c is not None
