@@ -62,7 +62,7 @@ STRICT_GRID: dict[str, Sequence[Any]] = {
 PRODUCT_GRID: dict[str, Sequence[Any]] = {
     "min_surface_inliers": (12, 20, 30),
     "min_inlier_share": (0.1, 0.2),
-    "max_colour_difference": (10.0, 25.0),
+    "max_colour_difference": (15.0, 25.0),
     "near_agreement": (0.6, 0.75),
     "max_hue_turn_product": (20.0, 40.0),
     "max_palette_mismatch": (0.045, 0.07, 0.1, 1.0),

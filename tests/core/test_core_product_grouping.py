@@ -791,3 +791,29 @@ def test_an_artwork_variant_from_another_angle_is_kept_apart():
     assert any(c["verdict"] == "print_differs" and "surface_print" in c for c in kept), kept
     placed, _, _ = group(named, GroupingParams(max_surface_change=1.0))
     assert placed["artwork"][1] == placed["left"][1]
+
+
+def test_two_faces_in_other_light_are_one_box():
+    """Two angles of a tea box 40 degrees apart: SIFT matches the print under one
+    fundamental matrix, but the faces are lit differently, so the colours at the matches
+    differ by about 12 (CIELAB a*b*): still one product, with a colour variant of the box
+    shot from one of the angles kept apart by its hues. With the old limit of 10, the two
+    angles were called a colour variant of each other."""
+    sources = ("skimage:coffee", "skimage:rocket")
+    box = rp.make_product(7454, "box", sources)
+    variant = rp.make_variant(box, "colour", np.random.default_rng(7455), sources)
+
+    def shot(product: rp.Product, azimuth: float) -> bytes:
+        view = rp.View(azimuth_deg=azimuth, elevation_deg=12)
+        rng = np.random.default_rng(7454)
+        return upload(rp.render(product, view, "white", size=SIZE, rng=rng).image)
+
+    named = {"left": shot(box, -25), "right": shot(box, 15), "colour": shot(variant, 15)}
+    placed, grouping, names = group(named)
+    assert placed["left"][1] == placed["right"][1]
+    assert placed["colour"][1] != placed["left"][1]
+    views_of_box = [c for c in grouping.product_checks
+                    if {names[c["a"]], names[c["b"]]} == {"left", "right"}]  # fmt: skip
+    assert views_of_box and 10 < views_of_box[0]["colour_difference"] <= 15, views_of_box
+    placed, _, _ = group(named, GroupingParams(max_colour_difference=10.0))
+    assert placed["left"][1] != placed["right"][1]
