@@ -106,7 +106,7 @@ def cmd_groups(args) -> int:
 
     if not (args.tenant and args.batch):
         raise CliError("groups needs --tenant and --batch")
-    from orchestration.editing import load_groups
+    from orchestration.editing import load_groups, read_rejections
     from orchestration.environment import ensure_environment
 
     batch = _batch(args)
@@ -114,13 +114,17 @@ def cmd_groups(args) -> int:
     loaded = load_groups(batch)
     listing = batch_listing(loaded.clusters, loaded.groups)
     stale = [o.__dict__ for o in loaded.outcomes if o.status == "not_applicable"]
+    # Uploads in no group, and why: nothing a shop sent disappears from the listing.
+    rejected = read_rejections(batch)
     if args.json:
-        print(json.dumps({**listing, "edits_not_applicable": stale}))
+        print(json.dumps({**listing, "rejected": rejected, "edits_not_applicable": stale}))
     else:
         for g in listing["groups"]:
             name = f"  {g['name']!r}" if g["name"] else ""
             print(f"{g['group_id']}  {g['product_id']}{name}  {', '.join(g['members'])}")
             print(f"    why: {evidence_line(g)}")
+        for r in rejected:
+            print(f"rejected  {r['file']}: {r['reason']}")
         for o in stale:
             print(f"edit {o['index']} ({o['op']}) no longer applies: {o['reason']}",
                   file=sys.stderr)  # fmt: skip

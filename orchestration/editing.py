@@ -79,6 +79,22 @@ def read_clusters(batch: BatchKey) -> pd.DataFrame:
         raise UserError(f"no groups for {batch.partition_key}: run it first ({exc})") from exc
 
 
+def read_rejections(batch: BatchKey) -> list[dict[str, str]]:
+    """The batch's uploads that raw_images rejected, with the reason (file order); none
+    when the manifest was never materialised (read_clusters says so first)."""
+    import botocore.exceptions
+
+    from orchestration.environment import tables_from_env
+
+    try:
+        raw = tables_from_env().read(dg.AssetKey("raw_images"), batch.partition_key)
+    except botocore.exceptions.ClientError:
+        return []
+    rejected = raw[raw.status != "accepted"].sort_values("file")
+    return [{"file": f, "reason": r or ""} for f, r in zip(rejected.file, rejected.reason,
+                                                            strict=True)]  # fmt: skip
+
+
 def load_groups(batch: BatchKey, clusters: pd.DataFrame | None = None) -> BatchGroups:
     """Groups with the current log applied (``clusters`` given: no table read)."""
     from orchestration.environment import edit_log_from_env

@@ -52,6 +52,11 @@ def test_ingest_run_groups_on_a_folder(tmp_path, subprocess_env):
     assert by_member["chelsea-flipped.jpg"] is by_member["chelsea.jpg"]
     assert by_member["rocket.jpg"]["group_id"] != by_member["chelsea.jpg"]["group_id"]
     assert all(g["product_id"].startswith("p-") for g in out["groups"])
+    # The rejected upload is listed with its reason, in JSON and in the text listing.
+    assert [r["file"] for r in out["rejected"]] == ["sub/readme.jpg"]
+    assert out["rejected"][0]["reason"].startswith("not_an_image"), out["rejected"]
+    text = cli("groups", "--tenant", "t1", "--batch", "b1", env=subprocess_env).stdout
+    assert "rejected  sub/readme.jpg: not_an_image" in text, text
 
     again = json.loads(cli("run", "--tenant", "t1", "--batch", "b1",
                            env=subprocess_env).stdout.strip().splitlines()[-1])  # fmt: skip
