@@ -79,9 +79,15 @@ def read_clusters(batch: BatchKey) -> pd.DataFrame:
         raise UserError(f"no groups for {batch.partition_key}: run it first ({exc})") from exc
 
 
+def rejections(raw: pd.DataFrame) -> list[tuple[str, str]]:
+    """(file, reason) of every upload a raw_images table rejected, by file."""
+    rejected = raw[raw.status != "accepted"]
+    return sorted(zip(rejected.file, rejected.reason.fillna(""), strict=True))
+
+
 def read_rejections(batch: BatchKey) -> list[dict[str, str]]:
-    """The batch's uploads that raw_images rejected, with the reason (file order); none
-    when the manifest was never materialised (read_clusters says so first)."""
+    """The batch's rejected uploads with their reasons; none when the manifest was never
+    materialised (read_clusters says so first)."""
     import botocore.exceptions
 
     from orchestration.environment import tables_from_env
@@ -90,9 +96,7 @@ def read_rejections(batch: BatchKey) -> list[dict[str, str]]:
         raw = tables_from_env().read(dg.AssetKey("raw_images"), batch.partition_key)
     except botocore.exceptions.ClientError:
         return []
-    rejected = raw[raw.status != "accepted"].sort_values("file")
-    return [{"file": f, "reason": r or ""} for f, r in zip(rejected.file, rejected.reason,
-                                                            strict=True)]  # fmt: skip
+    return [{"file": file, "reason": reason} for file, reason in rejections(raw)]
 
 
 def load_groups(batch: BatchKey, clusters: pd.DataFrame | None = None) -> BatchGroups:

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import dagster as dg
 import pandas as pd
 
-from orchestration.editing import BatchGroups, log_version
+from orchestration.editing import BatchGroups, log_version, rejections
 from orchestration.environment import edit_log_from_env, tables_from_env
 from orchestration.partitions import BatchKey, upload_batch_partitions
 from photogroup.edits import NOT_APPLICABLE, parse_log
@@ -157,13 +157,12 @@ def _read_tables(key: str, with_renditions: bool) -> BatchTables:
         for fmt in reversed(THUMB_FORMATS):  # the preferred format written last wins
             rows = ok[ok.format == fmt]
             thumbs.update(zip(rows.file, rows.rendition_key, strict=True))
-    rejected = raw[raw.status != "accepted"]
     return BatchTables(
         clusters=clusters,
         colour_of=dict(zip(clusters.file, clusters.colour, strict=True)),
         upload_key=dict(zip(clusters.file, clusters.key, strict=True)),
         thumb_key=thumbs,
-        rejected=sorted(zip(rejected.file, rejected.reason.fillna(""), strict=True)),
+        rejected=rejections(raw),
         images=len(raw),
     )
 
