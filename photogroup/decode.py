@@ -17,6 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+# HEIC/HEIF, what iPhones shoot by default. libheif applies the file's rotation and mirror
+# itself and pillow-heif resets the EXIF orientation to 1, so exif_transpose below does not
+# turn it twice; an embedded ICC profile reaches info["icc_profile"] like a JPEG's.
+register_heif_opener(thumbnails=False)
 
 #: Long side, in pixels, of the working copy every later stage reads. Perceptual hashes
 #: work at 8-32 px and the embedder at 64 px, so 512 px loses nothing they use.
@@ -26,8 +32,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 #: Default cap on the size of one upload.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
-#: Formats Pillow always decodes; HEIC/AVIF depend on optional plugins.
+#: Formats always decoded here (HEIC through pillow-heif); AVIF depends on Pillow's build.
 _ALWAYS_DECODABLE = {
+    "image/heic",
     "image/jpeg",
     "image/png",
     "image/gif",
@@ -113,6 +120,8 @@ def sniff_content_type(data: bytes) -> str | None:
         return "image/tiff"
     if head[:2] == b"BM":
         return "image/bmp"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "image/jxl"  # JPEG XL: no decoder here, rejected as unsupported_format
     if head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand in (b"avif", b"avis"):

@@ -108,9 +108,11 @@ def adobe_rgb_jpeg(photo: Image.Image, *, tagged: bool = True) -> bytes:
     return wide_gamut_jpeg(photo, ADOBE_RGB, tagged=tagged)
 
 
-def wide_gamut_jpeg(photo: Image.Image, space: dict, *, tagged: bool = True) -> bytes:
+def wide_gamut_jpeg(
+    photo: Image.Image, space: dict, *, tagged: bool = True, fmt: str = "JPEG", **kwargs
+) -> bytes:
     """``photo`` (sRGB) converted to ``space`` (ADOBE_RGB, DISPLAY_P3), saved with its
-    profile (or without it)."""
+    profile (or without it) as a JPEG, or in ``fmt`` (``"HEIF"``: as an iPhone saves)."""
     profile = matrix_trc_profile(**space)
     wide = ImageCms.profileToProfile(
         photo,
@@ -118,4 +120,5 @@ def wide_gamut_jpeg(photo: Image.Image, space: dict, *, tagged: bool = True) -> 
         ImageCms.ImageCmsProfile(io.BytesIO(profile)),
         outputMode="RGB",
     )
-    return encode(wide, "JPEG", quality=95, **({"icc_profile": profile} if tagged else {}))
+    wide.info.pop("icc_profile", None)  # profileToProfile sets it; some encoders save it
+    return encode(wide, fmt, quality=95, **({"icc_profile": profile} if tagged else {}), **kwargs)

@@ -20,7 +20,12 @@ from PIL import Image, features
 
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from photogroup.samples import load_photo
-from tests.colour_files import adobe_rgb_jpeg, palette_with_black_keyed
+from tests.colour_files import (
+    DISPLAY_P3,
+    adobe_rgb_jpeg,
+    palette_with_black_keyed,
+    wide_gamut_jpeg,
+)
 from tests.helpers import GROUPING, jpeg, materialise, metadata, photo_batch, read_table, upload
 
 pytestmark = pytest.mark.integration
@@ -84,6 +89,14 @@ def exif_rotated(photo: Image.Image) -> bytes:
     return encode(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif)
 
 
+def iphone_heic(photo: Image.Image) -> bytes:
+    """``photo`` as an iPhone saves it: HEIC, Display P3, stored turned with a rotation."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = photo.transpose(Image.Transpose.ROTATE_90)
+    return wide_gamut_jpeg(turned, DISPLAY_P3, fmt="HEIF", exif=exif.tobytes())
+
+
 def animation(first: Image.Image, fmt: str) -> bytes:
     second = load_photo("rocket").resize(first.size)
     return encode(first, fmt, save_all=True, append_images=[second], duration=200, loop=0)
@@ -128,6 +141,8 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
         "animated.gif": animation(astronaut, "GIF"),
         "animated.webp": animation(chelsea, "WEBP"),
         "photo.heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200),
+        "iphone.heic": iphone_heic(coffee),
+        "photo.jxl": b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(200),
         # Regression: ended as "decoder_error: IndexError" (escaped GifImagePlugin.n_frames).
         "cut-after-first-frame.gif": gif_cut_after_first_frame(astronaut),
     }
@@ -151,7 +166,9 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
         "rotated.jpg": (accepted, None, "image/jpeg", coffee.size),  # after orientation
         "animated.gif": (accepted, None, "image/gif", astronaut.size),
         "animated.webp": (accepted, None, "image/webp", chelsea.size),
-        "photo.heic": ("rejected", "unsupported_format", "image/heic", None),
+        "photo.heic": ("rejected", "corrupt_image", "image/heic", None),
+        "iphone.heic": (accepted, None, "image/heic", coffee.size),  # after its rotation
+        "photo.jxl": ("rejected", "unsupported_format", "image/jxl", None),
         "cut-after-first-frame.gif": ("rejected", "corrupt_image", "image/gif", None),
     }
     if features.check("avif"):  # Pillow's wheels ship libavif; a source build may not
@@ -247,6 +264,7 @@ def test_every_bad_upload_gets_its_reason_and_the_good_photos_are_grouped(s3_env
         ("animated.webp", "chelsea"),
         ("cmyk.jpg", "coffee"),
         ("rotated.jpg", "coffee"),
+        ("iphone.heic", "coffee"),
         ("grey16.png", "astronaut"),
         ("animated.gif", "astronaut"),
     ]:

@@ -40,9 +40,14 @@ def adobe_jpegs(photo) -> tuple[bytes, bytes]:
     return adobe_rgb_jpeg(photo), adobe_rgb_jpeg(photo, tagged=False)
 
 
-@pytest.mark.parametrize("space", [ADOBE_RGB, DISPLAY_P3], ids=["adobe_rgb", "display_p3"])
-def test_wide_gamut_jpeg_gives_the_pixels_and_features_of_its_srgb_original(photo, space):
-    tagged, untagged = (wide_gamut_jpeg(photo, space, tagged=t) for t in (True, False))
+@pytest.mark.parametrize(
+    ("space", "fmt"),
+    [(ADOBE_RGB, "JPEG"), (DISPLAY_P3, "JPEG"), (DISPLAY_P3, "HEIF")],
+    ids=["adobe_rgb", "display_p3", "display_p3_heic"],
+)
+def test_wide_gamut_file_gives_the_pixels_and_features_of_its_srgb_original(photo, space, fmt):
+    """A JPEG or an iPhone's HEIC with a wide-gamut profile: converted to sRGB."""
+    tagged, untagged = (wide_gamut_jpeg(photo, space, tagged=t, fmt=fmt) for t in (True, False))
     original = decode_image(encode(photo, "JPEG", quality=95)).image
     converted = decode_image(tagged).image
     ignored = decode_image(untagged).image  # what reading the wide pixels as sRGB gives

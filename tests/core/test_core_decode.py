@@ -62,6 +62,13 @@ def test_sniff_recognises_heic_and_avif_brands():
     assert sniff_content_type(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00") == "image/avif"
 
 
+@pytest.mark.parametrize(
+    "data", [b"\xff\x0a\xfa\x7f" + bytes(60), b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(60)]
+)
+def test_sniff_recognises_jpeg_xl_codestream_and_container(data):
+    assert sniff_content_type(data) == "image/jxl"
+
+
 # --- rejections -------------------------------------------------------------------------
 
 
@@ -99,8 +106,32 @@ def test_file_over_max_bytes_is_rejected(astronaut):
     assert isinstance(decode_image(data, max_bytes=len(data)), Decoded)
 
 
-def test_unrecognised_payload_behind_a_known_brand_is_unsupported():
-    assert rejection_reason(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64) == "unsupported_format"
+def test_a_format_named_by_its_bytes_but_not_decoded_here_is_unsupported():
+    assert rejection_reason(b"\xff\x0a\xfa\x7f" + bytes(60)) == "unsupported_format"  # JPEG XL
+
+
+def test_damaged_heic_is_corrupt_not_unsupported():
+    """HEIC is decoded here (pillow-heif): bytes behind its brand that libheif cannot
+    parse are a damaged file."""
+    assert rejection_reason(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64) == "corrupt_image"
+
+
+def test_heic_is_decoded_upright_like_its_jpeg(astronaut):
+    """An iPhone stores the photo as the sensor saw it with a rotation: the decoded HEIC is
+    the upright photo, with the size and pixels of the same photo as a JPEG."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    stored = astronaut.transpose(Image.Transpose.ROTATE_90)
+    heic = encode(stored, "HEIF", quality=95, exif=exif.tobytes())
+    assert sniff_content_type(heic) == "image/heic"
+    decoded = decode_image(heic, work_size=max(astronaut.size))
+    assert (decoded.content_type, decoded.width, decoded.height) == (
+        "image/heic",
+        *astronaut.size,
+    )
+    as_jpeg = decode_image(encode(astronaut, "JPEG", quality=95), work_size=max(astronaut.size))
+    diff = np.abs(np.asarray(decoded.image, np.float32) - np.asarray(as_jpeg.image, np.float32))
+    assert diff.mean() < 3.0
 
 
 def test_rejection_carries_code_and_detail():
