@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -225,20 +224,16 @@ def create_app(
             tables = cache.tables(request.app.state.instance, batch)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
-        if kind == "thumb":
-            bucket, key = os.environ["PIPELINE_BUCKET"], tables.thumb_key.get(file)
-        else:
-            bucket, key = os.environ["UPLOADS_BUCKET"], tables.upload_key.get(file)
-        if key is None:
+        found = (tables.thumb if kind == "thumb" else tables.original).get(file)
+        if found is None:
             raise HTTPException(404, f"no {kind} of {file!r} in {batch.partition_key}")
+        # An image type the pipeline sniffed or wrote: an upload never runs as a page.
+        bucket, key, media = found
         try:
             obj = s3_from_env(shared=True).get_client().get_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             raise HTTPException(404, f"{kind} of {file!r} is missing on S3") from exc
         headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
-        media = obj.get("ContentType") or "application/octet-stream"
-        if kind == "original" and not media.startswith("image/"):
-            media = "application/octet-stream"  # never let an upload run as a page
         return Response(obj["Body"].read(), media_type=media, headers=headers)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

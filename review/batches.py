@@ -7,6 +7,7 @@ under people's hands), so a page of a 2,000-photo batch is a few dictionary look
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from photogroup.evidence import batch_listing, evidence_line
 
 #: The rendition a thumbnail shows (product_images' smallest size), best format first.
 THUMB_SIZE, THUMB_FORMATS = 256, ("webp", "jpeg")
+#: Uploads a browser shows as they are (by their sniffed type); any other (HEIC, TIFF) is
+#: shown as its largest JPEG rendition: upright and sRGB, as the catalogue has it.
+BROWSER_IMAGES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp")
+MEDIA_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -110,8 +115,10 @@ class BatchTables:
 
     clusters: pd.DataFrame
     colour_of: dict[str, str]  # file -> its machine group's colour
-    upload_key: dict[str, str]  # file -> uploads key
-    thumb_key: dict[str, str]  # file -> 256 px rendition key on the pipeline bucket
+    # file -> (bucket, key, media type): the media type from what the pipeline read, never
+    # from S3's ContentType (an upload often has none, or a generic one, on AWS).
+    thumb: dict[str, tuple[str, str, str]]  # the 256 px rendition
+    original: dict[str, tuple[str, str, str]]  # the upload, or its largest JPEG rendition
     rejected: list[tuple[str, str]]  # (file, reason)
     images: int
     #: Views already made, by edit-log version: a page view is then only its HTML.
@@ -150,18 +157,32 @@ def _read_tables(key: str, with_renditions: bool) -> BatchTables:
     io = tables_from_env(shared=True)
     clusters = io.read(dg.AssetKey("image_clusters"), key)
     raw = io.read(dg.AssetKey("raw_images"), key)
-    thumbs: dict[str, str] = {}
+    pipeline, uploads = os.environ["PIPELINE_BUCKET"], os.environ["UPLOADS_BUCKET"]
+    thumbs: dict[str, tuple[str, str, str]] = {}
+    largest: dict[str, tuple[str, str, str]] = {}
     if with_renditions:
         renditions = io.read(dg.AssetKey("product_images"), key)
-        ok = renditions[(renditions["size"] == THUMB_SIZE) & (renditions.status == "ok")]
+        ok = renditions[renditions.status == "ok"]
+        small = ok[ok["size"] == THUMB_SIZE]
         for fmt in reversed(THUMB_FORMATS):  # the preferred format written last wins
-            rows = ok[ok.format == fmt]
-            thumbs.update(zip(rows.file, rows.rendition_key, strict=True))
+            rows = small[small.format == fmt]
+            thumbs.update((f, (pipeline, k, MEDIA_TYPES[fmt]))
+                          for f, k in zip(rows.file, rows.rendition_key, strict=True))  # fmt: skip
+        jpegs = ok[ok.format == "jpeg"].sort_values("size")  # the largest written last wins
+        largest.update((f, (pipeline, k, MEDIA_TYPES["jpeg"]))
+                       for f, k in zip(jpegs.file, jpegs.rendition_key, strict=True))  # fmt: skip
+    types = dict(zip(raw.file, raw.content_type, strict=True))
+    originals = {}
+    for file, upload in zip(clusters.file, clusters.key, strict=True):
+        if types.get(file) in BROWSER_IMAGES:
+            originals[file] = (uploads, upload, types[file])
+        elif file in largest:
+            originals[file] = largest[file]
     return BatchTables(
         clusters=clusters,
         colour_of=dict(zip(clusters.file, clusters.colour, strict=True)),
-        upload_key=dict(zip(clusters.file, clusters.key, strict=True)),
-        thumb_key=thumbs,
+        thumb=thumbs,
+        original=originals,
         rejected=rejections(raw),
         images=len(raw),
     )

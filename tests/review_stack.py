@@ -4,6 +4,7 @@ once, the app in a child process on a free port, stopped by its handle."""
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import subprocess
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from PIL import Image
+from pillow_heif import register_heif_opener
 
 from orchestration.local_s3 import REPO_ROOT, LocalS3State, _free_port
+from photogroup.samples import load_photo
 from tests.helpers import materialise, photo_batch, upload
 
 TENANT, BATCH, OTHER_TENANT, OTHER_BATCH = "shop-a", "b1", "shop-b", "b9"
@@ -27,6 +31,18 @@ UNDECIDED_BATCH = "b2"
 PHOTOS = {"coffee": ["resized", "flipped"], "astronaut": ["brightened"], "chelsea": [],
           "rocket": ["recompressed"]}  # fmt: skip
 REJECTED = {"notes.txt": b"not a photo at all"}
+#: An iPhone's HEIC of chelsea (stored turned, with a rotation): browsers cannot show it.
+PHONE_PHOTO = "IMG_0001.HEIC"
+
+
+def phone_photo() -> bytes:
+    register_heif_opener()  # to write one
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    turned = load_photo("chelsea").transpose(Image.Transpose.ROTATE_90)
+    out = io.BytesIO()
+    turned.save(out, format="HEIF", quality=90, exif=exif.tobytes())
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,8 @@ def seed(seaweed: LocalS3State, root: Path) -> dict[str, str]:
     )  # fmt: skip
     for bucket in (env["UPLOADS_BUCKET"], env["PIPELINE_BUCKET"]):
         client.create_bucket(Bucket=bucket)
-    upload(client, env["UPLOADS_BUCKET"], TENANT, BATCH, {**photo_batch(PHOTOS), **REJECTED})
+    upload(client, env["UPLOADS_BUCKET"], TENANT, BATCH,
+           {**photo_batch(PHOTOS), PHONE_PHOTO: phone_photo(), **REJECTED})  # fmt: skip
     upload(client, env["UPLOADS_BUCKET"], TENANT, UNDECIDED_BATCH, undecided_batch())
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -129,7 +146,7 @@ def review_stack(seaweed, tmp_path_factory) -> Iterator[ReviewStack]:
     child_env = {**os.environ, **env,
                  "REVIEW_TOKENS": f"{TENANT}:{token},{OTHER_TENANT}:{other}"}  # fmt: skip
     child, url = start_app(child_env, root / "review.log")
-    accepted = sorted(photo_batch(PHOTOS))
+    accepted = sorted([*photo_batch(PHOTOS), PHONE_PHOTO])
     try:
         yield ReviewStack(url, child_env, token, other, accepted)
     finally:

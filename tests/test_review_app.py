@@ -4,6 +4,7 @@ CSRF refused with a clear 4xx and nothing written, stale edits refused."""
 from __future__ import annotations
 
 import http.cookiejar
+import io
 import re
 import urllib.error
 import urllib.parse
@@ -11,8 +12,19 @@ import urllib.request
 
 import boto3
 import pytest
+from PIL import Image
 
-from tests.review_stack import BATCH, OTHER_BATCH, OTHER_TENANT, TENANT, ReviewStack
+from photogroup.samples import load_photo
+from tests.helpers import photo_batch
+from tests.review_stack import (
+    BATCH,
+    OTHER_BATCH,
+    OTHER_TENANT,
+    PHONE_PHOTO,
+    PHOTOS,
+    TENANT,
+    ReviewStack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +96,14 @@ def test_a_tenant_never_reads_another_tenants_pages_or_images(review_stack):
     # The owner reads its page, thumbnail and original; the other tenant gets 403 for each.
     status, headers, thumb = own.request(path + "/thumb/coffee.jpg")
     assert status == 200 and headers["Content-Type"] == "image/webp" and thumb[:4] == b"RIFF"
-    assert own.request(path + "/original/coffee.jpg")[0] == 200
+    status, headers, original = own.request(path + "/original/coffee.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert original == photo_batch(PHOTOS)["coffee.jpg"]  # the upload itself
+    # A browser cannot show a HEIC: its original opens as its largest JPEG rendition,
+    # upright (chelsea is smaller than any rendition size, so at its own size).
+    status, headers, shown = own.request(path + f"/original/{PHONE_PHOTO}")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(shown)).size == load_photo("chelsea").size
     for url in (f"/t/{TENANT}", path, path + "/thumb/coffee.jpg", path + "/original/coffee.jpg",
                 path + "/runs/0000"):  # fmt: skip
         status, _, body = other.request(url)
