@@ -19,7 +19,7 @@ from assets.versions import RENDITIONS_VERSION
 from photogroup import Rejection
 from photogroup.chunks import Failed
 from photogroup.manifest import ACCEPTED, Inspection
-from photogroup.renditions import Rendition, RenditionSpec, render
+from photogroup.renditions import MEDIA_TYPES, Rendition, RenditionSpec, render
 from resources.memo import MemoStore
 from resources.s3 import put_objects
 from resources.uploads import UploadsBucket
@@ -32,7 +32,6 @@ COLUMNS = ["key", "file", "sha256", "size", "format", "width", "height", "bytes"
            "original_bytes", "saving", "rendition_key", "status", "reason"]  # fmt: skip
 PREVIEW_COLUMNS = ["file", "size", "format", "width", "height", "bytes", "saving"]
 VERSION_COLUMNS = ["key", "rendition_key", "bytes", "status"]
-CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 #: Originals decoded and encoded at once: bounds memory to a chunk of full-size images.
 CHUNK = 16
 
@@ -96,7 +95,7 @@ class Renditions:
                               "height": r.height, "bytes": len(r.data), "key": key})  # fmt: skip
             self.made[sha] = {"original_bytes": original, "renditions": items}
         for fmt, blobs in objects.items():
-            put_objects(self.memo.s3.get_client(), self.memo.bucket, blobs, CONTENT_TYPES[fmt])
+            put_objects(self.memo.s3.get_client(), self.memo.bucket, blobs, MEDIA_TYPES[fmt])
             self.stats["encoded"] += len(blobs)
             self.stats["bytes_written"] += sum(len(b) for b in blobs.values())
 

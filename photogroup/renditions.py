@@ -19,6 +19,8 @@ from PIL import Image
 from photogroup.decode import DEFAULT_MAX_PIXELS, Upload, decode_upload, to_rgb
 
 FORMATS = {"webp": "WEBP", "jpeg": "JPEG"}
+#: The HTTP media type of each format (stored with each rendition, served by the review app).
+MEDIA_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from orchestration.environment import edit_log_from_env, tables_from_env
 from orchestration.partitions import BatchKey, upload_batch_partitions
 from photogroup.edits import NOT_APPLICABLE, parse_log
 from photogroup.evidence import batch_listing, evidence_line
+from photogroup.renditions import MEDIA_TYPES
 
 #: The rendition a thumbnail shows (product_images' smallest size), best format first.
 THUMB_SIZE, THUMB_FORMATS = 256, ("webp", "jpeg")
 #: Uploads a browser shows as they are (by their sniffed type); any other (HEIC, TIFF) is
 #: shown as its largest JPEG rendition: upright and sRGB, as the catalogue has it.
 BROWSER_IMAGES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp")
-MEDIA_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
