@@ -140,6 +140,11 @@ def _metadata(table: pd.DataFrame, new: int, fetched: dict, workers: dict, confi
         "objects": len(table),
         "accepted": int((table.status == ACCEPTED).sum()),
         "rejected": len(rejected),
+        # What the batch holds by sniffed format, and why uploads were rejected (by code).
+        "formats": dg.MetadataValue.json(_counts(table.content_type.fillna("unknown"))),
+        "rejected_by_reason": dg.MetadataValue.json(
+            _counts(rejected.reason.fillna("").str.split(":").str[0])
+        ),
         "memo_hits": hits,
         "memo_misses": new,
         "memo_hit_rate": round(hits / len(table), 4) if len(table) else 0.0,
@@ -149,6 +154,10 @@ def _metadata(table: pd.DataFrame, new: int, fetched: dict, workers: dict, confi
         "rejections": preview(rejected, ["file", "content_type", "reason"], rows=50),
         "preview": preview(table, ["file", "size", "content_type", "width", "height", "status"]),
     }
+
+
+def _counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
 def _accounted_for(table: pd.DataFrame, uploads: UploadsBucket, context) -> dg.AssetCheckResult:

@@ -273,6 +273,11 @@ def test_every_bad_upload_gets_its_reason_and_the_good_photos_are_grouped(s3_env
 
     raw = metadata(result, "raw_images")
     assert (raw["objects"], raw["accepted"]) == (len(listed), len(accepted))
+    sniffed = rows.content_type.fillna("unknown").value_counts()
+    assert raw["formats"] == {str(k): int(v) for k, v in sniffed.items()}
+    assert raw["formats"]["image/heic"] == 2 and raw["formats"]["image/jxl"] == 1
+    codes = [e[1] for e in expected.values() if e[0] == "rejected"]
+    assert raw["rejected_by_reason"] == {c: codes.count(c) for c in set(codes)}
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     # Check names other than ours are not pinned here (test_pipeline.py covers the wiring).
     assert checks["every_object_accounted_for"] is True
