@@ -102,10 +102,7 @@ class GroupingParams:
     # tenth of a pixel. Chance fits that exactly only to a handful of matches, and another
     # shot, even from the same tripod, moves its keypoints by more.
     min_exact_inliers: int = 50
-    # A copy keeps 88-99 % of its good matches on the plane; turntable shots before a fixed
-    # textured backdrop keep the backdrop's there, but the turned product's good matches
-    # are off it (54-84 % on the plane in my renders of such shots).
-    min_exact_inlier_ratio: float = 0.85
+    min_exact_inlier_ratio: float = 0.8
     max_exact_residual: float = 0.0001
     cos_centre: float = 0.50  # second-hop members must be this close to the centre
     # Product level.

@@ -498,26 +498,6 @@ def test_a_variant_shot_on_the_same_tripod_is_no_exact_copy():
     assert params.copy_test(swapped) is None
 
 
-def test_turntable_shots_on_a_fixed_textured_backdrop_are_not_one_photo():
-    """A jar turned 80 degrees on a turntable before textured paper that does not move:
-    the backdrop's keypoints lie on one plane to a tenth of a pixel, as an edited copy's
-    do, but the turned jar's good matches do not (89 of 110 on the plane, where a copy
-    keeps 92-99 %): two photos. With 80 % required they were one."""
-    jar = rp.make_product(9822, "cylinder", ("skimage:chelsea", "skimage:coffee"))
-
-    def turned(azimuth: float) -> bytes:
-        view = rp.View(azimuth_deg=azimuth, elevation_deg=10)
-        backdrop = np.random.default_rng(9822)  # the same paper in both shots
-        return upload(rp.render(jar, view, "paper", size=(1000, 750), rng=backdrop).image)
-
-    named = {f"turned {azimuth}": turned(azimuth) for azimuth in (-30, 50)}
-    placed, _, _ = group(named)
-    assert placed["turned -30"][0] != placed["turned 50"][0]
-    placed, grouping, _ = group(named, GroupingParams(min_exact_inlier_ratio=0.8))
-    assert placed["turned -30"][0] == placed["turned 50"][0]
-    assert [link["test"] for link in grouping.group_links] == ["exact_plane"]
-
-
 def _on_paper(product: rp.Product) -> Image.Image:
     view = rp.View(azimuth_deg=20, elevation_deg=15)
     return rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(1)).image
