@@ -22,6 +22,9 @@ from pillow_heif import register_heif_opener
 # HEIC/HEIF, what iPhones shoot by default. libheif applies the file's rotation and mirror
 # itself and pillow-heif resets the EXIF orientation to 1, so exif_transpose below does not
 # turn it twice; an embedded ICC profile reaches info["icc_profile"] like a JPEG's.
+# Registered after Pillow's own plugins: a file of the generic brand "mif1" is tried as
+# AVIF first (this libheif has no AV1 decoder), and as HEIC when it is not one.
+Image.init()
 register_heif_opener(thumbnails=False)
 
 #: Long side, in pixels, of the working copy every later stage reads. Perceptual hashes
@@ -124,9 +127,13 @@ def sniff_content_type(data: bytes) -> str | None:
         return "image/jxl"  # JPEG XL: no decoder here, rejected as unsupported_format
     if head[4:8] == b"ftyp":
         brand = head[8:12]
+        if brand in (b"mif1", b"msf1"):  # generic HEIF: the compatible brands say which
+            size = min(int.from_bytes(data[:4], "big"), 256)
+            compatible = {data[i : i + 4] for i in range(16, size - 3, 4)}
+            brand = b"avif" if compatible & {b"avif", b"avis"} else b"heic"
         if brand in (b"avif", b"avis"):
             return "image/avif"
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"):
+        if brand in (b"heic", b"heix", b"hevc", b"hevx"):
             return "image/heic"
     return None
 

@@ -62,6 +62,16 @@ def test_sniff_recognises_heic_and_avif_brands():
     assert sniff_content_type(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00") == "image/avif"
 
 
+def test_generic_heif_brand_is_told_by_its_compatible_brands(astronaut):
+    """A file whose major brand is the generic "mif1" is AVIF or HEIC by its compatible
+    brands; either way it decodes (Pillow's AVIF plugin is tried before pillow-heif)."""
+    for fmt, content_type in (("AVIF", "image/avif"), ("HEIF", "image/heic")):
+        data = bytearray(encode(astronaut.resize((64, 48)), fmt))
+        data[8:12] = b"mif1"
+        assert sniff_content_type(bytes(data)) == content_type
+        assert decode_image(bytes(data)).content_type == content_type
+
+
 @pytest.mark.parametrize(
     "data", [b"\xff\x0a\xfa\x7f" + bytes(60), b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(60)]
 )
