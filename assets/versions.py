@@ -2,8 +2,9 @@
 Dagster then marks the asset and everything downstream stale, and the memo namespace
 changes, so every entry of that stage is recomputed (old entries are simply not read)."""
 
-RAW_IMAGES_VERSION = "2"  # decode rules and rejection reasons; 2: HEIC decoded (it was
-# rejected as unsupported_format), JPEG XL named
+RAW_IMAGES_VERSION = "3"  # decode rules and rejection reasons; 2: HEIC decoded (it was
+# rejected as unsupported_format), JPEG XL named; 3: a DNG is rejected (it was accepted as
+# its small TIFF preview)
 WORK_VERSION = "4"  # how the working copy is made (normalisation, size): features and
 # embeddings are computed from it, so it is part of their memo namespaces too;
 # 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped;

@@ -197,7 +197,15 @@ def decode_upload(
     return _load(img, content_type, max_pixels, long_side)
 
 
+#: TIFF tag naming a DNG raw photo. Pillow decodes only a TIFF's first image, which in a DNG
+#: (a camera's or an iPhone's ProRAW) is a small preview, not the photo.
+_DNG_VERSION = 50706
+
+
 def _load(img: Image.Image, content_type: str, max_pixels: int, long_side: int) -> Upload:
+    if img.format == "TIFF" and _DNG_VERSION in getattr(img, "tag_v2", {}):
+        raise Rejection("unsupported_format", "a DNG raw photo: only its small preview could "
+                        "be decoded here; upload a JPEG or HEIC export")  # fmt: skip
     width, height = img.size
     if width * height > max_pixels:
         raise Rejection("too_many_pixels", f"{width}x{height} > limit of {max_pixels} pixels")

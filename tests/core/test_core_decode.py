@@ -120,6 +120,23 @@ def test_a_format_named_by_its_bytes_but_not_decoded_here_is_unsupported():
     assert rejection_reason(b"\xff\x0a\xfa\x7f" + bytes(60)) == "unsupported_format"  # JPEG XL
 
 
+def test_a_dng_raw_photo_is_unsupported_not_its_preview():
+    """A DNG is a TIFF whose first image is a small preview: decoded as a TIFF, the raw
+    photo would be grouped from a thumbnail. It is rejected, saying why."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[50706] = b"\x01\x04\x00\x00"  # DNGVersion 1.4
+    tags.tagtype[50706] = 1  # BYTE
+    preview = Image.new("RGB", (256, 192), (10, 200, 30))
+    dng = encode(preview, "TIFF", tiffinfo=tags)
+    assert sniff_content_type(dng) == "image/tiff"
+    with pytest.raises(Rejection) as info:
+        decode_image(dng)
+    assert info.value.reason == "unsupported_format" and "DNG" in str(info.value)
+    assert decode_image(encode(preview, "TIFF")).width == 256  # a plain TIFF decodes
+
+
 def test_damaged_heic_is_corrupt_not_unsupported():
     """HEIC is decoded here (pillow-heif): bytes behind its brand that libheif cannot
     parse are a damaged file."""
