@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, features
+from PIL import Image, TiffImagePlugin, features
 
 from photogroup.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from photogroup.samples import load_photo
@@ -97,6 +97,14 @@ def iphone_heic(photo: Image.Image) -> bytes:
     return wide_gamut_jpeg(turned, DISPLAY_P3, fmt="HEIF", exif=exif.tobytes())
 
 
+def dng_with_preview(photo: Image.Image) -> bytes:
+    """A DNG as Pillow reads it: a TIFF (DNGVersion tag) whose first image is a preview."""
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[50706] = b"\x01\x04\x00\x00"
+    tags.tagtype[50706] = 1  # BYTE
+    return encode(photo.resize((256, 171)), "TIFF", tiffinfo=tags)
+
+
 def animation(first: Image.Image, fmt: str) -> bytes:
     second = load_photo("rocket").resize(first.size)
     return encode(first, fmt, save_all=True, append_images=[second], duration=200, loop=0)
@@ -143,6 +151,7 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
         "photo.heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200),
         "iphone.heic": iphone_heic(coffee),
         "photo.jxl": b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(200),
+        "IMG_0002.DNG": dng_with_preview(coffee),
         # Regression: ended as "decoder_error: IndexError" (escaped GifImagePlugin.n_frames).
         "cut-after-first-frame.gif": gif_cut_after_first_frame(astronaut),
     }
@@ -169,6 +178,7 @@ def corpus() -> tuple[dict[str, bytes], dict[str, tuple]]:
         "photo.heic": ("rejected", "corrupt_image", "image/heic", None),
         "iphone.heic": (accepted, None, "image/heic", coffee.size),  # after its rotation
         "photo.jxl": ("rejected", "unsupported_format", "image/jxl", None),
+        "IMG_0002.DNG": ("rejected", "unsupported_format", "image/tiff", None),
         "cut-after-first-frame.gif": ("rejected", "corrupt_image", "image/gif", None),
     }
     if features.check("avif"):  # Pillow's wheels ship libavif; a source build may not
