@@ -105,10 +105,10 @@ def palette_with_black_keyed(photo: Image.Image) -> tuple[Image.Image, bytes]:
 
 def adobe_rgb_jpeg(photo: Image.Image, *, tagged: bool = True) -> bytes:
     """``photo`` (sRGB) converted to Adobe RGB, saved with its profile (or without it)."""
-    return wide_gamut_jpeg(photo, ADOBE_RGB, tagged=tagged)
+    return wide_gamut_file(photo, ADOBE_RGB, tagged=tagged)
 
 
-def wide_gamut_jpeg(
+def wide_gamut_file(
     photo: Image.Image, space: dict, *, tagged: bool = True, fmt: str = "JPEG", **kwargs
 ) -> bytes:
     """``photo`` (sRGB) converted to ``space`` (ADOBE_RGB, DISPLAY_P3), saved with its

@@ -24,7 +24,7 @@ from tests.colour_files import (
     DISPLAY_P3,
     adobe_rgb_jpeg,
     palette_with_black_keyed,
-    wide_gamut_jpeg,
+    wide_gamut_file,
 )
 from tests.helpers import GROUPING, jpeg, materialise, metadata, photo_batch, read_table, upload
 
@@ -94,7 +94,7 @@ def iphone_heic(photo: Image.Image) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     turned = photo.transpose(Image.Transpose.ROTATE_90)
-    return wide_gamut_jpeg(turned, DISPLAY_P3, fmt="HEIF", exif=exif.tobytes())
+    return wide_gamut_file(turned, DISPLAY_P3, fmt="HEIF", exif=exif.tobytes())
 
 
 def dng_with_preview(photo: Image.Image) -> bytes:

@@ -21,7 +21,7 @@ from tests.colour_files import (
     adobe_rgb_jpeg,
     encode,
     palette_with_black_keyed,
-    wide_gamut_jpeg,
+    wide_gamut_file,
 )
 
 
@@ -47,7 +47,7 @@ def adobe_jpegs(photo) -> tuple[bytes, bytes]:
 )
 def test_wide_gamut_file_gives_the_pixels_and_features_of_its_srgb_original(photo, space, fmt):
     """A JPEG or an iPhone's HEIC with a wide-gamut profile: converted to sRGB."""
-    tagged, untagged = (wide_gamut_jpeg(photo, space, tagged=t, fmt=fmt) for t in (True, False))
+    tagged, untagged = (wide_gamut_file(photo, space, tagged=t, fmt=fmt) for t in (True, False))
     original = decode_image(encode(photo, "JPEG", quality=95)).image
     converted = decode_image(tagged).image
     ignored = decode_image(untagged).image  # what reading the wide pixels as sRGB gives
