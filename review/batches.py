@@ -26,7 +26,8 @@ from photogroup.renditions import MEDIA_TYPES
 #: The rendition a thumbnail shows (product_images' smallest size), best format first.
 THUMB_SIZE, THUMB_FORMATS = 256, ("webp", "jpeg")
 #: Uploads a browser shows as they are (by their sniffed type); any other (HEIC, TIFF) is
-#: shown as its largest JPEG rendition: upright and sRGB, as the catalogue has it.
+#: shown as its largest rendition, a JPEG where there is one: upright and sRGB, as the
+#: catalogue has it.
 BROWSER_IMAGES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "image/bmp")
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
@@ -118,7 +119,7 @@ class BatchTables:
     # file -> (bucket, key, media type): the media type from what the pipeline read, never
     # from S3's ContentType (an upload often has none, or a generic one, on AWS).
     thumb: dict[str, tuple[str, str, str]]  # the 256 px rendition
-    original: dict[str, tuple[str, str, str]]  # the upload, or its largest JPEG rendition
+    original: dict[str, tuple[str, str, str]]  # the upload, or its largest rendition
     rejected: list[tuple[str, str]]  # (file, reason)
     images: int
     #: Views already made, by edit-log version: a page view is then only its HTML.
@@ -168,9 +169,10 @@ def _read_tables(key: str, with_renditions: bool) -> BatchTables:
             rows = small[small.format == fmt]
             thumbs.update((f, (pipeline, k, MEDIA_TYPES[fmt]))
                           for f, k in zip(rows.file, rows.rendition_key, strict=True))  # fmt: skip
-        jpegs = ok[ok.format == "jpeg"].sort_values("size")  # the largest written last wins
-        largest.update((f, (pipeline, k, MEDIA_TYPES["jpeg"]))
-                       for f, k in zip(jpegs.file, jpegs.rendition_key, strict=True))  # fmt: skip
+        # The largest, a JPEG where there is one (every browser shows it), written last wins.
+        ranked = ok.assign(jpeg=ok.format == "jpeg").sort_values(["size", "jpeg"])
+        entries = zip(ranked.file, ranked.rendition_key, ranked.format, strict=True)
+        largest.update((f, (pipeline, k, MEDIA_TYPES[fmt])) for f, k, fmt in entries)
     types = dict(zip(raw.file, raw.content_type, strict=True))
     originals = {}
     for file, upload in zip(clusters.file, clusters.key, strict=True):
