@@ -119,13 +119,33 @@ class Up:
         self.log.close()
 
 
+#: Starts of the stack tried when a port picked free was taken before ./dev up bound it
+#: (another pytest-xdist worker's server, or a SeaweedFS's gRPC port at its HTTP port +
+#: 10000, can take it in between).
+STARTS = 3
+
+
+def _start(tmp_path_factory) -> Up:
+    """A stack that started, or the last one tried (up to ``STARTS``, each on new ports)."""
+    for _ in range(STARTS):
+        stack = Up(tmp_path_factory.mktemp("stack"))
+        try:
+            wait_for(lambda s=stack: (s.s3.status() and _answers(s.port))
+                     or s.process.poll() is not None,
+                     "the S3 and the Dagster webserver", 180)  # fmt: skip
+        except BaseException:
+            stack.close()
+            raise
+        if stack.process.poll() is None or "is taken" not in stack.tail():
+            break
+        stack.close()
+    return stack
+
+
 @pytest.fixture(scope="module")
 def up(tmp_path_factory):
-    stack = Up(tmp_path_factory.mktemp("stack"))
+    stack = _start(tmp_path_factory)
     try:
-        wait_for(lambda: (stack.s3.status() and _answers(stack.port))
-                 or stack.process.poll() is not None,
-                 "the S3 and the Dagster webserver", 180)  # fmt: skip
         assert stack.process.poll() is None, stack.tail()
         yield stack
     finally:
