@@ -10,10 +10,11 @@ WORK_VERSION = "4"  # how the working copy is made (normalisation, size): featur
 # 3: ICC profiles converted to sRGB, colour keys that hide photo pixels dropped;
 # 4: one decoder (photogroup.decode.decode_upload) for working copies and renditions: a copy
 # made beside renditions comes from a larger JPEG draft (same photo within resampling noise)
-FEATURES_VERSION = "6"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
+FEATURES_VERSION = "7"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint sizes;
 # 4: grey thumbnail and SIFT surface keypoints with colours (compressed keypoints field);
 # 5: chromaticity thumbnail of the content box (keypoints format 4); 6: surface keypoints
-# also of the content box squeezed horizontally (affine simulation)
+# also of the content box squeezed horizontally (affine simulation); 7: the content box
+# leaves padding and letterbox bars out (photogroup.verify.padding_frame)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
 CLUSTERS_VERSION = "21"  # 2: sub-quadratic candidates, verification, centre check;
 # 3: same-photo alignment + block comparison, product links by surface verification;

@@ -82,6 +82,12 @@ _CHROMA_DARK = 40
 _DETAIL_SIDE = 128
 _DETAIL_GRADIENT = 10.0
 _CONTENT_MARGIN = 0.05
+#: Padding bars: per-channel difference from the bar colour that is photo, not bar (JPEG
+#: keeps a flat bar within a few levels); the share of a trimmed side's first line inside
+#: that must differ (a straight edge); pixels skipped past it (JPEG ringing).
+_BAR_TOLERANCE = 16
+_BAR_EDGE_SHARE = 0.9
+_BAR_INSET = 2
 #: Chroma (a*b* distance from grey) above which a colour's hue is well defined.
 _SATURATED = 15.0
 _FORMAT = 4  # serialisation format of Keypoints.to_bytes (4: chroma thumbnail)
@@ -202,7 +208,7 @@ def orb_keypoints(img: Image.Image, n: int = N_KEYPOINTS) -> Keypoints:
             out += [np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)]
         else:
             out += [np.float32([p.pt for p in found]), descriptors]
-    box = content_box(grey)
+    box = content_box(img)
     content = img.convert("RGB").crop(box)
     lab = content.resize(_fit(content.size, COLOUR_THUMB), Image.Resampling.BOX)
     ab = cv2.cvtColor(np.asarray(lab), cv2.COLOR_RGB2LAB)[..., 1:]
@@ -226,7 +232,54 @@ def chromaticity(content: Image.Image) -> np.ndarray:
 def content_box(img: Image.Image) -> tuple[int, int, int, int]:
     """Box around the detail of an image, in its pixels: where a 128 px grey copy has strong
     gradients (print, edges), 1st to 99th percentile, plus a margin. A studio shot's smooth
-    backdrop, sweep and soft shadow fall outside; a textured photo keeps its whole frame."""
+    backdrop, sweep and soft shadow fall outside; a textured photo keeps its whole frame.
+    Padding or letterbox bars are left out first (:func:`padding_frame`): their edge is no
+    detail, and a padded copy's box is then its photo's box."""
+    fx, fy, fx1, fy1 = padding_frame(img)
+    if (fx, fy, fx1, fy1) == (0, 0, img.width, img.height):
+        return _detail_box(img)
+    x0, y0, x1, y1 = _detail_box(img.crop((fx, fy, fx1, fy1)))
+    return fx + x0, fy + y0, fx + x1, fy + y1
+
+
+def padding_frame(img: Image.Image) -> tuple[int, int, int, int]:
+    """The photo inside padding or letterbox bars of one flat colour (the corners'), or the
+    whole image. A bar is a side whose border-coloured strip ends in a straight edge: the
+    first line inside it differs from the bar colour along most of its length (a studio
+    backdrop of the corners' colour ends where the product does, along a few pixels of a
+    line). The frame is inset by 2 px, past the JPEG ringing at the bar's edge."""
+    rgb = np.asarray(img.convert("RGB"))
+    h, w = rgb.shape[:2]
+    whole = (0, 0, w, h)
+    colour = np.median(np.stack([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]]), axis=0)
+
+    def differs_from_bar(pixels: np.ndarray) -> np.ndarray:
+        return np.abs(pixels.astype(np.int16) - colour).max(axis=-1) > _BAR_TOLERANCE
+
+    # A bar is a whole border line of the bar colour; most photos have none (no full pass).
+    borders = (rgb[:, 0], rgb[0], rgb[:, -1], rgb[-1])
+    if all(differs_from_bar(line).any() for line in borders):
+        return whole
+    differs = differs_from_bar(rgb)
+    cols, rows = np.nonzero(differs.any(axis=0))[0], np.nonzero(differs.any(axis=1))[0]
+    if not len(cols):
+        return whole
+    x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    bars = (x0 > 0, y0 > 0, x1 < w, y1 < h)  # left, top, right, bottom
+    if not any(bars):
+        return whole
+    x0, y0 = x0 + _BAR_INSET * bars[0], y0 + _BAR_INSET * bars[1]
+    x1, y1 = x1 - _BAR_INSET * bars[2], y1 - _BAR_INSET * bars[3]
+    if x1 - x0 < 0.2 * w or y1 - y0 < 0.2 * h:
+        return whole
+    # Past the ringing, each bar's edge line must be mostly not the bar colour.
+    edges = (differs[y0:y1, x0], differs[y0, x0:x1], differs[y0:y1, x1 - 1], differs[y1 - 1, x0:x1])
+    if any(bar and edge.mean() < _BAR_EDGE_SHARE for bar, edge in zip(bars, edges, strict=True)):
+        return whole
+    return x0, y0, x1, y1
+
+
+def _detail_box(img: Image.Image) -> tuple[int, int, int, int]:
     grey = img.convert("L")
     small = grey.resize(_fit(grey.size, _DETAIL_SIDE), Image.Resampling.BOX)
     g = np.asarray(small, dtype=np.float32)

@@ -19,8 +19,10 @@ from photogroup.verify import (
     THUMB,
     Keypoints,
     chromaticity,
+    content_box,
     match_photos,
     orb_keypoints,
+    padding_frame,
 )
 
 #: Aligned edited copies agree on nearly every textured block, different photos on few;
@@ -219,3 +221,63 @@ def test_a_copy_at_a_third_of_the_size_is_compared_at_its_resolution():
     shrunk = cv2.warpPerspective(img, down, (85, 85), flags=cv2.INTER_LINEAR)
     plain = block_agreement(third, shrunk, covered).agreement
     assert _coarse_agreement(third, img, down, shrunk, covered, plain) > plain
+
+
+def _jpeg_work(img: Image.Image) -> Image.Image:
+    """An upload's working copy: JPEG bytes (ringing at a bar's edge), decoded."""
+    import io
+
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="JPEG", quality=92)
+    return decode_image(out.getvalue()).image
+
+
+@pytest.mark.parametrize("colour", [(128, 255, 0), (0, 0, 0), (255, 255, 255)])
+@pytest.mark.parametrize("bars", ["pad", "letterbox", "pillarbox"])
+def test_padding_frame_finds_the_photo_inside_bars(photos, colour, bars):
+    photo = photos["chelsea"]
+    w, h = photo.size
+    margins = {"pad": (60, 45), "letterbox": (0, 90), "pillarbox": (120, 0)}[bars]
+    canvas = Image.new("RGB", (w + 2 * margins[0], h + 2 * margins[1]), colour)
+    canvas.paste(photo, margins)
+    work = _jpeg_work(canvas)
+    scale = work.width / canvas.width
+    x0, y0, x1, y1 = padding_frame(work)
+    expected = [v * scale for v in (margins[0], margins[1], margins[0] + w, margins[1] + h)]
+    assert np.allclose((x0, y0, x1, y1), expected, atol=4)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut"])
+def test_padding_frame_leaves_unpadded_photos_and_studio_backdrops_whole(photos, name):
+    """A product on a white backdrop has the corners' colour round it, but its edge is no
+    straight line: not a bar."""
+    work = _jpeg_work(photos[name])
+    assert padding_frame(work) == (0, 0, *work.size)
+    product = photos[name].resize((160, 120))
+    studio = Image.new("RGB", (512, 384), (255, 255, 255))
+    studio.paste(product.rotate(20, expand=True, fillcolor=(255, 255, 255)), (170, 120))
+    work = _jpeg_work(studio)
+    assert padding_frame(work) == (0, 0, *work.size)
+
+
+def test_a_padded_studio_shot_keeps_its_photos_content_box_and_joins_it():
+    """A product on a blurred photo, padded: the bars' edge is no detail, so the copy's
+    content box is its photo's (before, it took the whole padded frame, and the copy's
+    thumbnail, at another scale, agreed on 0.89 of its blocks: no copy)."""
+    from bench import render_products as rp
+
+    product = rp.make_product(7200, "box", ("skimage:coffee",))
+    view = rp.View(azimuth_deg=10, elevation_deg=12)
+    shot = rp.render(product, view, "blurred_photo", size=(800, 600), backdrop="skimage:chelsea")
+    original = _jpeg_work(shot.image)
+    box = content_box(original)
+    assert box != (0, 0, *original.size)  # the product, not the whole frame
+    for colour in ((128, 255, 0), (0, 0, 0), (255, 255, 255)):
+        canvas = Image.new("RGB", (1064, 864), colour)
+        canvas.paste(shot.image, (132, 132))
+        padded = _jpeg_work(canvas)
+        scale = padded.width / canvas.width
+        mapped = [(v * 800 / original.width + 132) * scale for v in box]
+        assert np.allclose(content_box(padded), mapped, atol=6)
+        match = match_photos(orb_keypoints(original), orb_keypoints(padded))
+        assert match is not None and GroupingParams().copy_test(match) is not None
