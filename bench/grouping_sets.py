@@ -124,6 +124,10 @@ HOLDOUTS = (
     # turned its hue over 3 % became a variant's twin (both chosen on the five calibration
     # seeds): a twenty-eighth seed.
     ("holdout25", 2828, ()),
+    # Made after holdout8 and holdout21 showed the turned-hue twin rule splitting two
+    # edited copies of one photo (a colour-temperature edit against a pair of edits turns
+    # hues too), before that rule's revert was scored: a twenty-ninth seed.
+    ("holdout26", 2929, ()),
 )
 #: The sets no choice was made on, in the order they were made.
 REPORTED = ("evaluation", "fresh", *(name for name, _, _ in HOLDOUTS))
