@@ -127,9 +127,6 @@ class GroupingParams:
     # area) changed colour: a variant.
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
-    # ... or turned the hue of a share this large (variant_twin, off one exact plane: a
-    # copy's hues stay, a flavour band recoloured brown from purple turns).
-    max_turned_area: float = 0.03
     max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
     # A copy-like pair on one exact plane whose print changed colour over a larger share is
     # a variant shot from its base's camera position, not a copy (variant_twin):
@@ -266,10 +263,7 @@ class GroupingParams:
                 and change.turned_area > self.min_exact_turned_area
             )
         else:
-            twin = (
-                change.changed_area > self.max_changed_area
-                or change.turned_area > self.max_turned_area
-            )
+            twin = change.changed_area > self.max_changed_area
         return change if twin else None
 
     def product_rules(self) -> ProductRules:
