@@ -128,6 +128,10 @@ HOLDOUTS = (
     # edited copies of one photo (a colour-temperature edit against a pair of edits turns
     # hues too), before that rule's revert was scored: a twenty-ninth seed.
     ("holdout26", 2929, ()),
+    # Made before a copy whose colours were collapsed onto one tone (sepia, a duotone, a
+    # tinted grey copy) stopped being judged by its hue turn (chosen on calibration): a
+    # thirtieth seed.
+    ("holdout27", 3030, ()),
 )
 #: The sets no choice was made on, in the order they were made.
 REPORTED = ("evaluation", "fresh", *(name for name, _, _ in HOLDOUTS))
