@@ -132,6 +132,9 @@ HOLDOUTS = (
     # tinted grey copy) stopped being judged by its hue turn (chosen on calibration): a
     # thirtieth seed.
     ("holdout27", 3030, ()),
+    # Made after fresh showed the one-tone colour rule letting a flavour variant into its
+    # base's strict group, before that rule's revert was scored: a thirty-first seed.
+    ("holdout28", 3232, ()),
 )
 #: The sets no choice was made on, in the order they were made.
 REPORTED = ("evaluation", "fresh", *(name for name, _, _ in HOLDOUTS))
