@@ -90,15 +90,6 @@ _BAR_EDGE_SHARE = 0.9
 _BAR_INSET = 2
 #: Chroma (a*b* distance from grey) above which a colour's hue is well defined.
 _SATURATED = 15.0
-#: Tones (see _collapsed): colours at least this chromatic count; one tone is a cloud at
-#: most this thin with hues at least this coherent (a duotone: 0.07-0.18, 0.998-1.0),
-#: several tones a cloud at least this thick or hues at most this coherent (photos with
-#: several inks: 0.3-0.4 or under 0.9; a nearly one-hued photo, hue-turned: 0.2, 0.998).
-_TONE_CHROMA = 4.0
-_ONE_TONE_THICKNESS = 0.2
-_ONE_TONE_COHERENCE = 0.99
-_MANY_TONES_THICKNESS = 0.3
-_MANY_TONES_COHERENCE = 0.9
 _FORMAT = 4  # serialisation format of Keypoints.to_bytes (4: chroma thumbnail)
 
 
@@ -633,40 +624,13 @@ def colour_edit_fit(ab_a: np.ndarray, ab_b: np.ndarray) -> tuple[float, float]:
         coef, *_ = np.linalg.lstsq(design, dst, rcond=None)
         residual = min(residual, float(np.median(np.hypot(*(design @ coef - dst).T))))
     saturated = (np.hypot(*x.T) >= _SATURATED) & (np.hypot(*y.T) >= _SATURATED)
-    if saturated.sum() < 8 or _collapsed(x, y):
+    if saturated.sum() < 8:
         return residual, 0.0
     turn = np.arctan2(y[saturated, 1], y[saturated, 0]) - np.arctan2(
         x[saturated, 1], x[saturated, 0]
     )
     turn = np.abs((np.degrees(turn) + 180.0) % 360.0 - 180.0)
     return residual, float(np.median(turn))
-
-
-def _collapsed(x: np.ndarray, y: np.ndarray) -> bool:
-    """Whether one side's colours were collapsed onto one tone while the other's clearly
-    were not (grayscale or desaturated, then tinted: sepia, a duotone filter, a white
-    balance shift of a grey copy). Such an edit turns every hue to its tone, so a hue turn
-    says nothing of a colour variant; a colour variant keeps its inks apart. A photo of
-    nearly one hue (a cat, a wooden table) is neither: its hues turned stay a variant."""
-    (thin_x, hue_x), (thin_y, hue_y) = _tone(x), _tone(y)
-    one_x = thin_x <= _ONE_TONE_THICKNESS and hue_x >= _ONE_TONE_COHERENCE
-    one_y = thin_y <= _ONE_TONE_THICKNESS and hue_y >= _ONE_TONE_COHERENCE
-    many_x = thin_x >= _MANY_TONES_THICKNESS or hue_x <= _MANY_TONES_COHERENCE
-    many_y = thin_y >= _MANY_TONES_THICKNESS or hue_y <= _MANY_TONES_COHERENCE
-    return (one_x and many_y) or (one_y and many_x)
-
-
-def _tone(ab: np.ndarray) -> tuple[float, float]:
-    """How thin the cloud of chromatic a*b* values is (its second principal axis over its
-    first, as standard deviations) and how coherent their hues are (mean resultant length
-    of their directions); (1, 0) with too few chromatic values to say."""
-    chromatic = ab[np.hypot(*ab.T) >= _TONE_CHROMA]
-    if len(chromatic) < 8:
-        return 1.0, 0.0
-    spread = np.linalg.eigvalsh(np.cov(chromatic.T))  # ascending
-    thin = float(np.sqrt(max(spread[0], 0.0) / spread[1])) if spread[1] > 0 else 1.0
-    unit = chromatic / np.hypot(*chromatic.T)[:, None]
-    return thin, float(np.hypot(*unit.mean(axis=0)))
 
 
 @dataclass(frozen=True)

@@ -281,36 +281,3 @@ def test_a_padded_studio_shot_keeps_its_photos_content_box_and_joins_it():
         assert np.allclose(content_box(padded), mapped, atol=6)
         match = match_photos(orb_keypoints(original), orb_keypoints(padded))
         assert match is not None and GroupingParams().copy_test(match) is not None
-
-
-@pytest.mark.parametrize("tone", [(255, 225, 170), (180, 220, 255)], ids=["sepia", "cool"])
-@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee"])
-def test_a_duotone_copy_is_a_copy(photos, name, tone):
-    """A sepia or duotone filter (grey, then tinted from black to one tone) turns every hue
-    to its tone: no colour variant, which keeps its inks apart. Before, a cool tone turned
-    the median hue by 156-170 degrees and the copy was taken for a colour variant."""
-    from photogroup.verify import align
-
-    photo = photos[name].convert("RGB")
-    toned = ImageOps.colorize(photo.convert("L"), (0, 0, 0), tone)
-    a, b = orb_keypoints(photo), orb_keypoints(toned)
-    found = align(a, b)
-    match = match_photos(a, b, alignment=found)
-    params = GroupingParams()
-    assert match is not None and match.hue_turn <= params.max_hue_turn
-    test = params.copy_test(match)
-    assert test is not None and params.variant_twin(match, a, b, found, test) is None
-
-
-def test_a_hue_turned_copy_of_a_colourful_photo_is_still_a_colour_variant(photos):
-    """The hue test stays where both sides keep several inks: the astronaut's hues turned
-    by 120 degrees (every colour another, as a colour variant's label) is no copy."""
-    import cv2
-
-    photo = np.asarray(photos["astronaut"].convert("RGB"))
-    hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0].astype(int) + 60) % 180  # OpenCV hue: 0-179, 60 = 120 deg
-    turned = Image.fromarray(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
-    match = match_photos(orb_keypoints(photos["astronaut"]), orb_keypoints(turned))
-    assert match is not None and match.hue_turn > GroupingParams().max_hue_turn
-    assert GroupingParams().copy_test(match) is None
