@@ -76,6 +76,14 @@ class GroupingParams:
     # ... or this share at one scale once the sharper is blurred to the other's sharpness
     # (a blurred or noisy copy: photogroup.verify.SOFT_RATIO)
     min_soft_agreement: float = 0.98
+    # Blocks are those textured in the first image of a pair: a copy that lost detail (a
+    # screenshot, a keystone or resize resampling it) disagrees where only the sharper one
+    # has texture. A pair that fails one way round, aligned as a copy would be, is judged
+    # the other way round too, from the other image's blocks, at this agreement at least
+    # (at any of the three scales above). On the five calibration seeds' verified pairs,
+    # different photos reach at most 0.96 that way (a variant beside its base's screenshot)
+    # and 0.98 and 0.99 join the same copies; the stricter was taken.
+    min_reverse_agreement: float = 0.99
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
     max_second_plane: float = 0.1  # a second plane's inliers, relative to the first's ...
@@ -191,6 +199,27 @@ class GroupingParams:
             and m.occluded <= self.max_occluded
         ):
             return "exact_plane"
+        return None
+
+    def aligned_as_copy(self, m: PhotoMatch) -> bool:
+        """One homography holds as it does for a copy (whatever the blocks and colours
+        said): worth judging the other way round."""
+        return m.overlap >= self.min_overlap and (
+            m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good
+        )
+
+    def reverse_copy_test(self, m: PhotoMatch) -> str | None:
+        """:meth:`copy_test` of a pair judged from its other image, which only the
+        agreement tests decide, at ``min_reverse_agreement``."""
+        if not self._geometry(m):
+            return None
+        least = self.min_reverse_agreement
+        if m.agreement >= least:
+            return "agreement"
+        if m.coarse_agreement >= max(least, self.min_coarse_agreement):
+            return "shown_smaller"
+        if m.soft_agreement >= max(least, self.min_soft_agreement):
+            return "blurred"
         return None
 
     def _geometry(self, m: PhotoMatch) -> bool:
@@ -459,18 +488,21 @@ def strict_links(
     todo = np.nonzero(verifiable)[0]
     hints = [int(orientation[i]) if dist[i] <= p.hash_loose else None for i in todo]
     pairs = [(keypoints[a[i]], keypoints[b[i]], hint) for i, hint in zip(todo, hints, strict=True)]
-    for i, hint, (m, test, twin) in zip(todo, hints, _verified(pairs, p), strict=True):
+    for i, hint, v in zip(todo, hints, _verified(pairs, p), strict=True):
         if hint is None:
-            photo_matches[(int(a[i]), int(b[i]))] = m
-        if twin:
+            photo_matches[(int(a[i]), int(b[i]))] = v.match
+        if v.apart:
             apart.add((min(int(a[i]), int(b[i])), max(int(a[i]), int(b[i]))))
-        if m is not None and test is not None:
+        if v.judged is not None and v.test is not None:
+            m, test = v.judged, v.test
             linked[i] = True
             strength[i] = _strength(m, test)
             closeness[i] = _closeness(m, test)
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
+            if v.reversed:
+                evidence[int(i)]["judged_from"] = "b"
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted
         out = []
@@ -495,28 +527,47 @@ def _closeness(m: PhotoMatch, test: str) -> float:
     return m.soft_agreement if test == "blurred" else m.agreement
 
 
-def _verified(
-    pairs: list[tuple], p: GroupingParams
-) -> list[tuple[PhotoMatch | None, str | None, bool]]:
-    """:func:`match_photos` of each ``(a, b, hint)``, its copy test (None: not a copy,
-    or a variant's twin; ``resampled`` where only that test holds) and whether the two are
-    kept apart (twins whose print turned its hue: ``min_apart_turned_area``), in order, on
-    every core: the matching, the homographies and the warps run in faiss and OpenCV with
-    the GIL released (the 120 phone photos of bench/throughput.py: 1,573 pairs). Each
-    pair's result depends on its two images only, so the order they run in changes
-    nothing."""
+@dataclass(frozen=True)
+class _Verified:
+    """One verified pair: ``match`` (b aligned onto a), its copy test (None: not a copy,
+    or a variant's twin; ``resampled`` where only that test holds), the match the test
+    judged (``match``, or a aligned onto b when ``reversed``) and whether the two are kept
+    apart (twins whose print turned its hue: ``min_apart_turned_area``)."""
 
-    def verify(pair: tuple) -> tuple[PhotoMatch | None, str | None, bool]:
+    match: PhotoMatch | None
+    test: str | None = None
+    judged: PhotoMatch | None = None
+    apart: bool = False
+    reversed: bool = False
+
+
+def _verified(pairs: list[tuple], p: GroupingParams) -> list[_Verified]:
+    """:func:`match_photos` of each ``(a, b, hint)`` and what it shows (:class:`_Verified`),
+    in order, on every core: the matching, the homographies and the warps run in faiss
+    and OpenCV with the GIL released (the 120 phone photos of bench/throughput.py: 1,573
+    pairs). Each pair's result depends on its two images only, so the order they run in
+    changes nothing."""
+
+    def verify(pair: tuple) -> _Verified:
         a, b, hint = pair
         found = align(a, b)  # one ORB alignment for the match and the twin check
         m = match_photos(a, b, hint, alignment=found)
         test = p.copy_test(m) if m is not None else None
         twin = p.variant_twin(m, a, b, found, test) if test is not None else None
         if twin is not None:
-            return m, None, twin.turned_area > p.min_apart_turned_area
+            return _Verified(m, apart=twin.turned_area > p.min_apart_turned_area)
         if test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"
-        return m, test, False
+        if test is not None or m is None or not p.aligned_as_copy(m):
+            return _Verified(m, test, m)
+        # The other way round: from b's blocks (a's detail b lost does not count).
+        back = align(b, a)
+        mb = match_photos(b, a, None if hint is None else -1 - hint, alignment=back)
+        test = p.reverse_copy_test(mb) if mb is not None else None
+        twin = p.variant_twin(mb, b, a, back, test) if test is not None else None
+        if twin is not None:
+            return _Verified(m, apart=twin.turned_area > p.min_apart_turned_area)
+        return _Verified(m, test, mb, reversed=test is not None)
 
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))
     if threads == 1:

@@ -226,6 +226,14 @@ def evidence_line(group: dict, shown: int = 2) -> str:
 
 
 def _short(e: dict) -> str:
+    line = _short_line(e)
+    if e.get("judged_from") == "b":
+        # The copy test failed with a's blocks and held with b's (see GroupingParams).
+        line += f" (judged by {e['b']}'s blocks: {e['a']} has detail it lacks)"
+    return line
+
+
+def _short_line(e: dict) -> str:
     if e["rule"] == "same_photo" and e.get("test") == "one_patch_differs":
         numbers = f"outside it agreement {e.get('rest_agreement', 0):.2f}"
         return f"{e['a']} ~ {e['b']}: same photo, one patch differs (a sticker or tag), {numbers}"
