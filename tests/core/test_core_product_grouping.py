@@ -74,8 +74,15 @@ def shop() -> tuple[dict, Grouping, dict]:
 
 
 #: Issue 17's acceptance point this code does not meet yet (bench/grouping.py has the
-#: figures): product recall (views 25-30 degrees apart of this box do not all verify).
-#: Strict: it starts failing the day it passes, as a reminder.
+#: figures): product recall. Here the box's view at 30 degrees and the stickered copy of
+#: its front read as a changed print from one angle (one homography holds for 20 % of
+#: their keypoints, the sticker changed 2.1 % of the area), which keeps that view apart
+#: from the front's group, and the jar turned by 30 degrees does too (one homography
+#: holds for the label's middle strip, the rest of the curved label moved: 5-7 %
+#: "changed"). Letting a same-photo member that compared unchanged undo the first, or the
+#: print laid by the matches judge the second, fixed this batch but merged more variant
+#: pairs on the calibration seeds (measured 2026-12-07, not taken). Strict: it starts
+#: failing the day it passes, as a reminder.
 NOT_MET = pytest.mark.xfail(strict=True, reason="issue 17: not met yet (bench/grouping.py)")
 
 
