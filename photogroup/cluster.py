@@ -82,7 +82,8 @@ class GroupingParams:
     # the other way round too, from the other image's blocks, at this agreement at least
     # (at any of the three scales above). On the five calibration seeds' verified pairs,
     # different photos reach at most 0.96 that way (a variant beside its base's screenshot)
-    # and 0.98 and 0.99 join the same copies; the stricter was taken.
+    # and 0.98 and 0.99 join the same copies; the stricter was taken. The patch tests
+    # (one_patch_differs, exact_plane) apply the other way round as they are.
     min_reverse_agreement: float = 0.99
     min_blocks: int = 6  # fewer textured blocks than this prove nothing
     min_inlier_ratio: float = 0.5  # ORB matches the homography explains, of all good ones
@@ -186,6 +187,9 @@ class GroupingParams:
             return "shown_smaller"
         if m.soft_agreement >= self.min_soft_agreement:
             return "blurred"
+        return self._patch_test(m)
+
+    def _patch_test(self, m: PhotoMatch) -> str | None:
         if (
             _on_one_plane(m, self.min_occlusion_inlier_ratio, self.max_copy_residual)
             and m.rest_agreement >= self.min_rest_agreement
@@ -209,9 +213,10 @@ class GroupingParams:
         )
 
     def reverse_copy_test(self, m: PhotoMatch) -> str | None:
-        """:meth:`copy_test` of a pair judged from its other image, which only the
-        agreement tests decide, at ``min_reverse_agreement``."""
-        if not self._geometry(m):
+        """:meth:`copy_test` of a pair judged from its other image: the agreement tests
+        at ``min_reverse_agreement`` (more than 1 turns judging the other way round off),
+        the patch tests (a sticker seen from the stickered copy) as they are."""
+        if not self._geometry(m) or self.min_reverse_agreement > 1.0:
             return None
         least = self.min_reverse_agreement
         if m.agreement >= least:
@@ -220,7 +225,7 @@ class GroupingParams:
             return "shown_smaller"
         if m.soft_agreement >= max(least, self.min_soft_agreement):
             return "blurred"
-        return None
+        return self._patch_test(m)
 
     def _geometry(self, m: PhotoMatch) -> bool:
         return (
