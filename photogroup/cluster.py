@@ -205,18 +205,21 @@ class GroupingParams:
             return "exact_plane"
         return None
 
-    def aligned_as_copy(self, m: PhotoMatch) -> bool:
+    def worth_reversing(self, m: PhotoMatch) -> bool:
         """One homography holds as it does for a copy (whatever the blocks and colours
-        said): worth judging the other way round."""
-        return m.overlap >= self.min_overlap and (
-            m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good
+        said): worth judging the other way round (``min_reverse_agreement`` over 1 turns
+        that off)."""
+        return (
+            self.min_reverse_agreement <= 1.0
+            and m.overlap >= self.min_overlap
+            and (m.method == "hash" or m.inliers >= self.min_inlier_ratio * m.good)
         )
 
     def reverse_copy_test(self, m: PhotoMatch) -> str | None:
         """:meth:`copy_test` of a pair judged from its other image: the agreement tests
-        at ``min_reverse_agreement`` (more than 1 turns judging the other way round off),
-        the patch tests (a sticker seen from the stickered copy) as they are."""
-        if not self._geometry(m) or self.min_reverse_agreement > 1.0:
+        at ``min_reverse_agreement``, the patch tests (a sticker seen from the stickered
+        copy) as they are."""
+        if not self._geometry(m):
             return None
         least = self.min_reverse_agreement
         if m.agreement >= least:
@@ -563,7 +566,7 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[_Verified]:
             return _Verified(m, apart=twin.turned_area > p.min_apart_turned_area)
         if test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"
-        if test is not None or m is None or not p.aligned_as_copy(m):
+        if test is not None or m is None or not p.worth_reversing(m):
             return _Verified(m, test, m)
         # The other way round: from b's blocks (a's detail b lost does not count).
         back = align(b, a)

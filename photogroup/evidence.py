@@ -228,8 +228,8 @@ def evidence_line(group: dict, shown: int = 2) -> str:
 def _short(e: dict) -> str:
     line = _short_line(e)
     if e.get("judged_from") == "b":
-        # The copy test failed with a's blocks and held with b's (see GroupingParams).
-        line += f" (judged by {e['b']}'s blocks: {e['a']} has detail it lacks)"
+        # The copy tests failed with a's blocks and one held with b's (GroupingParams).
+        line += f" (judged by {e['b']}'s blocks)"
     return line
 
 
