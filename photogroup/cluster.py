@@ -509,7 +509,7 @@ def strict_links(
             evidence[int(i)] = {"rule": "same_photo", "test": test, **m.as_dict(),
                                 "hash_distance": int(dist[i]),
                                 "cosine": round(float(cos[i]), 4)}  # fmt: skip
-            if v.reversed:
+            if v.reverse is not None:
                 evidence[int(i)]["judged_from"] = "b"
     keep = np.nonzero(linked)[0]
     if ids is None:  # the scale benchmark: no evidence wanted
@@ -538,15 +538,19 @@ def _closeness(m: PhotoMatch, test: str) -> float:
 @dataclass(frozen=True)
 class _Verified:
     """One verified pair: ``match`` (b aligned onto a), its copy test (None: not a copy,
-    or a variant's twin; ``resampled`` where only that test holds), the match the test
-    judged (``match``, or a aligned onto b when ``reversed``) and whether the two are kept
+    or a variant's twin; ``resampled`` where only that test holds), ``reverse`` (a
+    aligned onto b) when the test held only that way round, and whether the two are kept
     apart (twins whose print turned its hue: ``min_apart_turned_area``)."""
 
     match: PhotoMatch | None
     test: str | None = None
-    judged: PhotoMatch | None = None
+    reverse: PhotoMatch | None = None
     apart: bool = False
-    reversed: bool = False
+
+    @property
+    def judged(self) -> PhotoMatch | None:
+        """The match the copy test judged."""
+        return self.reverse if self.reverse is not None else self.match
 
 
 def _verified(pairs: list[tuple], p: GroupingParams) -> list[_Verified]:
@@ -567,7 +571,7 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[_Verified]:
         if test is None and m is not None and p.resampled_copy(m, a, b, found):
             test = "resampled"
         if test is not None or m is None or not p.worth_reversing(m):
-            return _Verified(m, test, m)
+            return _Verified(m, test)
         # The other way round: from b's blocks (a's detail b lost does not count).
         back = align(b, a)
         mb = match_photos(b, a, None if hint is None else -1 - hint, alignment=back)
@@ -575,7 +579,7 @@ def _verified(pairs: list[tuple], p: GroupingParams) -> list[_Verified]:
         twin = p.variant_twin(mb, b, a, back, test) if test is not None else None
         if twin is not None:
             return _Verified(m, apart=twin.turned_area > p.min_apart_turned_area)
-        return _Verified(m, test, mb, reversed=test is not None)
+        return _Verified(m, test, mb if test is not None else None)
 
     threads = min(os.cpu_count() or 1, max(1, len(pairs) // 8))
     if threads == 1:
