@@ -119,9 +119,10 @@ def remember_verifications() -> None:
         seen: dict[tuple, Any] = {}
 
         def remembered(*args, _original=original, _seen=seen, **derived):
-            # Keyword arguments (an alignment already found) follow from the images: not
-            # part of the key.
+            # An alignment already found follows from the images: not part of the key;
+            # other keyword arguments (what to measure, what to leave out) are.
             key = tuple(id(a) if isinstance(a, Keypoints | np.ndarray) else a for a in args)
+            key += tuple(sorted((k, v) for k, v in derived.items() if k != "alignment"))
             if key not in _seen:
                 _seen[key] = (args, _original(*args, **derived))  # ids stay unique
             return _seen[key][1]

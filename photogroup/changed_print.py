@@ -51,6 +51,13 @@ _MIN_PIXELS = 32
 _GAIN = (0.5, 3.0)
 #: One photo's colours spread less than this share of the other's: desaturated, not compared.
 _MIN_SPREAD = 0.4
+#: Grey level (of 255) beyond the other photo's local range, once a global tone edit is
+#: undone, that counts as a change of shade: an illustration redrawn in the same inks (a
+#: dark motif replaced by a grey one) changes no chromaticity. Resampling, blur, noise and
+#: JPEG move a pixel by less against its neighbours' range; a watermark is see-through.
+CHANGE_GREY = 32.0
+#: Bounds of the gain a global tone edit is allowed (contrast a third to three times).
+_TONE_GAIN = (0.3, 3.0)
 #: A dark print (grey below this: no chromaticity) against a lit one (grey at least this
 #: over a 3 x 3 square). Shading between shots from nearly the same angle moves a dark band
 #: across the cut-off by a shade, not by half again.
@@ -66,6 +73,9 @@ class PrintChange:
     changed_area: float  # largest changed region / compared area, the larger of both ways
     flipped_area: float = 0.0  # largest region dark in one, lit in the other, likewise
     turned_area: float = 0.0  # largest region whose hue turned by TURN_DEG, likewise
+    #: Largest region whose grey level changed by CHANGE_GREY, likewise (at the grey
+    #: thumbnails' resolution; only measured when asked: ``print_change(shades=True)``).
+    shade_area: float = 0.0
     #: A changed colour could not show: one photo grey against a coloured one (a grayscale
     #: copy), or a sliver of overlap; ``changed_area`` is then 0 by default.
     blind: bool = False
@@ -73,7 +83,7 @@ class PrintChange:
     def as_dict(self) -> dict:
         return {"aligned_share": self.aligned_share, "changed_area": self.changed_area,
                 "flipped_area": self.flipped_area, "turned_area": self.turned_area,
-                "blind": self.blind}  # fmt: skip
+                "shade_area": self.shade_area, "blind": self.blind}  # fmt: skip
 
 
 def print_change(
@@ -82,11 +92,12 @@ def print_change(
     *,
     alignment: Alignment | None = None,
     ignore: tuple[float, float, float, float] | None = None,
+    shades: bool = False,
 ) -> PrintChange | None:
     """Compare ``a`` and ``b`` under their ORB homography (``alignment``, when the caller
     has found it already: :func:`photogroup.verify.align`); None without one. ``ignore``:
     a box of a's working-copy pixels (x0, y0, x1, y1) left out of the comparison, where a
-    sticker is known to hide the print."""
+    sticker is known to hide the print. ``shades``: measure ``shade_area`` too."""
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return None
     found = alignment if alignment is not None else align(a, b)
@@ -107,8 +118,13 @@ def print_change(
     changed, flipped = max(one_way[0], other_way[0]), max(one_way[1], other_way[1])
     turned = max(one_way[3], other_way[3])
     blind = one_way[2] or other_way[2]
+    shade = 0.0
+    if shades:
+        shade = max(_shade_area(a, b, found.homography, found.inlier_xy, hidden),
+                    _shade_area(b, a, back, in_b, hidden_b))  # fmt: skip
     return PrintChange(round(share, 4), round(changed, 4), round(flipped, 4),
-                       turned_area=round(turned, 4), blind=blind)  # fmt: skip
+                       turned_area=round(turned, 4), shade_area=round(shade, 4),
+                       blind=blind)  # fmt: skip
 
 
 def _box_corners(box: tuple[float, float, float, float]) -> np.ndarray:
@@ -146,6 +162,45 @@ def _changed_area(
         corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
         cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 0)
     return compare_laid(a, b, lay, hull > 0)
+
+
+def _shade_area(
+    a: Keypoints,
+    b: Keypoints,
+    b_to_a: np.ndarray,
+    hull_xy: np.ndarray,
+    hidden: np.ndarray | None = None,
+) -> float:
+    """Largest region of a's grey thumbnail, inside the hull of ``hull_xy`` and outside
+    ``hidden`` (a's pixels), whose grey level lies more than ``CHANGE_GREY`` outside b's
+    local range once b is laid onto a and a global tone edit (gain and offset) is undone;
+    over the area compared. The same test as the chromaticity one, in grey, at the grey
+    thumbnails' finer resolution."""
+    import cv2
+
+    if a.thumb is None or b.thumb is None or not a.thumb.size or not b.thumb.size:
+        return 0.0
+    to_a = thumb_transform(a, a.thumb)
+    h = to_a @ b_to_a @ np.linalg.inv(thumb_transform(b, b.thumb))
+    size = (a.thumb.shape[1], a.thumb.shape[0])
+    laid = cv2.warpPerspective(b.thumb, h, size, flags=cv2.INTER_LINEAR)
+    covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), h, size,
+                                  flags=cv2.INTER_NEAREST)  # fmt: skip
+    region = np.zeros(a.thumb.shape, np.uint8)
+    points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
+    cv2.fillConvexPoly(region, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    if hidden is not None:
+        corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
+        cv2.fillConvexPoly(region, np.round(corners).astype(np.int32), 0)
+    valid = (cv2.erode(covered, _SQUARE) == 255) & (region > 0)
+    if valid.sum() < _MIN_PIXELS:
+        return 0.0
+    mine = a.thumb.astype(np.float32)
+    gain, offset = _gain_offset(laid[valid].astype(np.float32), mine[valid], _TONE_GAIN)
+    laid = np.clip(gain * laid.astype(np.float32) + offset, 0, 255)
+    high, low = cv2.dilate(laid, _REACH), cv2.erode(laid, _REACH)
+    beyond = np.maximum(0, np.maximum(mine - high, low - mine))
+    return _largest((beyond > CHANGE_GREY) & valid) / int(valid.sum())
 
 
 def compare_laid(
@@ -236,16 +291,22 @@ def _undo_colour_edit(mine: np.ndarray, laid: np.ndarray, valid: np.ndarray) -> 
     out = laid.astype(np.float32)
     for c in range(2):
         x, y = out[..., c][valid], mine[..., c][valid].astype(np.float32)
-        keep = np.ones(len(x), bool)
-        gain, offset = 1.0, 0.0
-        for _ in range(2):
-            xs, ys = x[keep], y[keep]
-            spread = float(xs.var())
-            # An edit scales saturation by a bounded factor; a near-grey copy has too little
-            # spread to fit a gain on, and gets an offset only.
-            gain = float(np.clip(np.cov(xs, ys)[0, 1] / spread, *_GAIN)) if spread > 4 else 1.0
-            offset = float(ys.mean() - gain * xs.mean())
-            error = np.abs(gain * x + offset - y)
-            keep = error <= np.quantile(error, 0.7)
+        gain, offset = _gain_offset(x, y, _GAIN)
         out[..., c] = gain * out[..., c] + offset
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _gain_offset(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float]) -> tuple[float, float]:
+    """``y ~ gain * x + offset`` by least squares, refitted on the best-fitting 70 %, the
+    gain within ``bounds``; an edit scales by a bounded factor, and a near-flat ``x`` has
+    too little spread to fit a gain on and gets an offset only."""
+    keep = np.ones(len(x), bool)
+    gain, offset = 1.0, 0.0
+    for _ in range(2):
+        xs, ys = x[keep], y[keep]
+        spread = float(xs.var())
+        gain = float(np.clip(np.cov(xs, ys)[0, 1] / spread, *bounds)) if spread > 4 else 1.0
+        offset = float(ys.mean() - gain * xs.mean())
+        error = np.abs(gain * x + offset - y)
+        keep = error <= np.quantile(error, 0.7)
+    return gain, offset

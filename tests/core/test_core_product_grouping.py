@@ -460,6 +460,54 @@ def test_a_dark_print_replaced_by_a_lit_one_is_a_changed_print():
     assert shade.flipped_area == 0.0 and not rules.print_changed(shade), shade
 
 
+def _redrawn_in_grey() -> dict[str, Image.Image]:
+    """A box's front with a grey illustration; its artwork variant two degrees away, the
+    illustration redrawn lighter in the same neutral ink (no chromaticity changes); a
+    resized and watermarked copy of the front."""
+    from PIL import ImageDraw
+
+    from bench import transforms
+
+    base = rp.make_product(7001, "box", ("skimage:astronaut", "skimage:chelsea"))
+
+    def shot(azimuth: float, ink: tuple[int, int, int]) -> Image.Image:
+        view = rp.View(azimuth_deg=azimuth, elevation_deg=15)
+        img = rp.render(base, view, "white", size=SIZE).image
+        ImageDraw.Draw(img).ellipse((280, 190, 360, 270), fill=ink)  # on the front face
+        return img
+
+    front, rng = shot(0, (70, 70, 74)), np.random.default_rng(0)
+    copy = transforms.watermark(transforms.SINGLE["resize"](front, rng), rng)
+    return {"front": front, "variant": shot(2, (180, 180, 184)), "copy": copy}
+
+
+def test_an_illustration_redrawn_in_the_same_inks_keeps_the_variant_apart():
+    """The variant agrees like a copy and changes no colour; off one exact plane, its
+    illustration's changed grey level makes it a twin. The resampled, watermarked copy's
+    grey levels stay within a tone edit and it joins. Without the shade test the variant
+    joins the front's strict group."""
+    from photogroup.changed_print import print_change
+
+    images = _redrawn_in_grey()
+    photos = {name: _keypoints(img) for name, img in images.items()}
+    params = GroupingParams()
+    twin = match_photos(photos["front"], photos["variant"])
+    assert twin is not None and params.copy_test(twin) == "agreement"
+    change = params.variant_twin(twin, photos["front"], photos["variant"])
+    assert change is not None and change.changed_area == 0.0 == change.flipped_area
+    assert change.shade_area > params.max_shade_change
+    plain = print_change(photos["front"], photos["variant"])
+    assert plain is not None and plain.shade_area == 0.0  # measured only when asked
+    copy = match_photos(photos["front"], photos["copy"])
+    assert copy is not None and copy.residual > params.max_copy_residual
+    assert params.variant_twin(copy, photos["front"], photos["copy"]) is None
+    named = {name: upload(img) for name, img in images.items()}
+    placed, _, _ = group(named)
+    assert placed["copy"][0] == placed["front"][0] != placed["variant"][0]
+    placed, _, _ = group(named, GroupingParams(max_shade_change=2.0))
+    assert placed["variant"][0] == placed["front"][0]
+
+
 def _stickered_and_watermarked(shape: str, seed: int) -> tuple[Image.Image, Image.Image]:
     from bench import transforms
 
