@@ -70,6 +70,7 @@ class ProductRules:
     near_aligned_share: float
     max_changed_area: float
     max_flipped_area: float
+    max_shade_change: float
     min_artwork_change: float
     max_surface_change: float
     cos_look: float
@@ -90,12 +91,17 @@ class ProductRules:
 
     def print_changed(self, c: PrintChange | None) -> bool:
         """Nearly the same angle (one homography holds for many keypoints) and one region's
-        colours changed, or a dark print became a lit one: another flavour, artwork or
-        colour of the pack."""
+        colours changed, a dark print became a lit one, or a region's grey level changed (an
+        illustration redrawn in the same inks): another flavour, artwork or colour of the
+        pack."""
         return (
             c is not None
             and c.aligned_share >= self.near_aligned_share
-            and (c.changed_area > self.max_changed_area or c.flipped_area > self.max_flipped_area)
+            and (
+                c.changed_area > self.max_changed_area
+                or c.flipped_area > self.max_flipped_area
+                or c.shade_area > self.max_shade_change
+            )
         )
 
     def print_moved(self, c: PrintChange) -> bool:
@@ -255,7 +261,7 @@ def _check(a: int, b: int, emb, keypoints, rules: ProductRules, ids, known) -> d
     if (verdict in ("same_surface", "no_shared_surface") or blocks_disagree) and found is not None:
         # Whatever the surface keypoints said: shot from nearly the same angle with one
         # region's print changed is a variant, and keeps the two apart.
-        change = print_change(ka, kb, alignment=found)
+        change = print_change(ka, kb, alignment=found, shades=True)
         if change is not None:
             base["print_change"] = change.as_dict()
             if rules.print_changed(change):
@@ -309,7 +315,7 @@ def _print_checks(group_of, keypoints, rules: ProductRules, ids, by_pair) -> lis
             and keypoints[b] is not None
         )  # fmt: skip
         for a, b in tried:
-            change = print_change(keypoints[a], keypoints[b])
+            change = print_change(keypoints[a], keypoints[b], shades=True)
             if change is not None and rules.print_changed(change):
                 check = {"a": ids[a], "b": ids[b], "_a": a, "_b": b, "rule": "print_change",
                          "verdict": "print_differs", "print_change": change.as_dict()}  # fmt: skip

@@ -483,9 +483,9 @@ def _redrawn_in_grey() -> dict[str, Image.Image]:
 
 def test_an_illustration_redrawn_in_the_same_inks_keeps_the_variant_apart():
     """The variant agrees like a copy and changes no colour; off one exact plane, its
-    illustration's changed grey level makes it a twin. The resampled, watermarked copy's
-    grey levels stay within a tone edit and it joins. Without the shade test the variant
-    joins the front's strict group."""
+    illustration's changed grey level makes it a twin, and at the product level a changed
+    print. The resampled, watermarked copy's grey levels stay within a tone edit and it
+    joins. Without the shade test the variant joins the front's group and product."""
     from photogroup.changed_print import print_change
 
     images = _redrawn_in_grey()
@@ -502,10 +502,15 @@ def test_an_illustration_redrawn_in_the_same_inks_keeps_the_variant_apart():
     assert copy is not None and copy.residual > params.max_copy_residual
     assert params.variant_twin(copy, photos["front"], photos["copy"]) is None
     named = {name: upload(img) for name, img in images.items()}
-    placed, _, _ = group(named)
+    placed, grouping, names = group(named)
     assert placed["copy"][0] == placed["front"][0] != placed["variant"][0]
+    # The product level's changed-print check counts it too: another product, and why.
+    assert placed["variant"][1] != placed["front"][1]
+    kept = [c for c in grouping.product_checks if c["verdict"] == "print_differs"
+            and "variant" in (names[c["a"]], names[c["b"]])]  # fmt: skip
+    assert kept and kept[0]["print_change"]["shade_area"] > params.max_shade_change
     placed, _, _ = group(named, GroupingParams(max_shade_change=2.0))
-    assert placed["variant"][0] == placed["front"][0]
+    assert placed["variant"] == placed["front"]
 
 
 def _stickered_and_watermarked(shape: str, seed: int) -> tuple[Image.Image, Image.Image]:
