@@ -155,13 +155,23 @@ def _changed_area(
     def lay(img: np.ndarray, interpolation: int) -> np.ndarray:
         return cv2.warpPerspective(img, h, size, flags=interpolation)
 
-    hull = np.zeros(a.chroma.shape[:2], np.uint8)
+    return compare_laid(a, b, lay, _hull_mask(a.chroma.shape[:2], to_a, hull_xy, hidden))
+
+
+def _hull_mask(
+    shape: tuple[int, ...], to_a: np.ndarray, hull_xy: np.ndarray, hidden: np.ndarray | None
+) -> np.ndarray:
+    """Pixels of a thumbnail (``shape``, ``to_a`` from a's working copy) inside the convex
+    hull of ``hull_xy`` and outside the polygon ``hidden`` (both a's pixels)."""
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
     points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
-    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     if hidden is not None:
         corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
-        cv2.fillConvexPoly(hull, np.round(corners).astype(np.int32), 0)
-    return compare_laid(a, b, lay, hull > 0)
+        cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 0)
+    return mask > 0
 
 
 def _shade_area(
@@ -186,13 +196,8 @@ def _shade_area(
     laid = cv2.warpPerspective(b.thumb, h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), h, size,
                                   flags=cv2.INTER_NEAREST)  # fmt: skip
-    region = np.zeros(a.thumb.shape, np.uint8)
-    points = cv2.perspectiveTransform(hull_xy[None].astype(np.float64), to_a)[0]
-    cv2.fillConvexPoly(region, cv2.convexHull(np.round(points).astype(np.int32)), 1)
-    if hidden is not None:
-        corners = cv2.perspectiveTransform(hidden[None], to_a)[0]
-        cv2.fillConvexPoly(region, np.round(corners).astype(np.int32), 0)
-    valid = (cv2.erode(covered, _SQUARE) == 255) & (region > 0)
+    region = _hull_mask(a.thumb.shape, to_a, hull_xy, hidden)
+    valid = (cv2.erode(covered, _SQUARE) == 255) & region
     if valid.sum() < _MIN_PIXELS:
         return 0.0
     mine = a.thumb.astype(np.float32)
