@@ -42,8 +42,7 @@ CLUSTERS_VERSION = "28"  # 2: sub-quadratic candidates, verification, centre che
 # 23: as 21; 24: a copy whose colours collapsed onto one tone was not judged by its hue
 # turn (reverted); 25: as 21; 26: a pair the copy test misses one way round is judged
 # the other way round too (from the image with less detail); 27: and by the patch tests;
-# 28: a copy-like pair off one plane whose illustration changed its grey level is a twin,
-# and the product level counts such a change as a changed print
+# 28: the product level counts a region whose grey level changed as a changed print
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);

@@ -137,6 +137,11 @@ class GroupingParams:
     near_aligned_share: float = 0.2
     max_changed_area: float = 0.02
     max_flipped_area: float = 0.02  # ... or a region this large went from dark to lit
+    # ... or one whose grey level changed beyond a tone edit (changed_print.CHANGE_GREY): an
+    # illustration redrawn in the same inks changes no chromaticity. On the five calibration
+    # seeds variant pairs merged 4.9 -> 4.0 % (product F1 0.661 -> 0.654); copy links off
+    # one plane there (1,162, real photos included) reach at most 0.5 %.
+    max_shade_change: float = 0.008
     # A copy-like pair on one exact plane whose print changed colour over a larger share is
     # a variant shot from its base's camera position, not a copy (variant_twin):
     max_exact_recolour: float = 0.03
@@ -145,17 +150,6 @@ class GroupingParams:
     # its twin's strict group (cut_groups): two edited copies of one photo (a tone edit
     # against a pair of edits) can change a region's colour, but rarely turn its hue.
     min_apart_turned_area: float = 0.02
-    # Off one exact plane, a region this large (share of the compared area) whose grey level
-    # changed beyond a tone edit (photogroup.changed_print.CHANGE_GREY) also makes a twin: an
-    # illustration redrawn in the same inks changes no chromaticity. On the five calibration
-    # seeds' copy links off one plane (1,162, real photos included) the largest such region
-    # is 0.5 %; 18 of the 29 links joining a variant to its base reach 0.55-4 %.
-    max_shade_change: float = 0.008
-    # The product level's changed-print check (shots from nearly the same angle) counts a
-    # region whose grey level changed over this share too (``shade_area``). On the five
-    # calibration seeds: variant pairs merged 4.9 -> 3.4 % with the strict test above
-    # (4.0 % without it), product F1 0.661 -> 0.656; 0.02 merged 3.7 %, 0.05 changed nothing.
-    max_print_shade: float = 0.008
     # Near-angle shots whose blocks disagree (min_fine_agreement) are another design only if
     # some region of the print changed by more than this share (else an edit, resampling):
     min_artwork_change: float = 0.005
@@ -289,8 +283,7 @@ class GroupingParams:
         its print changed in one region (:mod:`photogroup.changed_print`, the product
         level's thresholds), and one homography does not hold to within a copy's residual.
         A flavour variant shot from the base's angle agrees in 90-99 % of its blocks, as
-        an edited copy does; its changed flavour band or fruit is what tells it (or, redrawn in
-        the same inks, an illustration's changed grey level: ``max_shade_change``). A sticker
+        an edited copy does; its changed flavour band or fruit is what tells it. A sticker
         also changes one region, but sits on a copy that one plane aligns exactly; so does
         a variant shot from its base's camera position (a studio camera on a tripod), whose
         recoloured region is the larger: passing ``agreement``, a sticker hides at most a
@@ -303,8 +296,7 @@ class GroupingParams:
         the print change that makes the pair a twin, or None."""
         patched = test in ("one_patch_differs", "exact_plane")
         ignore = m.occluder if patched else None
-        shades = not patched and m.residual > self.max_copy_residual
-        change = print_change(a, b, alignment=alignment, ignore=ignore, shades=shades)
+        change = print_change(a, b, alignment=alignment, ignore=ignore)
         if change is None or change.aligned_share < self.near_aligned_share:
             return None
         if patched or m.residual <= self.max_copy_residual:  # one exact plane
@@ -313,10 +305,7 @@ class GroupingParams:
                 and change.turned_area > self.min_exact_turned_area
             )
         else:
-            twin = (
-                change.changed_area > self.max_changed_area
-                or change.shade_area > self.max_shade_change
-            )
+            twin = change.changed_area > self.max_changed_area
         return change if twin else None
 
     def product_rules(self) -> ProductRules:
@@ -337,7 +326,7 @@ class GroupingParams:
             near_aligned_share=self.near_aligned_share,
             max_changed_area=self.max_changed_area,
             max_flipped_area=self.max_flipped_area,
-            max_shade_change=self.max_print_shade,
+            max_shade_change=self.max_shade_change,
             min_artwork_change=self.min_artwork_change,
             max_surface_change=self.max_surface_change,
             cos_look=self.cos_look,
