@@ -140,7 +140,8 @@ class GroupingParams:
     # ... or one whose grey level changed beyond a tone edit (changed_print.CHANGE_GREY): an
     # illustration redrawn in the same inks changes no chromaticity. On the five calibration
     # seeds variant pairs merged 4.9 -> 4.0 % (product F1 0.661 -> 0.654); copy links off
-    # one plane there (1,162, real photos included) reach at most 0.5 %.
+    # one plane there (1,162, real photos included) reach at most 0.5 % (measured by a
+    # scratch version fitting the tone gain without the spread rule).
     max_shade_change: float = 0.008
     # A copy-like pair on one exact plane whose print changed colour over a larger share is
     # a variant shot from its base's camera position, not a copy (variant_twin):
