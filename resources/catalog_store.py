@@ -21,6 +21,7 @@ from pydantic import Field
 
 from photogroup.catalog_index import HashIndex, VectorIndex
 from photogroup.cluster import parse_hashes
+from resources.parquet_io_manager import read_parquet_bytes
 from resources.s3 import S3Resource, check_bucket_name
 
 ROW_COLUMNS = ["id", "batch", "key", "file", "sha256", "group_id", "product_id", "seq"]
@@ -106,7 +107,7 @@ class CatalogStore(dg.ConfigurableResource):
         if manifest is None:
             return TenantCatalog()
         meta = json.loads(manifest)
-        rows = pd.read_parquet(io.BytesIO(self._get(tenant, "rows.parquet") or b""))
+        rows = read_parquet_bytes(self._get(tenant, "rows.parquet") or b"")
         vectors = self._get(tenant, "vectors.faiss")
         hashes = self._get(tenant, "hashes.npz")
         return TenantCatalog(

@@ -32,6 +32,18 @@ MISSING_SHOWN = 20
 _T = TypeVar("_T")
 
 
+def read_parquet_bytes(body: bytes) -> pd.DataFrame:
+    """One Parquet object as a DataFrame, without starting Arrow's thread pools.
+
+    ``pq.read_table`` goes through Arrow's dataset reader, which starts its IO and CPU
+    pools; a short-lived process (the CLI) can then abort at exit with "terminate called
+    without an active exception" while the pools are torn down (apache/arrow#34314). One
+    batch's table is small, so reading it on the calling thread costs nothing measurable.
+    """
+    table = pq.ParquetFile(pa.BufferReader(body)).read(use_threads=False)
+    return table.to_pandas(use_threads=False)
+
+
 class MissingPartitionError(LookupError):
     """A partition of a multi-partition input has no table: it was never materialised."""
 
@@ -116,7 +128,7 @@ class ParquetS3IOManager(dg.ConfigurableIOManager):
     def read(self, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
         key = self.object_key(asset_key, partition_key)
         body = self.s3.get_client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return pq.read_table(io.BytesIO(body)).to_pandas()
+        return read_parquet_bytes(body)
 
     def read_many(
         self, asset_key: dg.AssetKey, partition_keys: Sequence[str]
