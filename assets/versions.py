@@ -16,7 +16,7 @@ FEATURES_VERSION = "7"  # 2: ORB keypoints; 3: hashes from thumbnails, keypoint 
 # also of the content box squeezed horizontally (affine simulation); 7: the content box
 # leaves padding and letterbox bars out (photogroup.verify.padding_frame)
 EMBEDDINGS_VERSION = "1"  # plus the embedder's model id, which is in the memo namespace
-CLUSTERS_VERSION = "28"  # 2: sub-quadratic candidates, verification, centre check;
+CLUSTERS_VERSION = "29"  # 2: sub-quadratic candidates, verification, centre check;
 # 3: same-photo alignment + block comparison, product links by surface verification;
 # 4: "one patch differs" copies, ORB-descriptor candidates, hue turn over matched surfaces;
 # 5: palettes around the product-level matches; 6: changed print of near-angle shots;
@@ -42,7 +42,8 @@ CLUSTERS_VERSION = "28"  # 2: sub-quadratic candidates, verification, centre che
 # 23: as 21; 24: a copy whose colours collapsed onto one tone was not judged by its hue
 # turn (reverted); 25: as 21; 26: a pair the copy test misses one way round is judged
 # the other way round too (from the image with less detail); 27: and by the patch tests;
-# 28: the product level counts a region whose grey level changed as a changed print
+# 28: the product level counts a region whose grey level changed as a changed print;
+# 29: the shown-smaller comparison counts the detail each thumbnail holds (downscaled uploads)
 CATALOG_VERSION = "1"  # catalogue segments and cross-batch matches
 PRODUCT_GROUPS_VERSION = "1"  # edits applied, names, covers
 RENDITIONS_VERSION = "2"  # how renditions are decoded and encoded (settings: their digest);

@@ -487,7 +487,8 @@ def _compare(a: Keypoints, b: Keypoints, found: Alignment) -> PhotoMatch:
     warped = cv2.warpPerspective(b.thumb, grey_h, size, flags=cv2.INTER_LINEAR)
     covered = cv2.warpPerspective(np.full(b.thumb.shape, 255, np.uint8), grey_h, size) == 255
     compared = block_agreement(a.thumb, warped, covered)
-    coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, warped, covered, compared.agreement)
+    coarse = _coarse_agreement(a.thumb, b.thumb, grey_h, warped, covered, compared.agreement,
+                               _detail(a) / _detail(b))  # fmt: skip
     soft = _soft_agreement(a.thumb, grey_h, warped, covered, compared.agreement)
     residual, turn = 0.0, 0.0
     if a.colour is not None and b.colour is not None and a.colour.size and b.colour.size:
@@ -520,14 +521,16 @@ def _coarse_agreement(
     warped: np.ndarray,
     covered: np.ndarray,
     agreement: float,
+    detail_ratio: float = 1.0,
 ) -> float:
     """Block agreement of ``b`` warped onto ``a`` (``b_to_a``; ``warped`` is b so warped
     already) once the finer of the two is brought down to the coarser one's resolution
     (down by their scale ratio and back up), or ``agreement`` where their scales differ by
-    less than ``COARSE_SCALE``."""
+    less than ``COARSE_SCALE``. ``detail_ratio``: :func:`_detail` of a over b's, the
+    resolution the thumbnails hold beside the one they are drawn at."""
     import cv2
 
-    scale = _side_scale(b_to_a)
+    scale = _side_scale(b_to_a) * detail_ratio
     if not np.isfinite(scale) or scale == 0 or 1 / COARSE_SCALE <= scale <= COARSE_SCALE:
         return agreement  # one scale, or a degenerate alignment (its blocks say so already)
     if scale > 1:  # b is the coarser: a loses its finer detail
@@ -563,6 +566,17 @@ def _soft_agreement(
     )
     pair = (blurred, warped) if energy_a > energy_b else (a, blurred)
     return block_agreement(*pair, covered).agreement
+
+
+def _detail(k: Keypoints) -> float:
+    """Working-copy pixels per thumbnail pixel, at most 1: how much of its thumbnail's
+    resolution holds detail. A content box under ``THUMB`` pixels is drawn larger, which
+    adds none: a copy shown small (a thumbnail, a downscaled upload) has as large a
+    thumbnail as its photo, and only this says it is the coarser."""
+    if k.thumb is None or not k.thumb.size:
+        return 1.0
+    x0, y0, x1, y1 = k.box
+    return min(1.0, max(x1 - x0, y1 - y0, 1) / max(k.thumb.shape))
 
 
 def _side_scale(b_to_a: np.ndarray) -> float:

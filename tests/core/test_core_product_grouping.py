@@ -582,6 +582,28 @@ def test_a_copy_shown_smaller_joins_its_photo():
     assert placed["photo"][0] != placed["copy"][0]
 
 
+def test_a_downscaled_upload_is_compared_at_the_resolution_it_holds():
+    """A copy uploaded at 0.3x its photo's size: its content box (about 140 px) is drawn
+    on a 256 px thumbnail like the photo's, so the two thumbnails are at one scale and only
+    the detail the copy lacks tells it is the coarser. Compared at its resolution it agrees
+    (``shown_smaller``); taken at the thumbnails' scale it would be judged at the photo's
+    detail (agreement under 0.9) and left apart."""
+    photo = _on_paper(rp.make_product(7101, "box", ("skimage:coffee", "skimage:rocket")))
+    small = photo.resize((192, 144), Image.Resampling.LANCZOS)
+    placed, grouping, _ = group({"photo": upload(photo), "copy": upload(small)})
+    assert placed["photo"][0] == placed["copy"][0]
+    (link,) = grouping.group_links
+    params = GroupingParams()
+    assert link["test"] == "shown_smaller", link
+    assert link["agreement"] < params.min_agreement <= params.min_coarse_agreement
+    assert link["coarse_agreement"] >= params.min_coarse_agreement
+    # Both thumbnails 256 px long, the copy's drawn larger than its content box: the
+    # detail each holds, not their scale, is what brought the photo down.
+    copy = _keypoints(small)
+    assert max(_keypoints(photo).thumb.shape) == max(copy.thumb.shape) == 256
+    assert max(copy.box[2] - copy.box[0], copy.box[3] - copy.box[1]) < 256 * 0.6
+
+
 def test_a_variant_shown_smaller_is_no_copy():
     """A screenshot of the box's artwork variant from the same camera: brought down to the
     screenshot's resolution the print still disagrees (the closest such pair we found)."""
