@@ -559,13 +559,8 @@ def _on_paper(product: rp.Product) -> Image.Image:
     return rp.render(product, view, "paper", size=SIZE, rng=np.random.default_rng(1)).image
 
 
-def test_a_copy_shown_smaller_joins_its_photo():
-    """In a screenshot the photo is shown at about half its size: its blocks disagree with
-    the photo's at detail it no longer has (agreement under 0.9). Compared at its own
-    resolution they agree: a copy, ``shown_smaller``. With that test off it stays apart."""
-    photo = _on_paper(rp.make_product(7101, "box", ("skimage:coffee", "skimage:rocket")))
-    screen = shop_edits.screenshot(photo, np.random.default_rng(0))
-    named = {"photo": upload(photo), "copy": upload(screen)}
+def _joined_as_shown_smaller(named: dict[str, bytes]) -> dict:
+    """The one link of a photo and its copy, which only the shown-smaller test passed."""
     placed, grouping, _ = group(named)
     assert placed["photo"][0] == placed["copy"][0]
     (link,) = grouping.group_links
@@ -573,6 +568,17 @@ def test_a_copy_shown_smaller_joins_its_photo():
     assert link["test"] == "shown_smaller", link
     assert link["agreement"] < params.min_agreement <= params.min_coarse_agreement
     assert link["coarse_agreement"] >= params.min_coarse_agreement
+    return link
+
+
+def test_a_copy_shown_smaller_joins_its_photo():
+    """In a screenshot the photo is shown at about half its size: its blocks disagree with
+    the photo's at detail it no longer has (agreement under 0.9). Compared at its own
+    resolution they agree: a copy, ``shown_smaller``. With that test off it stays apart."""
+    photo = _on_paper(rp.make_product(7101, "box", ("skimage:coffee", "skimage:rocket")))
+    screen = shop_edits.screenshot(photo, np.random.default_rng(0))
+    named = {"photo": upload(photo), "copy": upload(screen)}
+    link = _joined_as_shown_smaller(named)
     line = evidence_line({"evidence": [link], "members": [link["a"], link["b"]]})
     assert "same photo shown smaller" in line
     # (and judged from the screenshot's blocks, which it would pass as well)
@@ -590,13 +596,7 @@ def test_a_downscaled_upload_is_compared_at_the_resolution_it_holds():
     detail (agreement under 0.9) and left apart."""
     photo = _on_paper(rp.make_product(7101, "box", ("skimage:coffee", "skimage:rocket")))
     small = photo.resize((192, 144), Image.Resampling.LANCZOS)
-    placed, grouping, _ = group({"photo": upload(photo), "copy": upload(small)})
-    assert placed["photo"][0] == placed["copy"][0]
-    (link,) = grouping.group_links
-    params = GroupingParams()
-    assert link["test"] == "shown_smaller", link
-    assert link["agreement"] < params.min_agreement <= params.min_coarse_agreement
-    assert link["coarse_agreement"] >= params.min_coarse_agreement
+    _joined_as_shown_smaller({"photo": upload(photo), "copy": upload(small)})
     # Both thumbnails 256 px long, the copy's drawn larger than its content box: the
     # detail each holds, not their scale, is what brought the photo down.
     copy = _keypoints(small)
