@@ -16,7 +16,16 @@ import pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from resources.parquet_io_manager import read_parquet_bytes
 
 def threads():
-    return len(os.listdir("/proc/self/task"))
+    # Settled: a short-lived thread of some library's start-up must not count either way.
+    import time
+    last = -1
+    for _ in range(20):
+        now = len(os.listdir("/proc/self/task"))
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.1)
+    return last
 
 frame = pd.DataFrame({"sha256": [f"{i % 50:02x}" for i in range(2000)],
                       "file": [f"{i}.jpg" for i in range(2000)], "vector": [[0.5, 1.5]] * 2000})
@@ -42,8 +51,8 @@ def _threads(import_orchestration: bool) -> dict[str, int]:
 
 def test_reading_and_grouping_a_table_start_no_native_threads():
     threads = _threads(import_orchestration=True)
-    assert threads["read"] == threads["before"], threads
-    assert threads["grouped"] == threads["before"], threads
+    assert threads["read"] <= threads["before"], threads
+    assert threads["grouped"] <= threads["before"], threads
 
 
 def test_the_check_sees_arrows_pool_without_the_setting():
