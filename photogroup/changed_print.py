@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from photogroup.verify import Alignment, Keypoints, align, thumb_transform
+from photogroup.verify import ALIGN_HERE, AlignmentArg, Keypoints, align, thumb_transform
 
 #: Chromaticity distance (x 255) beyond the other photo's local range that counts as a
 #: change. Shading and JPEG move chromaticity by a few units; a flavour's colour by tens.
@@ -90,17 +90,18 @@ def print_change(
     a: Keypoints,
     b: Keypoints,
     *,
-    alignment: Alignment | None = None,
+    alignment: AlignmentArg = ALIGN_HERE,
     ignore: tuple[float, float, float, float] | None = None,
     shades: bool = False,
 ) -> PrintChange | None:
     """Compare ``a`` and ``b`` under their ORB homography (``alignment``, when the caller
-    has found it already: :func:`photogroup.verify.align`); None without one. ``ignore``:
-    a box of a's working-copy pixels (x0, y0, x1, y1) left out of the comparison, where a
-    sticker is known to hide the print. ``shades``: measure ``shade_area`` too."""
+    has found it already: :func:`photogroup.verify.align`, None if it found none); None
+    without one. ``ignore``: a box of a's working-copy pixels (x0, y0, x1, y1) left out of
+    the comparison, where a sticker is known to hide the print. ``shades``: measure
+    ``shade_area`` too."""
     if a.chroma is None or b.chroma is None or not a.chroma.size or not b.chroma.size:
         return None
-    found = alignment if alignment is not None else align(a, b)
+    found = align(a, b) if alignment is ALIGN_HERE else alignment
     if found is None or found.inlier_xy is None or len(found.inlier_xy) < 3:
         return None
     share = found.inliers / max(1, min(len(a.xy), len(b.xy)))

@@ -43,7 +43,14 @@ from photogroup.colours import colour_name
 from photogroup.descriptor_votes import descriptor_pairs
 from photogroup.neighbours import hash_pairs, pair_cosines, similar_pairs, unique_pairs
 from photogroup.product_links import ProductRules, link_products
-from photogroup.verify import Alignment, Keypoints, PhotoMatch, align, match_photos
+from photogroup.verify import (
+    ALIGN_HERE,
+    AlignmentArg,
+    Keypoints,
+    PhotoMatch,
+    align,
+    match_photos,
+)
 
 
 def _on_one_plane(m: PhotoMatch, min_inlier_ratio: float, max_residual: float) -> bool:
@@ -247,7 +254,7 @@ class GroupingParams:
         )
 
     def resampled_copy(
-        self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: Alignment | None = None
+        self, m: PhotoMatch, a: Keypoints, b: Keypoints, alignment: AlignmentArg = ALIGN_HERE
     ) -> bool:
         """A copy the two tests above miss: blurred, scaled, padded or shown in an app frame,
         its blocks agree less everywhere (0.8-0.9 on small products), while one homography
@@ -277,7 +284,7 @@ class GroupingParams:
         m: PhotoMatch,
         a: Keypoints,
         b: Keypoints,
-        alignment: Alignment | None = None,
+        alignment: AlignmentArg = ALIGN_HERE,
         test: str = "agreement",
     ) -> PrintChange | None:
         """A pair a copy test (``test``) took for a copy that is another shot of a variant:

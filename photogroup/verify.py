@@ -31,6 +31,8 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Literal, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -348,23 +350,33 @@ class PhotoMatch:
         return out
 
 
+class Pending(Enum):
+    ALIGN = "align"
+
+
+#: Default of every ``alignment`` argument: the pair is aligned where it is compared. A
+#: caller that aligned it already passes what :func:`align` returned, None included: a
+#: pair aligns the same way every time, so one without an alignment is not tried again.
+ALIGN_HERE = Pending.ALIGN
+
+
 def match_photos(
     a: Keypoints,
     b: Keypoints,
     orientation: int | None = None,
     *,
-    alignment: Alignment | None = None,
+    alignment: AlignmentArg = ALIGN_HERE,
 ) -> PhotoMatch | None:
     """Align ``b`` onto ``a`` and compare; None when no alignment could be found.
 
     ``orientation`` is the hash's alignment, tried when keypoints do not give one: the index
     (as in :func:`photogroup.features.dihedral_phash`) of the flip/quarter turn that takes
     ``b`` to ``a``, or ``-1 - index`` for the one that takes ``a`` to ``b``. ``alignment``:
-    :func:`align`'s result when the caller has it already.
+    :func:`align`'s result when the caller has it already (None: it found none).
     """
     if a.thumb is None or b.thumb is None or not a.thumb.size or not b.thumb.size:
         return None
-    by_keypoints = alignment if alignment is not None else align(a, b)
+    by_keypoints = align(a, b) if alignment is ALIGN_HERE else alignment
     candidates = [by_keypoints]
     if orientation is not None:  # also the hash's: exact for flips, turns and padding
         candidates.append(Alignment(_hash_alignment(a, b, orientation), 0, 0, 0))
@@ -405,6 +417,10 @@ class Alignment:
     residual: float = 0.0
     #: The inliers' positions in a (working-copy pixels): the region the homography holds in.
     inlier_xy: np.ndarray | None = None
+
+
+#: An ``alignment`` argument: :func:`align`'s result (None: it found none) or ``ALIGN_HERE``.
+AlignmentArg: TypeAlias = Alignment | Literal[Pending.ALIGN] | None
 
 
 def align(a: Keypoints, b: Keypoints) -> Alignment | None:

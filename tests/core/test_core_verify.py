@@ -78,6 +78,33 @@ def test_different_photos_do_not_verify(photos, a, b):
     assert match is None or match.agreement < CHANCE
 
 
+def test_a_pair_without_an_alignment_is_aligned_once(photos, monkeypatch):
+    """Aligning (two Hamming searches and MAGSAC) is most of a verification's cost: a pair
+    for which align() found no homography is compared, and checked for a changed print,
+    without being aligned again (it would find none again)."""
+    import photogroup.changed_print as changed_print
+    import photogroup.cluster as cluster
+    import photogroup.verify as verify
+
+    real, calls = verify.align, []
+
+    def counted(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    for module in (verify, cluster, changed_print):
+        monkeypatch.setattr(module, "align", counted)
+    a, b = orb_keypoints(photos["astronaut"]), orb_keypoints(photos["coffee"])
+    [verified] = cluster._verified([(a, b, None)], GroupingParams())
+    assert len(calls) == 1 and verified.match is None and verified.test is None
+    # With the hash's flip as a hint the pair is compared (and judged the other way round
+    # too): each way aligned once.
+    calls.clear()
+    [hinted] = cluster._verified([(a, b, 0)], GroupingParams())
+    assert hinted.match is not None and hinted.match.method == "hash"
+    assert sorted((id(x), id(y)) for x, y in calls) == sorted({(id(a), id(b)), (id(b), id(a))})
+
+
 def test_keypoints_round_trip_through_bytes_and_base64(photos):
     kp = local_features(photos["coffee"])
     back = Keypoints.from_bytes(kp.to_bytes())
