@@ -2,7 +2,8 @@
 
 :class:`MemoRun` is the memo loop: look a batch's keys up in one or more namespaces (the
 batch's pack first, then the keys it lacks, concurrently), hand out the missing keys, write
-each chunk's entries as soon as the chunk finishes (a run that dies keeps its work), count
+each chunk's entries as soon as the chunk finishes (on a background thread while the next
+one computes; a run that dies keeps its work), count
 failures (reported as rows, never memoised), and rewrite a pack that did not hold every
 entry. Every stage goes through it: raw_images (fingerprints), the working-copy stages,
 renditions and cut-outs.
@@ -32,7 +33,7 @@ from photogroup import Rejection, decode_image, encode_work_image
 from photogroup.chunks import Failed, Worker, imap_chunks, peak_rss_mb
 from photogroup.stages import Stage, StagesOutcome, compute_payload, compute_stages
 from resources.memo import MemoStore
-from resources.s3 import FetchReport
+from resources.s3 import BackgroundWrites, FetchReport
 from resources.uploads import UploadsBucket
 
 WORK_NAMESPACE = f"work/{WORK_VERSION}"
@@ -91,6 +92,9 @@ class MemoRun:
         this run by a step sharing its decode (renditions made with the manifest): not
         looked up, counted as misses, and recorded like any chunk's."""
         self.memo, self.namespaces, self.pack, self.log = memo, namespaces, pack, log
+        #: Entries (and whatever else the step stores per chunk) are written on a
+        #: background thread while the next chunk computes; :meth:`finish` waits for them.
+        self.writes = BackgroundWrites()
         self.keys = list(dict.fromkeys(keys))
         self.entries: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, dict[str, str]] = {name: {} for name in namespaces}
@@ -131,12 +135,14 @@ class MemoRun:
                 self.failures[name][key] = entry.reason
                 self.log.warning(f"{name}: {label(key)} failed: {entry.reason}")
         if computed:
-            self.memo.put_json_many(self.namespaces[name], computed)
+            self.writes.submit(self.memo.put_json_many, self.namespaces[name], computed)
             self.entries[name].update(computed)
 
     def finish(self) -> None:
-        """Rewrite each pack that lacked an entry, unless an image failed (retried next run:
+        """Wait for every entry to be written (a failed write fails the step here), then
+        rewrite each pack that lacked an entry, unless an image failed (retried next run:
         a pack holds every entry of the batch or is not written)."""
+        self.writes.wait()
         for name, namespace in self.namespaces.items():
             if self.pack and not self._complete[name] and not self.failures[name]:
                 entries = self.entries[name]

@@ -21,7 +21,7 @@ from photogroup.chunks import Failed
 from photogroup.manifest import ACCEPTED, Inspection
 from photogroup.renditions import MEDIA_TYPES, Rendition, RenditionSpec, render
 from resources.memo import MemoStore
-from resources.s3 import put_objects
+from resources.s3 import BackgroundWrites, put_objects
 from resources.uploads import UploadsBucket
 
 DESCRIPTION = """One row per accepted image, size and format: web renditions (each configured
@@ -71,6 +71,8 @@ class Renditions:
         self.spec, self.memo = spec, memo
         self.made: dict[str, dict | Failed] = {}  # by SHA-256, for MemoRun(computed=...)
         self.stats = {"encoded": 0, "bytes_written": 0, "originals_fetched": 0}
+        #: Renditions are PUT while the next chunk decodes; :meth:`wait` before the table.
+        self.writes = BackgroundWrites()
 
     def add(self, inspected: list[Inspection], sizes: list[int]) -> None:
         """The renditions the manifest made from its decode of each upload (``sizes``:
@@ -94,10 +96,14 @@ class Renditions:
                 items.append({"size": r.size, "format": r.format, "width": r.width,
                               "height": r.height, "bytes": len(r.data), "key": key})  # fmt: skip
             self.made[sha] = {"original_bytes": original, "renditions": items}
-        for fmt, blobs in objects.items():
-            put_objects(self.memo.s3.get_client(), self.memo.bucket, blobs, MEDIA_TYPES[fmt])
+        for blobs in objects.values():
             self.stats["encoded"] += len(blobs)
             self.stats["bytes_written"] += sum(len(b) for b in blobs.values())
+        self.writes.submit(self._put, objects)
+
+    def _put(self, objects: dict[str, dict[str, bytes]]) -> None:
+        for fmt, blobs in objects.items():
+            put_objects(self.memo.s3.get_client(), self.memo.bucket, blobs, MEDIA_TYPES[fmt])
 
 
 def renditions_outputs(
@@ -110,14 +116,16 @@ def renditions_outputs(
     the rest fetched and rendered here, chunk by chunk."""
     spec, memo = renditions.spec, renditions.memo
     sources = accepted_sources(raw_images)
+    renditions.writes.wait()  # the manifest's renditions are stored before their entries
     run = MemoRun(memo, {"product_images": namespace(spec)}, sources,
                   pack=context.partition_key, log=context.log, label="renditions",
                   computed={"product_images": renditions.made})  # fmt: skip
     missing = run.missing("product_images")
     for start in range(0, len(missing), CHUNK):
         shas = missing[start : start + CHUNK]
-        run.record("product_images", _render_chunk(shas, sources, uploads, renditions),
-                   lambda sha: sources[sha])  # fmt: skip
+        made = _render_chunk(shas, sources, uploads, renditions)
+        renditions.writes.wait()
+        run.record("product_images", made, lambda sha: sources[sha])
         context.log.info(f"renditions: {start + len(shas)}/{len(missing)} images encoded")
     run.finish()
     failures = run.failures["product_images"]

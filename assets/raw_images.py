@@ -218,7 +218,8 @@ def _inspect(new: list[UploadedObject], memo_keys, run: MemoRun, uploads, memo, 
     processes = auto_processes(config.processes, len(fetchable), config.chunk_size)
     for part, (inspected, worker) in imap_chunks(inspect, chunks(), processes, total):
         note_worker(workers, worker)
-        memo.put_many(WORK_NAMESPACE, {i.sha256: i.work_bytes for i in inspected if i.work_bytes})
+        run.writes.submit(memo.put_many, WORK_NAMESPACE,
+                          {i.sha256: i.work_bytes for i in inspected if i.work_bytes})  # fmt: skip
         if renditions is not None:
             renditions.add(inspected, [obj.size for obj in part])
         run.record(
