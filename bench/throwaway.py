@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,11 +13,19 @@ from pathlib import Path
 from orchestration.local_s3 import LocalS3, _free_port
 
 
+def _exit(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextmanager
 def throwaway_s3(name: str) -> Iterator[Path]:
-    """Start it, point this process's S3 and Dagster settings at it, stop it after."""
+    """Start it, point this process's S3 and Dagster settings at it, stop it after: also
+    when the benchmark is stopped with SIGTERM (``kill PID``), which would otherwise end
+    the process without stopping the server it started."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     server = LocalS3(workdir / "s3", s3_port=_free_port())
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit) if main else None
     state = server.start()
     try:
         os.environ.update(state.env())
@@ -25,3 +35,5 @@ def throwaway_s3(name: str) -> Iterator[Path]:
         yield workdir
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
