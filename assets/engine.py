@@ -3,10 +3,9 @@
 :class:`MemoRun` is the memo loop: look a batch's keys up in one or more namespaces (the
 batch's pack first, then the keys it lacks, concurrently), hand out the missing keys, write
 each chunk's entries as soon as the chunk finishes (on a background thread while the next
-one computes; a run that dies keeps its work), count
-failures (reported as rows, never memoised), and rewrite a pack that did not hold every
-entry. Every stage goes through it: raw_images (fingerprints), the working-copy stages,
-renditions and cut-outs.
+one computes; a run that dies keeps its work), count failures (reported as rows, never
+memoised), and rewrite a pack that did not hold every entry. Every stage goes through it:
+raw_images (fingerprints), the working-copy stages, renditions and cut-outs.
 
 :func:`run_stages` runs :class:`photogroup.stages.Stage` s that read the working copy: it
 fetches each image's copy **once** for every stage that misses it, decodes it once

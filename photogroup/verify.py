@@ -351,6 +351,8 @@ class PhotoMatch:
 
 
 class Pending(Enum):
+    """What an ``alignment`` argument can say besides an alignment or None."""
+
     ALIGN = "align"
 
 
